@@ -235,7 +235,7 @@ def _csv_records(path, raw, fmt, columns, bad):
         for row in reader:
             yield from _drain(bad)
             number, start[0] = start[0], 0
-            if not any(cell.strip() for cell in row) and len(row) <= 1:
+            if not row:
                 continue  # blank line
             short = [c for c, i in zip(columns, indices) if i >= len(row)]
             if short:

@@ -1,0 +1,325 @@
+"""distill.data: formats, label maps, every bad input (file + line in the message), helpers."""
+import json
+from collections import Counter
+
+import click
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from distill.data import (DataError, DataOptions, class_weights_balanced, describe_skipped,
+                          file_sha256, load_labelled, load_texts, resample_indices, subsample)
+from distill.options import data_options, data_options_from
+
+
+def write(path, text: str | bytes):
+    if isinstance(text, str):
+        text = text.encode("utf-8")
+    path.write_bytes(text)
+    return path
+
+
+def error(path, options=DataOptions(), labels=None) -> DataError:
+    with pytest.raises(DataError) as info:
+        load_labelled(path, options, labels)
+    return info.value
+
+
+def assert_error(err: DataError, path, line, *words):
+    message = str(err)
+    assert message.startswith(f"{path}, line {line}: " if line else f"{path}: "), message
+    assert err.line == line
+    for word in words:
+        assert word in message, message
+
+
+# ---------------------------------------------------------------- formats
+
+def test_csv_quoted_fields_commas_multiline_and_bom(tmp_path):
+    p = write(tmp_path / "d.csv", '\ufefftext,label\n"good, really good",pos\n'
+              '"spans\ntwo lines",neg\n"say ""hi""",pos\n')
+    d = load_labelled(p)
+    assert d.texts == ["good, really good", "spans\ntwo lines", 'say "hi"']
+    assert d.label_names == ["neg", "pos"]
+    assert d.labels == [1, 0, 1]
+    assert d.lines == [2, 3, 5]          # the multi-line record starts on line 3
+    assert d.sha256 == file_sha256(p) and len(d) == 3 and d.skipped == {}
+
+
+def test_tsv_keeps_quote_characters(tmp_path):
+    p = write(tmp_path / "d.tsv", 'label\tsentence\n1\t" a quoted , thing\n0\tit \'s "dull\n')
+    d = load_labelled(p, DataOptions(text_column="sentence"))
+    assert d.texts == ['" a quoted , thing', 'it \'s "dull']
+    assert d.label_names == ["0", "1"] and d.labels == [1, 0]
+
+
+def test_jsonl_string_and_int_labels(tmp_path):
+    p = write(tmp_path / "d.jsonl", '{"body": "a", "y": 10}\n\n{"body": "b", "y": 2}\n'
+              '{"body": "c", "y": "10"}\n')
+    d = load_labelled(p, DataOptions(text_column="body", label_column="y"))
+    assert d.label_names == ["2", "10"]   # numeric order, not string order
+    assert d.labels == [1, 0, 1] and d.lines == [1, 3, 4]
+
+
+def test_format_option_overrides_extension(tmp_path):
+    p = write(tmp_path / "data.dat", "hello\tpos\nbye\tneg\n")
+    d = load_labelled(p, DataOptions(format="txt"))
+    assert d.texts == ["hello", "bye"] and d.label_names == ["neg", "pos"]
+
+
+def test_headerless_txt_thucnews_style(tmp_path):
+    names = write(tmp_path / "class.txt", "finance\nrealty\nstocks\n")
+    p = write(tmp_path / "train.txt", "股市大涨\t2\n楼盘开盘\t1\n基金收益\t0\n\n新股上市\t2\n")
+    d = load_labelled(p, DataOptions(label_names=str(names)))
+    assert d.label_names == ["finance", "realty", "stocks"]
+    assert d.labels == [2, 1, 0, 2] and d.lines == [1, 2, 3, 5]
+    d = load_labelled(p)                              # no names: ids named str(id)
+    assert d.label_names == ["0", "1", "2"] and d.labels == [2, 1, 0, 2]
+    swapped = load_labelled(p, DataOptions(text_column="1", label_column="0", format="txt"))
+    assert swapped.texts == ["2", "1", "0", "2"]      # columns by index
+
+
+def test_label_names_order_and_names_accepted(tmp_path):
+    names = write(tmp_path / "names.txt", "zeta\nalpha\nmid\n\n")
+    p = write(tmp_path / "d.csv", "text,label\na,1\nb,zeta\nc,1\n")
+    d = load_labelled(p, DataOptions(label_names=str(names)))
+    assert d.label_names == ["zeta", "alpha", "mid"]  # the whole list, in file order
+    assert d.labels == [1, 0, 1]
+
+
+def test_string_labels_sorted_by_name(tmp_path):
+    p = write(tmp_path / "d.csv", "text,label\na,positive\nb,negative\nc,neutral\nd,10\n")
+    d = load_labelled(p)
+    assert d.label_names == ["10", "negative", "neutral", "positive"]
+    assert d.labels == [3, 1, 2, 0]
+
+
+def test_model_order_labels(tmp_path):
+    p = write(tmp_path / "dev.csv", "text,label\na,positive\nb,negative\nc,positive\n")
+    d = load_labelled(p, labels=["positive", "negative", "neutral"])
+    assert d.label_names == ["positive", "negative", "neutral"]
+    assert d.labels == [0, 1, 0]
+    one_class = write(tmp_path / "one.csv", "text,label\na,positive\n")
+    assert load_labelled(one_class, labels=["negative", "positive"]).labels == [1]
+
+
+def test_model_order_integer_labels_and_label_names(tmp_path):
+    p = write(tmp_path / "dev.tsv", "label\tsentence\n01\tx\n0\ty\n")
+    assert load_labelled(p, DataOptions(text_column="sentence"), labels=["0", "1"]).labels == [1, 0]
+    names = write(tmp_path / "names.txt", "neg\npos\n")
+    d = load_labelled(p, DataOptions(text_column="sentence", label_names=str(names)),
+                      labels=["pos", "neg"])
+    assert d.labels == [0, 1]
+    err = error(p, DataOptions(text_column="sentence"), labels=["neg", "pos"])  # ids, no names
+    assert_error(err, p, 2, "unknown label '1'", "--label-names")
+
+
+def test_load_texts(tmp_path):
+    plain = write(tmp_path / "u.txt", "first text\n\nsecond\tignored\n  \nthird\n")
+    assert load_texts(plain) == ["first text", "second", "third"]
+    assert load_texts(write(tmp_path / "u.jsonl", '{"text": "a"}\n{"text": "b", "x": 1}\n')) == ["a", "b"]
+    assert load_texts(write(tmp_path / "u.csv", "id,text\n1,a b\n2,c\n")) == ["a b", "c"]
+    bad = write(tmp_path / "b.csv", "text\nok\n\" \"\n")
+    with pytest.raises(DataError, match=r"b\.csv, line 3: empty text"):
+        load_texts(bad)
+    assert load_texts(bad, DataOptions(skip_bad_rows=True)) == ["ok"]
+
+
+# ---------------------------------------------------------------- bad inputs
+
+def test_missing_file_and_directory(tmp_path):
+    assert_error(error(tmp_path / "nope.csv"), tmp_path / "nope.csv", None, "no such file")
+    assert_error(error(tmp_path), tmp_path, None, "directory")
+
+
+def test_empty_file_and_header_only(tmp_path):
+    for name in ("e.csv", "e.jsonl", "e.txt", "e.tsv"):
+        assert_error(error(write(tmp_path / name, "")), tmp_path / name, None, "empty")
+    header_only = write(tmp_path / "h.csv", "text,label\n")
+    assert_error(error(header_only), header_only, None, "no data rows")
+
+
+def test_missing_header_column_names_existing_columns(tmp_path):
+    p = write(tmp_path / "d.csv", "review,label\nnice,pos\n")
+    assert_error(error(p), p, 1, "no column 'text'", "review, label")
+    # a file-level problem: --skip-bad-rows does not hide it
+    assert_error(error(p, DataOptions(skip_bad_rows=True)), p, 1, "no column 'text'")
+
+
+def test_short_row(tmp_path):
+    p = write(tmp_path / "d.csv", "text,label\na,pos\nb\nc,neg\n")
+    assert_error(error(p), p, 3, "'label'")
+
+
+def test_empty_text(tmp_path):
+    p = write(tmp_path / "train.csv", "text,label\na,pos\n" + "b,neg\n" * 14 + "   ,pos\n")
+    assert_error(error(p), p, 17, "empty text in column 'text'")
+    assert error(p).column == "text"
+
+
+def test_bad_utf8_names_its_line(tmp_path):
+    p = write(tmp_path / "d.csv", b"text,label\nok,pos\nalso ok,neg\nbad \xff\xfe,pos\nfine,neg\n")
+    assert_error(error(p), p, 4, "UTF-8")
+    txt = write(tmp_path / "d.txt", b"ok\t1\n\xc3(\t0\n")
+    assert_error(error(txt), txt, 2, "UTF-8")
+
+
+def test_bad_utf8_after_multiline_record(tmp_path):
+    p = write(tmp_path / "d.csv", b'text,label\n"two\nlines",pos\n\xffx,neg\nz,neg\n')
+    assert_error(error(p), p, 4, "UTF-8")
+    d = load_labelled(p, DataOptions(skip_bad_rows=True))
+    assert d.lines == [2, 5] and d.skipped == {"invalid UTF-8": 1}
+
+
+def test_invalid_json_and_non_object(tmp_path):
+    p = write(tmp_path / "d.jsonl", '{"text": "a", "label": "x"}\n{"text": "b", "label": \n')
+    assert_error(error(p), p, 2, "invalid JSON")
+    q = write(tmp_path / "q.jsonl", '{"text": "a", "label": "x"}\n["b", "y"]\n')
+    assert_error(error(q), q, 2, "JSON object")
+    r = write(tmp_path / "r.jsonl", '{"text": "a", "label": "x"}\n{"text": "b"}\n')
+    assert_error(error(r), r, 2, "'label'")
+
+
+def test_unknown_extension(tmp_path):
+    p = write(tmp_path / "d.xlsx", "text,label\n")
+    assert_error(error(p), p, None, "'.xlsx'", "--format")
+
+
+def test_single_class_training_file(tmp_path):
+    p = write(tmp_path / "d.csv", "text,label\na,pos\nb,pos\n")
+    assert_error(error(p), p, None, "2 classes", "'pos'")
+    names = write(tmp_path / "n.txt", "neg\npos\n")
+    assert_error(error(p, DataOptions(label_names=str(names))), p, None, "2 classes")
+
+
+def test_unknown_label_in_eval_file(tmp_path):
+    p = write(tmp_path / "dev.csv", "text,label\na,positive\nb,negative\nc,meh\n")
+    err = error(p, labels=["negative", "positive"])
+    assert_error(err, p, 4, "unknown label 'meh'", "negative, positive")
+
+
+def test_label_id_outside_label_names(tmp_path):
+    names = write(tmp_path / "n.txt", "a\nb\n")
+    p = write(tmp_path / "d.txt", "x\t0\ny\t1\nz\t2\n")
+    assert_error(error(p, DataOptions(label_names=str(names))), p, 3, "unknown label '2'")
+
+
+def test_skip_bad_rows_counts_by_reason(tmp_path):
+    p = write(tmp_path / "d.jsonl", b"\n".join([
+        b'{"text": "good", "label": "pos"}',
+        b'{"text": "  ", "label": "neg"}',          # empty text
+        b'{"text": "x"}',                           # missing column
+        b'not json',                                # invalid JSON
+        b'{"text": "bad \xff", "label": "neg"}',    # invalid UTF-8
+        b'{"text": "fine", "label": "neg"}',
+        b'{"text": "odd", "label": "meh"}',         # unknown label (eval)
+        b'7',                                       # not an object
+        b'{"text": "", "label": "pos"}',            # empty text
+    ]) + b"\n")
+    d = load_labelled(p, DataOptions(skip_bad_rows=True), labels=["neg", "pos"])
+    assert d.texts == ["good", "fine"] and d.lines == [1, 6]
+    assert d.skipped == {"empty text": 2, "missing column": 1, "invalid JSON": 1,
+                         "invalid UTF-8": 1, "unknown label": 1, "not a JSON object": 1}
+    assert describe_skipped(d).startswith("skipped 7 rows:")
+
+
+def test_skip_bad_rows_all_bad_still_fails(tmp_path):
+    p = write(tmp_path / "d.csv", "text,label\n ,a\n ,b\n")
+    assert_error(error(p, DataOptions(skip_bad_rows=True)), p, None, "no data rows", "2 empty text")
+
+
+def test_bad_label_names_file(tmp_path):
+    p = write(tmp_path / "d.txt", "x\t0\ny\t1\n")
+    dup = write(tmp_path / "dup.txt", "a\nb\na\n")
+    with pytest.raises(DataError, match=r"dup\.txt, line 3: duplicate label name 'a'"):
+        load_labelled(p, DataOptions(label_names=str(dup)))
+    with pytest.raises(DataError, match="no such file"):
+        load_labelled(p, DataOptions(label_names=str(tmp_path / "missing.txt")))
+
+
+# ---------------------------------------------------------------- helpers
+
+def test_subsample_is_seeded_and_without_replacement(tmp_path):
+    rows = "".join(f"t{i},{'ab'[i % 2]}\n" for i in range(100))
+    d = load_labelled(write(tmp_path / "d.csv", "text,label\n" + rows))
+    a, b, c = subsample(d, 30, seed=0), subsample(d, 30, seed=0), subsample(d, 30, seed=1)
+    assert len(a) == 30 and a.texts == b.texts and a.texts != c.texts
+    assert len(set(a.texts)) == 30
+    assert all(d.texts[d.lines.index(line)] == t for t, line in zip(a.texts, a.lines))
+    assert all(d.labels[d.texts.index(t)] == y for t, y in zip(a.texts, a.labels))
+    # same rows as the reference recipe's `default_rng(0).permutation(n)[:N]`
+    assert a.texts == [d.texts[i] for i in np.random.default_rng(0).permutation(100)[:30]]
+    assert subsample(d, None, 0) is d and subsample(d, 100, 0) is d and subsample(d, 500, 0) is d
+
+
+def test_class_weights_equal_sklearn():
+    from sklearn.utils.class_weight import compute_class_weight
+    rng = np.random.default_rng(0)
+    for k in (2, 3, 7):
+        y = np.concatenate([np.arange(k), rng.integers(0, k, 200) ** 1])
+        y = np.where(rng.random(y.size) < 0.5, y, 0)      # skew toward class 0
+        ours = class_weights_balanced(y.tolist(), k)
+        expected = compute_class_weight("balanced", classes=np.arange(k), y=y)
+        assert ours.dtype == np.float32
+        np.testing.assert_allclose(ours, expected, rtol=1e-6)
+    with pytest.raises(ValueError, match="class id"):
+        class_weights_balanced([0, 0, 2], 3)
+
+
+@pytest.mark.parametrize("mode", ["over", "under"])
+def test_resample_counts(mode):
+    labels = [0] * 50 + [1] * 10 + [2] * 25
+    idx = resample_indices(labels, mode, seed=3)
+    counts = Counter(labels[i] for i in idx)
+    target = 50 if mode == "over" else 10
+    assert counts == {0: target, 1: target, 2: target}
+    assert np.array_equal(idx, resample_indices(labels, mode, seed=3))
+    assert not np.array_equal(idx, resample_indices(labels, mode, seed=4))
+    if mode == "over":   # every original row kept at least once
+        assert set(idx.tolist()) == set(range(len(labels)))
+    else:                # no row twice
+        assert len(set(idx.tolist())) == idx.size
+    with pytest.raises(ValueError):
+        resample_indices(labels, "sideways", 0)
+
+
+def test_click_data_options(tmp_path):
+    names = write(tmp_path / "n.txt", "a\nb\n")
+    seen = {}
+
+    @click.command()
+    @click.option("--epochs", type=int, default=1)
+    @data_options
+    def cmd(**kwargs):
+        seen["options"] = data_options_from(kwargs)
+        seen["rest"] = kwargs
+
+    runner = CliRunner()
+    result = runner.invoke(cmd, ["--format", "tsv", "--text-column", "sentence", "--label-names",
+                                 str(names), "--skip-bad-rows", "--epochs", "3"])
+    assert result.exit_code == 0, result.output
+    assert seen["options"] == DataOptions(format="tsv", text_column="sentence", label_column="label",
+                                          label_names=str(names), skip_bad_rows=True)
+    assert seen["rest"] == {"epochs": 3}
+    assert runner.invoke(cmd, []).exit_code == 0 and seen["options"] == DataOptions()
+    help_text = runner.invoke(cmd, ["--help"]).output
+    for flag in ("--format", "--text-column", "--label-column", "--label-names", "--skip-bad-rows"):
+        assert flag in help_text
+    assert runner.invoke(cmd, ["--format", "xls"]).exit_code != 0
+
+
+def test_shared_data(shared_data):
+    sst_train = load_labelled(shared_data / "sst2" / "train.tsv", DataOptions(text_column="sentence"))
+    sst_dev = load_labelled(shared_data / "sst2" / "dev.tsv", DataOptions(text_column="sentence"),
+                            labels=sst_train.label_names)
+    assert (len(sst_train), len(sst_dev)) == (67349, 872)
+    assert sst_train.label_names == ["0", "1"] and set(sst_dev.labels) == {0, 1}
+    names_file = shared_data / "thucnews" / "class.txt"
+    options = DataOptions(label_names=str(names_file))
+    train = load_labelled(shared_data / "thucnews" / "train.txt", options)
+    test = load_labelled(shared_data / "thucnews" / "test.txt", options, labels=train.label_names)
+    names = names_file.read_text(encoding="utf-8").split()
+    assert len(names) == 10 and train.label_names == names
+    assert (len(train), len(test)) == (10000, 10000)
+    assert set(train.labels) == set(test.labels) == set(range(10))
+    assert json.dumps(train.label_names, ensure_ascii=False)
