@@ -1,0 +1,283 @@
+"""BERT WordPiece tokenizer with numpy and the standard library only.
+
+Matches Hugging Face's Python BERT tokenizer (`BertTokenizerLegacy` in transformers 5,
+the slow `BertTokenizer` before) token for token:
+
+1. split the raw text on special tokens ([CLS], [SEP], ...), which pass through whole;
+2. every other chunk: drop NUL, U+FFFD and control characters, map whitespace to " ",
+   space out CJK ideographs, NFC-normalise, split on whitespace;
+3. per word (unless never-split): lower-case, strip accents (NFD, drop Mn marks),
+   split off punctuation (ASCII symbols and Unicode P*);
+4. greedy longest-match WordPiece with "##" continuations; [UNK] for a word longer than
+   100 characters or one that cannot be covered by the vocabulary.
+
+Speed comes from doing per-character work inside C string methods (`str.translate` with
+tables filled lazily per code point, `str.lower`, `unicodedata.normalize`, `str.split`)
+instead of Python loops, and from caching WordPiece results per word.
+"""
+from __future__ import annotations
+
+import re
+import unicodedata
+from functools import lru_cache
+
+import numpy as np
+
+MAX_INPUT_CHARS_PER_WORD = 100
+WORD_CACHE_SIZE = 1 << 16
+CHAR_TABLE_LIMIT = 1 << 16  # code points remembered per lazy table; beyond, computed each time
+
+# the CJK Unified Ideographs blocks that BERT spaces out (same ranges as Hugging Face)
+CJK_RANGES = (
+    (0x4E00, 0x9FFF), (0x3400, 0x4DBF), (0x20000, 0x2A6DF), (0x2A700, 0x2B73F),
+    (0x2B740, 0x2B81F), (0x2B820, 0x2CEAF), (0xF900, 0xFAFF), (0x2F800, 0x2FA1F),
+)
+CONFIG_KEYS = {"type", "lowercase", "strip_accents", "tokenize_chinese_chars", "unk_token",
+               "cls_token", "sep_token", "pad_token", "mask_token", "never_split",
+               "max_input_chars_per_word"}
+
+
+def is_cjk(cp: int) -> bool:
+    return any(lo <= cp <= hi for lo, hi in CJK_RANGES)
+
+
+def is_whitespace(ch: str) -> bool:
+    return ch in " \t\n\r" or unicodedata.category(ch) == "Zs"
+
+
+def is_control(ch: str) -> bool:
+    return ch not in "\t\n\r" and unicodedata.category(ch).startswith("C")
+
+
+def is_punctuation(ch: str) -> bool:
+    cp = ord(ch)
+    if 33 <= cp <= 47 or 58 <= cp <= 64 or 91 <= cp <= 96 or 123 <= cp <= 126:
+        return True  # every non-alphanumeric printable ASCII character counts, e.g. $ ^ `
+    return unicodedata.category(ch).startswith("P")
+
+
+class LazyTable(dict):
+    """A `str.translate` table whose entries are computed on first sight of a code point."""
+
+    def __init__(self, rule):
+        super().__init__()
+        self.rule = rule  # code point -> int (keep / replace), str (replace) or None (delete)
+
+    def __missing__(self, cp: int):
+        value = self.rule(cp)
+        if len(self) < CHAR_TABLE_LIMIT:  # bounded: crafted text cannot grow it without limit
+            self[cp] = value
+        return value
+
+
+def clean_rule(space_cjk: bool):
+    def rule(cp: int):
+        ch = chr(cp)
+        if cp == 0 or cp == 0xFFFD or is_control(ch):
+            return None
+        if is_whitespace(ch):
+            return " "
+        if space_cjk and is_cjk(cp):
+            return " " + ch + " "
+        return cp
+    return rule
+
+
+def mark_rule(cp: int):
+    return None if unicodedata.category(chr(cp)) == "Mn" else cp
+
+
+def punctuation_rule(cp: int):
+    ch = chr(cp)
+    return " " + ch + " " if is_punctuation(ch) else cp
+
+
+ASCII_CONTROLS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+ASCII_PIECES = re.compile(r"[A-Za-z0-9]+|[^A-Za-z0-9 \t\n\r]")
+
+
+def load_vocab(path) -> dict[str, int]:
+    """vocab.txt -> {token: id}, one token a line (a repeated token keeps its last line, as HF)."""
+    with open(path, "r", encoding="utf-8") as f:
+        return {line.rstrip("\n"): i for i, line in enumerate(f.readlines())}
+
+
+class WordPieceTokenizer:
+    """BERT tokenizer: `tokenize(text)`, `encode(text)`, `encode_batch(texts, max_length)`."""
+
+    def __init__(self, vocab, lowercase: bool = True, strip_accents: bool | None = None,
+                 tokenize_chinese_chars: bool = True, unk_token: str = "[UNK]",
+                 cls_token: str = "[CLS]", sep_token: str = "[SEP]", pad_token: str = "[PAD]",
+                 mask_token: str | None = "[MASK]", never_split=(),
+                 max_input_chars_per_word: int = MAX_INPUT_CHARS_PER_WORD):
+        self.vocab = dict(vocab) if isinstance(vocab, dict) else load_vocab(vocab)
+        for name, token in (("unk_token", unk_token), ("cls_token", cls_token),
+                            ("sep_token", sep_token), ("pad_token", pad_token)):
+            if token not in self.vocab:
+                raise ValueError(f"{name} {token!r} is not in the vocabulary")
+        self.id_to_token = {i: t for t, i in self.vocab.items()}
+        self.lowercase = bool(lowercase)
+        self.strip_accents = self.lowercase if strip_accents is None else bool(strip_accents)
+        self.unk_token, self.cls_token, self.sep_token, self.pad_token = (
+            unk_token, cls_token, sep_token, pad_token)
+        self.unk_id, self.cls_id, self.sep_id, self.pad_id = (
+            self.vocab[t] for t in (unk_token, cls_token, sep_token, pad_token))
+        self.max_input_chars_per_word = int(max_input_chars_per_word)
+        self.max_piece_chars = max(map(len, self.vocab), default=1)
+
+        # special tokens split the raw text and pass through whole; a mask token the vocabulary
+        # lacks is left out (HF would give it an id past the end of the embedding table)
+        specials = [unk_token, sep_token, pad_token, cls_token]
+        if mask_token and mask_token in self.vocab:
+            specials.append(mask_token)
+        self.special_tokens = frozenset(specials)
+        # longest first, so the leftmost match is also the longest one (as HF's trie)
+        alternatives = sorted(self.special_tokens, key=len, reverse=True)
+        self._special_split = re.compile("(" + "|".join(map(re.escape, alternatives)) + ")")
+        self.never_split = frozenset(never_split)  # kept whole and never WordPiece-split
+        self._keep_whole = self.special_tokens | self.never_split
+        self._special_firsts = frozenset(t[0] for t in self.special_tokens)
+
+        self._clean = LazyTable(clean_rule(bool(tokenize_chinese_chars)))
+        self._marks = LazyTable(mark_rule)
+        self._punctuation = LazyTable(punctuation_rule)
+        self._word_ids = lru_cache(maxsize=WORD_CACHE_SIZE)(self._wordpiece_ids)
+        # a word can only turn into a kept-whole token by normalising if some kept-whole
+        # token is a fixed point of normalising (not "[UNK]" when lower-casing): then go
+        # word by word like HF, otherwise normalise the whole text at once
+        self._per_word = (self.lowercase or self.strip_accents) and any(
+            self._normalize(t) == t for t in self._keep_whole)
+
+    @classmethod
+    def from_config(cls, vocab_path, config: dict) -> "WordPieceTokenizer":
+        """Build from vocab.txt and the `tokenizer` object of runtime.json."""
+        if not isinstance(config, dict):
+            raise ValueError("runtime.json 'tokenizer' must be an object")
+        if config.get("type", "wordpiece") != "wordpiece":
+            raise ValueError(f"unsupported tokenizer type {config.get('type')!r} (expected 'wordpiece')")
+        kwargs = {k: v for k, v in config.items() if k in CONFIG_KEYS and k != "type"}
+        for key in ("unk_token", "cls_token", "sep_token", "pad_token"):
+            if key in kwargs and not isinstance(kwargs[key], str):
+                raise ValueError(f"runtime.json tokenizer.{key} must be a string")
+        return cls(vocab_path, **kwargs)
+
+    # -- text -> words ---------------------------------------------------------------------
+
+    def _basic_words(self, chunk: str) -> list[str]:
+        """Clean, space CJK, NFC, lower-case, strip accents, split punctuation (HF BasicTokenizer)."""
+        ascii_only = chunk.isascii()  # fast path: no accents, CJK or categories to look up
+        if ascii_only:
+            words = ASCII_CONTROLS.sub("", chunk).split()
+        else:
+            words = unicodedata.normalize("NFC", chunk.translate(self._clean)).split()
+        if self._per_word or not self._keep_whole.isdisjoint(words):
+            return self._words_one_by_one(words)
+        # the whole text at once: lower-casing the joined words equals lower-casing each
+        # (a final sigma's context never reaches across whitespace), and so do NFD and the
+        # per-character tables
+        text = " ".join(words)
+        if ascii_only:
+            return ASCII_PIECES.findall(text.lower() if self.lowercase else text)
+        return self._normalize(text).translate(self._punctuation).split()
+
+    def _words_one_by_one(self, words: list[str]) -> list[str]:
+        """HF's per-word loop, needed when a word is (or becomes) a never-split token."""
+        out = []
+        for word in words:
+            if word not in self._keep_whole:
+                word = self._normalize(word)
+                if word not in self._keep_whole:
+                    out.extend(word.translate(self._punctuation).split())
+                    continue
+            out.append(word)
+        return out
+
+    def _normalize(self, text: str) -> str:
+        if self.lowercase:
+            text = text.lower()
+        if self.strip_accents:
+            text = unicodedata.normalize("NFD", text).translate(self._marks)
+        return text
+
+    # -- words -> ids ----------------------------------------------------------------------
+
+    def _wordpiece_ids(self, word: str) -> tuple[int, ...]:
+        """Greedy longest-match-first WordPiece; (unk,) when the word cannot be covered."""
+        if len(word) > self.max_input_chars_per_word:
+            return (self.unk_id,)
+        vocab, ids, start, n = self.vocab, [], 0, len(word)
+        while start < n:
+            end = min(n, start + self.max_piece_chars)  # no vocabulary entry is longer
+            while end > start:
+                piece_id = vocab.get(word[start:end] if start == 0 else "##" + word[start:end])
+                if piece_id is not None:
+                    break
+                end -= 1
+            else:
+                return (self.unk_id,)
+            ids.append(piece_id)
+            start = end
+        return tuple(ids)
+
+    def _chunk_ids(self, chunk: str, out: list[int]) -> None:
+        never_split, vocab, word_ids = self.never_split, self.vocab, self._word_ids
+        for word in self._basic_words(chunk):
+            if word in never_split:
+                out.append(vocab.get(word, self.unk_id))
+            else:
+                out.extend(word_ids(word))
+
+    def text_ids(self, text: str) -> list[int]:
+        """Token ids of text, without [CLS]/[SEP]."""
+        ids: list[int] = []
+        if any(c in text for c in self._special_firsts):
+            chunks = [piece for piece in self._special_split.split(text) if piece]
+        else:
+            chunks = [text]
+        for chunk in chunks:
+            if chunk in self.special_tokens:
+                ids.append(self.vocab[chunk])
+            else:
+                self._chunk_ids(chunk, ids)
+        return ids
+
+    def tokenize(self, text: str) -> list[str]:
+        """Word pieces of text, without [CLS]/[SEP] (as HF `tokenize`)."""
+        return [self.id_to_token[i] for i in self.text_ids(text)]
+
+    def convert_tokens_to_ids(self, tokens):
+        if isinstance(tokens, str):
+            return self.vocab.get(tokens, self.unk_id)
+        return [self.vocab.get(t, self.unk_id) for t in tokens]
+
+    def convert_ids_to_tokens(self, ids):
+        if isinstance(ids, (int, np.integer)):
+            return self.id_to_token.get(int(ids), self.unk_token)
+        return [self.id_to_token.get(int(i), self.unk_token) for i in ids]
+
+    # -- batches ---------------------------------------------------------------------------
+
+    def encode(self, text: str, max_length: int | None = None) -> list[int]:
+        """[CLS] ids [SEP], the ids truncated so the whole fits in max_length."""
+        ids = self.text_ids(text)
+        if max_length is not None:
+            if max_length < 2:
+                raise ValueError(f"max_length must be at least 2 (room for [CLS] and [SEP]), got {max_length}")
+            del ids[max_length - 2:]
+        return [self.cls_id] + ids + [self.sep_id]
+
+    def encode_batch(self, texts, max_length: int | None = None) -> dict[str, np.ndarray]:
+        """Encode, truncate and pad to the longest in the batch -> int64 arrays (n, seq)."""
+        rows = [self.encode(text, max_length) for text in texts]
+        return pad_batch(rows, self.pad_id)
+
+
+def pad_batch(rows: list[list[int]], pad_id: int) -> dict[str, np.ndarray]:
+    lengths = np.fromiter(map(len, rows), dtype=np.int64, count=len(rows))       # (n,)
+    seq = int(lengths.max()) if len(rows) else 0
+    attention_mask = (np.arange(seq) < lengths[:, None]).astype(np.int64)         # (n, seq)
+    input_ids = np.full((len(rows), seq), pad_id, dtype=np.int64)
+    input_ids[attention_mask.astype(bool)] = np.fromiter(
+        (i for row in rows for i in row), dtype=np.int64, count=int(lengths.sum()))
+    return {"input_ids": input_ids, "attention_mask": attention_mask,
+            "token_type_ids": np.zeros_like(input_ids)}
