@@ -1,0 +1,183 @@
+"""The `distill` command line. Heavy imports (torch, transformers) live inside the commands."""
+from __future__ import annotations
+
+import sys
+from dataclasses import fields
+from pathlib import Path
+
+import click
+
+from .options import data_options, data_options_from
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+def _default(config_cls, name):
+    return {f.name: f.default for f in fields(config_cls)}[name]
+
+
+def _fail(error: Exception) -> None:
+    raise click.ClickException(str(error)) from error
+
+
+@click.group(context_settings=CONTEXT)
+@click.version_option(package_name="distill-edge")
+def main():
+    """distill-edge: labelled text file -> teacher BERT -> small student -> int8 ONNX bundle
+    that runs with numpy alone."""
+
+
+def teach_options(f):
+    from .teacher import TeachConfig as C
+
+    options = [
+        click.option("--train", required=True, type=click.Path(dir_okay=False),
+                     help="Labelled training file (.csv, .tsv, .jsonl or headerless text<TAB>label .txt)."),
+        click.option("--eval", "eval_path", type=click.Path(dir_okay=False), default=None,
+                     help="Labelled evaluation file: accuracy, macro-F1 and AUC after every epoch."),
+        click.option("--model", default=None, metavar="NAME_OR_PATH",
+                     help="BERT-family checkpoint (local path or hub id). Default: the packaged "
+                          "all-MiniLM-L6-v2 (offline)."),
+        click.option("--out", required=True, type=click.Path(file_okay=False),
+                     help="Output model directory (written atomically)."),
+        click.option("--epochs", type=float, default=C.epochs, show_default=True, help="Training epochs."),
+        click.option("--lr", type=float, default=C.lr, show_default=True, help="Peak learning rate (AdamW)."),
+        click.option("--batch-size", type=int, default=C.batch_size, show_default=True, help="Training batch size."),
+        click.option("--eval-batch-size", type=int, default=C.eval_batch_size, show_default=True,
+                     help="Batch size for evaluation."),
+        click.option("--max-length", type=int, default=C.max_length, show_default=True,
+                     help="Truncate texts to this many tokens (batches are padded dynamically)."),
+        click.option("--weight-decay", type=float, default=C.weight_decay, show_default=True,
+                     help="AdamW weight decay (L2)."),
+        click.option("--warmup", type=float, default=C.warmup, show_default=True,
+                     help="Linear warmup: a fraction of all steps if < 1, else a number of steps; "
+                          "then linear decay to 0."),
+        click.option("--dropout", type=float, default=None,
+                     help="Override hidden, attention and classifier dropout (default: the checkpoint's)."),
+        click.option("--freeze-encoder", is_flag=True, help="Train the classification head only "
+                     "(pooler + classifier); embeddings and layers stay fixed."),
+        click.option("--class-weights", type=click.Choice(["none", "balanced"]), default=C.class_weights,
+                     show_default=True, help="'balanced': weighted cross-entropy, n / (k * count) per class "
+                     "(as scikit-learn's compute_class_weight)."),
+        click.option("--resample", type=click.Choice(["none", "over", "under"]), default=C.resample,
+                     show_default=True, help="Random over-sampling to the largest class, or under-sampling "
+                     "to the smallest, of the training rows."),
+        click.option("--early-stopping", type=int, default=None, metavar="PATIENCE",
+                     help="Stop after PATIENCE epochs without improving --metric on --eval, "
+                          "and keep the best epoch's weights."),
+        click.option("--metric", type=click.Choice(["accuracy", "macro_f1", "auc", "loss"]),
+                     default=C.metric, show_default=True, help="Metric for early stopping and the best checkpoint."),
+        click.option("--seed", type=int, default=C.seed, show_default=True, help="Random seed (data order, init, subsets)."),
+        click.option("--max-train-samples", type=int, default=None,
+                     help="Train on a seeded random subset of this many rows."),
+        click.option("--logging-steps", type=int, default=C.logging_steps, show_default=True,
+                     help="Log the training loss every N steps."),
+        click.option("--resume", is_flag=True, help="Continue an interrupted run from its last checkpoint "
+                     "(kept in OUT.checkpoints/)."),
+        click.option("--force", is_flag=True, help="Replace an existing --out directory."),
+        click.option("--keep-checkpoints", is_flag=True, help="Keep OUT.checkpoints/ after success."),
+        click.option("--quiet", is_flag=True, help="No progress bar."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return data_options(f)
+
+
+@main.command(context_settings=CONTEXT)
+@teach_options
+def teach(**kwargs):
+    """Fine-tune a teacher BERT classifier on a labelled file.
+
+    Writes a Hugging Face model directory (config with labels, model.safetensors, tokenizer
+    files) and training.json (settings, data hashes, per-epoch metrics, final evaluation).
+    Runs unchanged under `torchrun --nproc_per_node N`.
+    """
+    from .data import DataError
+    from .savedir import OutputExistsError
+    from .teacher import TeachConfig, TeachError, teach as run_teach
+
+    data = data_options_from(kwargs)
+    kwargs["eval"] = kwargs.pop("eval_path")
+    kwargs["progress"] = not kwargs.pop("quiet")
+    config = TeachConfig(**kwargs, data=data)
+    try:
+        report = run_teach(config)
+    except (DataError, TeachError, OutputExistsError, PermissionError, OSError) as error:
+        _fail(error)
+    if report is not None:
+        click.echo(summary(report, config.out))
+
+
+def summary(report: dict, out: str) -> str:
+    from .metrics import format_report
+
+    lines = [f"\n== {report['command']} -> {out}",
+             f"model: {report['model_source']}  ({report['parameters']:,} parameters)",
+             f"labels: {', '.join(report['labels'])}",
+             f"train: {report['data']['train']['rows']} rows ({report['data']['train_rows_used']} used), "
+             f"{report['train_seconds']:.0f} s, {report['train_samples_per_second'] or 0:.1f} samples/s"]
+    for epoch in report["epochs"]:
+        parts = [f"{k}={v:.4f}" for k, v in epoch.items() if k not in ("epoch", "step") and isinstance(v, float)]
+        lines.append(f"  epoch {epoch['epoch']}: " + "  ".join(parts))
+    if report.get("final_eval"):
+        lines.append(format_report(report["final_eval"]))
+    lines.append(f"report: {Path(out) / 'training.json'}")
+    return "\n".join(lines)
+
+
+@main.command("eval", context_settings=CONTEXT)
+@click.argument("model", type=click.Path(exists=True, file_okay=False))
+@click.option("--data", "data_path", required=True, type=click.Path(dir_okay=False),
+              help="Labelled file to evaluate on (labels must be known to the model).")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None,
+              help="Write the report (accuracy, macro_f1, auc, n, labels, per_class, confusion_matrix) here.")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None,
+              help="Write a confusion-matrix PNG here.")
+@click.option("--batch-size", type=int, default=64, show_default=True, help="Inference batch size.")
+@click.option("--max-length", type=int, default=None,
+              help="Token limit (default: the model's training max_length, or the bundle's).")
+@click.option("--engine", type=click.Choice(["auto", "torch", "onnxruntime", "numpy"]), default="auto",
+              show_default=True, help="torch for a model directory; onnxruntime (default) or the numpy "
+              "runtime for an ONNX bundle.")
+@data_options
+def eval_command(model, data_path, json_path, plot_path, batch_size, max_length, engine, **kwargs):
+    """Evaluate a model directory or an ONNX bundle on a labelled file.
+
+    Prints accuracy, macro-F1, ROC-AUC, per-class precision/recall/F1 and the confusion matrix.
+    """
+    from .data import DataError
+    from .evaluation import EvalError, evaluate_path
+    from .metrics import format_report, plot_confusion_matrix
+    from .savedir import write_json
+
+    options = data_options_from(kwargs)
+    try:
+        report = evaluate_path(model, data_path, options, engine=engine, batch_size=batch_size,
+                               max_length=max_length)
+    except (DataError, EvalError) as error:
+        _fail(error)
+    click.echo(f"{model} on {data_path} ({report['engine']}, {report['n']} rows)")
+    click.echo(format_report(report))
+    if json_path:
+        write_json(json_path, report)
+        click.echo(f"report: {json_path}")
+    if plot_path:
+        plot_confusion_matrix(report, plot_path, title=f"{Path(model).name} on {Path(data_path).name}")
+        click.echo(f"plot: {plot_path}")
+
+
+def _attach_optional_groups():
+    try:
+        from export.cli import export_group
+    except ModuleNotFoundError as error:  # only while export/cli.py does not exist
+        if error.name not in ("export", "export.cli"):
+            raise
+        return
+    main.add_command(export_group, "export")
+
+
+_attach_optional_groups()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

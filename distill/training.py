@@ -1,0 +1,161 @@
+"""Trainer plumbing shared by `teach` and `student`: datasets, metrics, callbacks, arguments."""
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from transformers import Trainer, TrainerCallback, TrainingArguments
+
+from .metrics import evaluate
+from .predict import softmax
+
+
+class EncodedRows(torch.utils.data.Dataset):
+    """Pre-tokenized rows (no padding) plus per-row extras such as labels or teacher logits."""
+
+    def __init__(self, encodings: dict[str, list], **extras):
+        self.encodings = encodings
+        self.extras = {k: v for k, v in extras.items() if v is not None}
+        self.n = len(encodings["input_ids"])
+
+    def __len__(self):
+        return self.n
+
+    def __getitem__(self, i):
+        row = {k: v[i] for k, v in self.encodings.items()}
+        for name, values in self.extras.items():
+            row[name] = values[i]
+        return row
+
+    def subset(self, indices) -> "EncodedRows":
+        idx = [int(i) for i in indices]
+        enc = {k: [v[i] for i in idx] for k, v in self.encodings.items()}
+        return EncodedRows(enc, **{k: [v[i] for i in idx] for k, v in self.extras.items()})
+
+
+def encode_rows(tokenizer, texts, max_length: int, **extras) -> EncodedRows:
+    enc = tokenizer(list(texts), truncation=True, max_length=max_length)
+    return EncodedRows({k: list(enc[k]) for k in enc.keys()}, **extras)
+
+
+def metrics_function(label_names):
+    """compute_metrics for Trainer: accuracy, macro-F1 and ROC-AUC from the logits."""
+
+    def compute(prediction):
+        logits = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
+        report = evaluate(np.asarray(prediction.label_ids), softmax(np.asarray(logits)), label_names)
+        auc = report["auc"]
+        return {"accuracy": report["accuracy"], "macro_f1": report["macro_f1"],
+                "auc": float("nan") if auc is None else auc}
+
+    return compute
+
+
+class EpochHistory(TrainerCallback):
+    """Per-epoch record for training.json: mean training losses (every batch, read from the
+    trainer's `batch_losses`) and the eval metrics."""
+
+    def __init__(self):
+        self.epochs: list[dict] = []
+        self.trainer = None  # set by attach(); its compute_loss appends to trainer.batch_losses
+
+    def attach(self, trainer) -> "EpochHistory":
+        self.trainer = trainer
+        trainer.batch_losses = {}
+        return self
+
+    def _entry(self, state) -> dict:
+        if not self.epochs or self.epochs[-1]["step"] != state.global_step:
+            self.epochs.append({"epoch": round(state.epoch or 0), "step": state.global_step})
+        return self.epochs[-1]
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        entry = self._entry(state)
+        for name, values in (self.trainer.batch_losses if self.trainer else {}).items():
+            if values:
+                entry[f"train_{name}"] = float(np.mean(values))
+        if self.trainer:
+            self.trainer.batch_losses = {}
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        entry = self._entry(state)
+        for key, value in (metrics or {}).items():
+            if key.startswith("eval_") and not key.endswith(("_runtime", "_per_second")):
+                value = float(value)
+                name = "eval_loss" if key == "eval_loss" else key[len("eval_"):]
+                entry[name] = None if math.isnan(value) else value
+
+
+def record_losses(trainer, model, **losses) -> None:
+    """Remember this training batch's loss terms for the per-epoch history."""
+    if model.training and hasattr(trainer, "batch_losses"):
+        for name, value in losses.items():
+            trainer.batch_losses.setdefault(name, []).append(float(value.detach()))
+
+
+def warmup_steps_value(warmup: float) -> float | int:
+    """--warmup below 1 is a fraction of the training steps, 1 or more a number of steps."""
+    if warmup < 0:
+        raise ValueError("--warmup must be >= 0")
+    return float(warmup) if warmup < 1 else int(warmup)
+
+
+def training_arguments(cls=TrainingArguments, *, checkpoint_dir: Path, epochs: float, lr: float,
+                       batch_size: int, eval_batch_size: int, weight_decay: float, warmup: float,
+                       seed: int, has_eval: bool, early_stopping: int | None, metric: str,
+                       logging_steps: int, progress: bool, save_total_limit: int = 2,
+                       **extra) -> TrainingArguments:
+    """TrainingArguments for our runs: dynamic padding with length-grouped batches, linear decay
+    after warmup, AdamW with weight decay, a checkpoint each epoch (for --resume)."""
+    best = early_stopping is not None and has_eval
+    return cls(
+        output_dir=str(checkpoint_dir), num_train_epochs=epochs, learning_rate=lr,
+        per_device_train_batch_size=batch_size, per_device_eval_batch_size=eval_batch_size,
+        weight_decay=weight_decay, warmup_steps=warmup_steps_value(warmup),
+        lr_scheduler_type="linear", seed=seed, data_seed=seed,
+        train_sampling_strategy="group_by_length",
+        eval_strategy="epoch" if has_eval else "no", save_strategy="epoch",
+        save_total_limit=save_total_limit, load_best_model_at_end=best,
+        metric_for_best_model=metric if best else None,
+        logging_steps=logging_steps, logging_first_step=True, report_to=[],
+        disable_tqdm=not progress, ddp_backend="gloo" if _distributed_on_cpu() else None,
+        save_only_model=False, **extra)
+
+
+def _distributed_on_cpu() -> bool:
+    """Launched by torchrun with several processes and no GPU: use the gloo backend."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
+
+
+class WeightedTrainer(Trainer):
+    """Trainer with an optional class-weighted cross-entropy (--class-weights balanced)."""
+
+    loss_is_scaled_for_ga = False  # compute_loss returns a per-batch mean
+
+    def __init__(self, *args, class_weights: torch.Tensor | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.class_weights = class_weights
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        labels = inputs.pop("labels")
+        outputs = model(**inputs)
+        weight = None if self.class_weights is None else self.class_weights.to(outputs.logits.device)
+        loss = torch.nn.functional.cross_entropy(outputs.logits.float(), labels, weight=weight)
+        record_losses(self, model, loss=loss)
+        return (loss, outputs) if return_outputs else loss
+
+
+def last_checkpoint(checkpoint_dir: Path) -> Path | None:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    if not checkpoint_dir.is_dir():
+        return None
+    found = get_last_checkpoint(str(checkpoint_dir))
+    return Path(found) if found else None
+
+
+def count_parameters(model) -> int:
+    return int(sum(p.numel() for p in model.parameters()))
