@@ -407,6 +407,22 @@ def gather_elements(data, indices, axis=0):
     return np.take_along_axis(data, indices, axis=axis)
 
 
+def gather_nd(data, indices, batch_dims=0):
+    """GatherND: the last axis of `indices` indexes the leading dims of `data` (after the
+    `batch_dims` shared batch axes)."""
+    indices = indices.astype(np.int64, copy=False)
+    batch_shape = data.shape[:batch_dims]
+    depth = indices.shape[-1]
+    inner_shape = data.shape[batch_dims:batch_dims + depth]
+    indices = np.where(indices < 0, indices + np.array(inner_shape, np.int64), indices)
+    nb = int(np.prod(batch_shape, dtype=np.int64))
+    data_b = data.reshape((nb,) + data.shape[batch_dims:])
+    idx_b = indices.reshape(nb, -1, depth)
+    picked = np.stack([data_b[b][tuple(idx_b[b].T)] for b in range(nb)]) if nb else \
+        np.empty((0, 0) + data.shape[batch_dims + depth:], data.dtype)
+    return picked.reshape(indices.shape[:-1] + data.shape[batch_dims + depth:])
+
+
 def expand(x, shape):
     target = np.broadcast_shapes(x.shape, tuple(int(d) for d in shape))
     return np.broadcast_to(x, target)
@@ -560,6 +576,7 @@ OPS = {
     "Constant": constant, "ConstantOfShape": constant_of_shape, "CumSum": cum_sum,
     "Div": div, "Dropout": dropout, "Equal": equal, "Erf": erf, "Exp": exp, "Expand": expand,
     "Flatten": flatten, "Floor": floor, "Gather": gather, "GatherElements": gather_elements,
+    "GatherND": gather_nd,
     "Gelu": gelu, "Gemm": gemm, "Greater": greater, "GreaterOrEqual": greater_or_equal,
     "Identity": identity, "IsInf": is_inf, "IsNaN": is_nan,
     "LayerNormalization": layer_normalization, "Less": less, "LessOrEqual": less_or_equal,
