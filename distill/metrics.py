@@ -155,29 +155,44 @@ def format_report(report: dict) -> str:
     return "\n".join(rows)
 
 
+_CJK_FONTS = ("Noto Sans CJK SC", "Noto Sans CJK JP", "Noto Sans SC", "WenQuanYi Zen Hei",
+              "WenQuanYi Micro Hei", "SimHei", "Microsoft YaHei", "PingFang SC", "Source Han Sans SC")
+
+
+def _font_families() -> list[str]:
+    """DejaVu Sans, then any installed CJK font (matplotlib >= 3.6 falls back glyph by glyph),
+    so Chinese label names render where such a font exists."""
+    from matplotlib import font_manager
+
+    installed = {f.name for f in font_manager.fontManager.ttflist}
+    return ["DejaVu Sans"] + [name for name in _CJK_FONTS if name in installed]
+
+
 def plot_confusion_matrix(report: dict, path, title=None) -> None:
     """Write the confusion matrix as a PNG: counts in the cells, label names on the axes."""
+    from matplotlib import rc_context
     from matplotlib.figure import Figure  # no pyplot: no global backend state, renders with Agg
 
     labels = report["labels"]
-    cm = np.asarray(report["confusion_matrix"], dtype=np.int64)
+    cm = np.asarray(report["confusion_matrix"], dtype=np.int64)  # (k, k) rows true, cols predicted
     k = len(labels)
     side = max(4.0, 0.6 * k + 2.5)
-    fig = Figure(figsize=(side, side), dpi=100)
-    ax = fig.add_subplot()
-    image = ax.imshow(cm, cmap="Blues", vmin=0)
-    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
-    threshold = cm.max() / 2.0 if cm.size else 0
-    for i in range(k):
-        for j in range(k):
-            ax.text(j, i, str(cm[i, j]), ha="center", va="center",
-                    color="white" if cm[i, j] > threshold else "black", fontsize=9)
-    ax.set_xticks(range(k), labels, rotation=45, ha="right", rotation_mode="anchor")
-    ax.set_yticks(range(k), labels)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    ax.set_title(title or f"Confusion matrix (accuracy {report['accuracy']:.3f}, n={report['n']})")
-    fig.tight_layout()
-    with warnings.catch_warnings():  # label names in scripts the default font lacks (e.g. CJK)
-        warnings.simplefilter("ignore", UserWarning)
+    with warnings.catch_warnings(), rc_context({"font.family": _font_families()}):
+        warnings.simplefilter("ignore", UserWarning)  # glyphs no installed font has
+        fig = Figure(figsize=(side, side), dpi=100)
+        ax = fig.add_subplot()
+        image = ax.imshow(cm, cmap="Blues", vmin=0)
+        fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+        threshold = cm.max() / 2.0 if cm.size else 0
+        for i in range(k):
+            for j in range(k):
+                ax.text(j, i, str(cm[i, j]), ha="center", va="center",
+                        color="white" if cm[i, j] > threshold else "black", fontsize=9)
+        ax.set_xticks(range(k), labels, rotation=45, ha="right", rotation_mode="anchor")
+        ax.set_yticks(range(k), labels)
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("true")
+        ax.set_title(title or f"Confusion matrix (accuracy {report['accuracy']:.3f}, "
+                              f"n={report['n']})")
+        fig.tight_layout()
         fig.savefig(path, format="png")

@@ -24,7 +24,9 @@ _KEYS = ("data_format", "text_column", "label_column", "label_names", "skip_bad_
 
 
 def data_options(f):
-    """Decorator adding --format, --text-column, --label-column, --label-names, --skip-bad-rows."""
+    """Decorator adding --format, --text-column, --label-column, --label-names, --skip-bad-rows.
+    They reach the command as the parameters data_format, text_column, label_column,
+    label_names, skip_bad_rows (take **kwargs and call data_options_from)."""
     for option in reversed(_DATA_OPTIONS):
         f = option(f)
     return f
@@ -33,8 +35,6 @@ def data_options(f):
 def data_options_from(kwargs: dict) -> DataOptions:
     """Pop the data options out of a command's kwargs into a DataOptions."""
     values = {key: kwargs.pop(key) for key in _KEYS if key in kwargs}
-    if "format" in kwargs and "data_format" not in values:  # tolerate a 'format' parameter name
-        values["data_format"] = kwargs.pop("format")
     return DataOptions(format=values.get("data_format"),
                        text_column=values.get("text_column", "text"),
                        label_column=values.get("label_column", "label"),
