@@ -1,0 +1,260 @@
+"""`distill teach` and `distill eval` on tiny local models."""
+import json
+import os
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from safetensors.torch import load_file
+from transformers import AutoModelForSequenceClassification, TrainerCallback
+
+from distill.cli import main
+from distill.data import DataOptions
+from distill.teacher import TeachConfig, TeachError, checkpoint_dir_for, teach
+from tiny import make_reviews, write_csv
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def config(tiny_model_dir, train, dev, out, **overrides):
+    base = TeachConfig(train=str(train), eval=str(dev) if dev else None, model=str(tiny_model_dir),
+                       out=str(out), epochs=2, lr=3e-3, batch_size=16, max_length=32, logging_steps=5,
+                       progress=False, seed=0)
+    return replace(base, **overrides)
+
+
+def weights(model_dir) -> dict:
+    return load_file(str(Path(model_dir) / "model.safetensors"))
+
+
+def test_cli_teach_then_eval_reports_the_same_accuracy(tiny_model_dir, reviews_csv, tmp_path):
+    train, dev = reviews_csv
+    out = tmp_path / "teacher"
+    runner = CliRunner()
+    result = runner.invoke(main, ["teach", "--train", str(train), "--eval", str(dev), "--model",
+                                  str(tiny_model_dir), "--out", str(out), "--epochs", "3", "--lr", "3e-3",
+                                  "--batch-size", "16", "--max-length", "32", "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert "accuracy" in result.output and "confusion matrix" in result.output
+    report = json.loads((out / "training.json").read_text())
+    assert report["labels"] == ["negative", "positive"]
+    assert [e["epoch"] for e in report["epochs"]] == [1, 2, 3]
+    assert {"train_loss", "eval_loss", "accuracy", "macro_f1", "auc"} <= set(report["epochs"][0])
+    assert report["data"]["train"]["rows"] == 80 and len(report["data"]["train"]["sha256"]) == 64
+    assert report["config"]["max_length"] == 32 and report["versions"]["torch"]
+    assert not checkpoint_dir_for(str(out)).exists()  # removed after success
+
+    model = AutoModelForSequenceClassification.from_pretrained(out)
+    assert model.config.id2label == {0: "negative", 1: "positive"}
+
+    json_path, plot_path = tmp_path / "eval.json", tmp_path / "cm.png"
+    result = runner.invoke(main, ["eval", str(out), "--data", str(dev), "--json", str(json_path),
+                                  "--plot", str(plot_path)])
+    assert result.exit_code == 0, result.output
+    evaluated = json.loads(json_path.read_text())
+    assert evaluated["accuracy"] == report["final_eval"]["accuracy"]
+    assert evaluated["confusion_matrix"] == report["final_eval"]["confusion_matrix"]
+    assert evaluated["n"] == 40 and set(evaluated["per_class"]) == {"negative", "positive"}
+    assert plot_path.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_tiny_teacher_learns(tiny_model_dir, tmp_path):
+    train = write_csv(tmp_path / "train.csv", make_reviews(240, seed=3))
+    dev = write_csv(tmp_path / "dev.csv", make_reviews(60, seed=4))
+    report = teach(config(tiny_model_dir, train, dev, tmp_path / "out", epochs=6, lr=5e-3))
+    assert report["final_eval"]["accuracy"] >= 0.9
+
+
+def test_freeze_encoder_leaves_encoder_bitwise_unchanged(tiny_model_dir, reviews_csv, tmp_path):
+    train, dev = reviews_csv
+    before = weights(tiny_model_dir)
+    report = teach(config(tiny_model_dir, train, dev, tmp_path / "out", freeze_encoder=True))
+    after = weights(tmp_path / "out")
+    encoder = [k for k in before if k.startswith("bert.") and ".pooler." not in k]
+    assert encoder and all(torch.equal(before[k], after[k]) for k in encoder)
+    assert not torch.equal(before["classifier.weight"], after["classifier.weight"])
+    assert set(report["trainable_parameters"]) == {"bert.pooler.dense.weight", "bert.pooler.dense.bias",
+                                                   "classifier.weight", "classifier.bias"}
+    # and without freezing, the encoder moves
+    teach(config(tiny_model_dir, train, dev, tmp_path / "full"))
+    full = weights(tmp_path / "full")
+    assert not all(torch.equal(before[k], full[k]) for k in encoder)
+
+
+def imbalanced(tmp_path):
+    rows = make_reviews(90, seed=5, classes=("negative",) * 8 + ("positive",))
+    return write_csv(tmp_path / "imbalanced.csv", rows)
+
+
+def test_class_weights_balanced_weight_the_loss(tiny_model_dir, tmp_path):
+    from distill.training import WeightedTrainer
+
+    train = imbalanced(tmp_path)
+    report = teach(config(tiny_model_dir, train, None, tmp_path / "w", class_weights="balanced"))
+    counts = np.array([80, 10])
+    np.testing.assert_allclose(report["class_weights"], 90 / (2 * counts), rtol=1e-6)
+
+    logits = torch.tensor([[2.0, -1.0], [0.5, 0.3], [-1.0, 1.0]])
+    labels = torch.tensor([0, 1, 1])
+    trainer = WeightedTrainer.__new__(WeightedTrainer)
+    trainer.class_weights = torch.tensor([0.5625, 4.5])
+
+    class Fixed(torch.nn.Module):
+        training = False
+
+        def forward(self, **inputs):
+            return type("Out", (), {"logits": logits})()
+
+    loss = trainer.compute_loss(Fixed(), {"labels": labels})
+    expected = torch.nn.CrossEntropyLoss(weight=trainer.class_weights)(logits, labels)
+    assert torch.allclose(loss, expected)
+    assert not torch.allclose(loss, torch.nn.functional.cross_entropy(logits, labels))
+
+    plain = teach(config(tiny_model_dir, train, None, tmp_path / "plain"))
+    assert plain["class_weights"] is None
+    assert not torch.equal(weights(tmp_path / "w")["classifier.weight"],
+                           weights(tmp_path / "plain")["classifier.weight"])
+
+
+@pytest.mark.parametrize("mode,counts", [("over", [80, 80]), ("under", [10, 10])])
+def test_resample_changes_the_training_rows(tiny_model_dir, tmp_path, mode, counts):
+    train = imbalanced(tmp_path)
+    report = teach(config(tiny_model_dir, train, None, tmp_path / mode, resample=mode, epochs=1))
+    assert report["data"]["train_class_counts"] == counts
+    assert report["data"]["train_rows_used"] == sum(counts)
+
+
+def test_max_train_samples_and_dropout(tiny_model_dir, reviews_csv, tmp_path):
+    train, dev = reviews_csv
+    report = teach(config(tiny_model_dir, train, dev, tmp_path / "out", max_train_samples=30,
+                          dropout=0.3, epochs=1))
+    assert report["data"]["train_rows_used"] == 30
+    saved = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert saved["hidden_dropout_prob"] == 0.3 and saved["attention_probs_dropout_prob"] == 0.3
+
+
+def test_warmup_fraction_and_steps():
+    from distill.training import training_arguments, warmup_steps_value
+
+    assert warmup_steps_value(0.1) == 0.1 and isinstance(warmup_steps_value(10), int)
+    with pytest.raises(ValueError):
+        warmup_steps_value(-1)
+    args = training_arguments(checkpoint_dir=Path("/tmp/x"), epochs=1, lr=1e-4, batch_size=8,
+                              eval_batch_size=8, weight_decay=0.01, warmup=0.25, seed=0, has_eval=False,
+                              early_stopping=None, metric="accuracy", logging_steps=5, progress=False)
+    assert args.get_warmup_steps(100) == 25
+    assert args.lr_scheduler_type.value == "linear" and args.weight_decay == 0.01
+    assert args.train_sampling_strategy == "group_by_length"
+
+
+def test_early_stopping_keeps_best_and_stops(tiny_model_dir, reviews_csv, tmp_path):
+    train, dev = reviews_csv
+    report = teach(config(tiny_model_dir, train, dev, tmp_path / "out", epochs=6, lr=1e-9,
+                          early_stopping=1, metric="accuracy"))
+    # accuracy cannot improve at lr 1e-9: epoch 1 is best, epoch 2 exhausts the patience
+    assert [e["epoch"] for e in report["epochs"]] == [1, 2]
+    assert report["best_checkpoint"].endswith("checkpoint-5")
+    with pytest.raises(TeachError, match="--early-stopping needs --eval"):
+        teach(config(tiny_model_dir, train, None, tmp_path / "x", early_stopping=1))
+
+
+class Interrupt(TrainerCallback):
+    def __init__(self, at_step):
+        self.at_step = at_step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.at_step:
+            raise KeyboardInterrupt("simulated kill")
+
+
+def test_interrupted_run_leaves_no_model_and_resumes(tiny_model_dir, reviews_csv, tmp_path):
+    train, dev = reviews_csv
+    out = tmp_path / "out"
+    cfg = config(tiny_model_dir, train, dev, out, epochs=3)   # 80 rows / 16 = 5 steps per epoch
+    with pytest.raises(KeyboardInterrupt):
+        teach(cfg, callbacks=[Interrupt(at_step=7)])
+    assert not out.exists()
+    assert not list(tmp_path.glob(".out.tmp-*"))
+    assert (checkpoint_dir_for(str(out)) / "checkpoint-5").is_dir()
+
+    report = teach(replace(cfg, resume=True))
+    assert report["resumed_from"].endswith("checkpoint-5")
+    assert [e["epoch"] for e in report["epochs"]] == [2, 3]
+    assert (out / "model.safetensors").is_file()
+
+    # the resumed run ends where an uninterrupted run ends
+    teach(replace(cfg, out=str(tmp_path / "straight")))
+    resumed, straight = weights(out), weights(tmp_path / "straight")
+    assert all(torch.allclose(resumed[k], straight[k], atol=1e-5) for k in straight)
+
+
+def test_existing_output_needs_force_and_resume_needs_a_checkpoint(tiny_model_dir, reviews_csv, tmp_path):
+    train, dev = reviews_csv
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    result = CliRunner().invoke(main, ["teach", "--train", str(train), "--model", str(tiny_model_dir),
+                                       "--out", str(out), "--quiet"])
+    assert result.exit_code != 0 and "already exists" in result.output
+    assert (out / "keep.txt").read_text() == "mine"
+    with pytest.raises(TeachError, match="no checkpoint"):
+        teach(config(tiny_model_dir, train, dev, tmp_path / "new", resume=True))
+
+
+def test_bad_input_names_file_and_line_and_writes_nothing(tiny_model_dir, tmp_path):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("text,label\ngood film,positive\n   ,negative\n", encoding="utf-8")
+    out = tmp_path / "out"
+    result = CliRunner().invoke(main, ["teach", "--train", str(bad), "--model", str(tiny_model_dir),
+                                       "--out", str(out), "--quiet"])
+    assert result.exit_code != 0
+    assert "bad.csv" in result.output and "line 3" in result.output
+    assert not out.exists() and not checkpoint_dir_for(str(out)).exists()
+
+
+def test_eval_rejects_unknown_label(tiny_model_dir, reviews_csv, tmp_path):
+    train, _ = reviews_csv
+    teach(config(tiny_model_dir, train, None, tmp_path / "out", epochs=1))
+    dev = write_csv(tmp_path / "dev3.csv", make_reviews(9, classes=("negative", "positive", "neutral")))
+    result = CliRunner().invoke(main, ["eval", str(tmp_path / "out"), "--data", str(dev)])
+    assert result.exit_code != 0 and "neutral" in result.output and "dev3.csv" in result.output
+
+
+def test_help_is_complete():
+    result = CliRunner().invoke(main, ["teach", "--help"])
+    assert result.exit_code == 0
+    for option in ("--freeze-encoder", "--class-weights", "--resample", "--early-stopping", "--warmup",
+                   "--dropout", "--resume", "--text-column", "--label-names", "--skip-bad-rows"):
+        assert option in result.output
+
+
+def test_torchrun_two_processes(tiny_model_dir, reviews_csv, tmp_path):
+    train, dev = reviews_csv
+    out = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29531",
+           "-m", "distill.cli", "teach", "--train", str(train), "--eval", str(dev), "--model",
+           str(tiny_model_dir), "--out", str(out), "--epochs", "1", "--batch-size", "8", "--quiet"]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    report = json.loads((out / "training.json").read_text())
+    assert report["world_size"] == 2
+    assert report["final_eval"]["n"] == 40
+    result = CliRunner().invoke(main, ["eval", str(out), "--data", str(dev)])
+    assert result.exit_code == 0 and "accuracy" in result.output
+
+
+@pytest.mark.slow
+def test_real_teacher_on_sst2_slice(shared_data, tmp_path):
+    """The packaged all-MiniLM-L6-v2 fine-tuned briefly on 2,000 SST-2 rows: well above chance."""
+    cfg = TeachConfig(train=str(shared_data / "sst2" / "train.tsv"), eval=str(shared_data / "sst2" / "dev.tsv"),
+                      out=str(tmp_path / "sst2"), epochs=1, max_length=64, max_train_samples=2000,
+                      progress=False, data=DataOptions(text_column="sentence"))
+    report = teach(cfg)
+    assert report["labels"] == ["0", "1"]
+    assert report["final_eval"]["accuracy"] > 0.72
