@@ -1,0 +1,316 @@
+"""Execute an ONNX graph with the numpy ops of `runtime.ops`.
+
+    sess = Session("bundle/model.onnx")
+    logits, = sess.run(["logits"], {"input_ids": ids, "attention_mask": mask,
+                                    "token_type_ids": types})
+
+At load the session checks that every node's op is known and that the graph is in
+topological order (before anything runs), then folds every node whose inputs are all
+constants (weight DequantizeLinear, weight transposes, shape arithmetic on constants) and
+prepares constant weights (Gemm's transposed B, MatMulInteger's widened B). At run time it
+frees each intermediate after its last use and lets elementwise ops write into a dying input
+whose buffer nothing else can see. `run` keeps no state between calls, so one Session may be
+used from several threads at once.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+import numpy as np
+
+from .graph import DTYPE_NAMES, DTYPES, Graph, Model, Node, ValueInfo
+from .onnx import ModelError, load
+from .ops import INPLACE, OPS
+from .ops_quant import prepare_matmul_integer
+
+STANDARD_DOMAINS = ("", "ai.onnx")
+FOLD_LIMIT = 1 << 24          # don't materialise bigger tensors at load from constant shapes
+_GROWING = {"ConstantOfShape", "Expand", "Tile", "Range", "Pad"}
+
+
+@dataclass
+class Step:
+    """One node, ready to run: inputs are ("c", array) constants or ("v", name) values."""
+    node: Node
+    fn: Callable
+    inputs: List[Any]
+    kwargs: Dict[str, Any]
+    free: List[str] = field(default_factory=list)          # values whose last use is here
+    dying: List[int] = field(default_factory=list)         # input positions freed here
+    inplace: bool = False
+
+
+def check_ops(graph: Graph) -> None:
+    """Raise ModelError naming every op type the runtime lacks (or a non-standard domain)."""
+    missing = {}
+    for node in graph.nodes:
+        known = node.domain in STANDARD_DOMAINS and node.op_type in OPS
+        if not known:
+            label = node.op_type if node.domain in STANDARD_DOMAINS else f"{node.domain}.{node.op_type}"
+            missing.setdefault(label, node.name or node.outputs[:1])
+    if missing:
+        listed = ", ".join(f"{op} (e.g. node {name!r})" for op, name in sorted(missing.items()))
+        raise ModelError(f"unsupported op type(s): {listed}")
+
+
+def check_order(graph: Graph, feeds: Sequence[str]) -> None:
+    """Every input of every node must be a graph input, an initializer or an earlier output."""
+    available = set(feeds) | set(graph.initializers)
+    for i, node in enumerate(graph.nodes):
+        for name in node.inputs:
+            if name and name not in available:
+                raise ModelError(f"node {i} ({node.op_type} {node.name!r}) reads {name!r}, which no "
+                                 "earlier node, input or initializer provides (graph not "
+                                 "topologically sorted, or a dangling name)")
+        for name in node.outputs:
+            if name and name in available:
+                raise ModelError(f"node {i} ({node.op_type} {node.name!r}) writes {name!r}, which "
+                                 "already exists")
+            available.add(name)
+    for out in graph.outputs:
+        if out.name not in available:
+            raise ModelError(f"graph output {out.name!r} is never produced")
+
+
+def _call(fn: Callable, args: list, kwargs: dict, node: Node, opset: int):
+    extras = getattr(fn, "extras", ())
+    if extras:
+        kwargs = dict(kwargs)
+        if "opset" in extras:
+            kwargs["opset"] = opset
+        if "num_outputs" in extras and "num_outputs" not in kwargs:
+            kwargs["num_outputs"] = len(node.outputs)
+    while args and args[-1] is None:                     # trailing omitted optional inputs
+        args = args[:-1]
+    result = fn(*args, **kwargs)
+    return result if isinstance(result, tuple) else (result,)
+
+
+def _too_big_to_fold(node: Node, args: list) -> bool:
+    """Guard against constant shapes that would allocate huge tensors at load time."""
+    if node.op_type not in _GROWING:
+        return False
+    try:
+        if node.op_type == "ConstantOfShape":
+            n = int(np.prod([int(d) for d in args[0]], dtype=object))
+        elif node.op_type == "Expand":
+            n = int(np.prod(np.broadcast_shapes(args[0].shape, tuple(int(d) for d in args[1])),
+                            dtype=object))
+        elif node.op_type == "Tile":
+            n = args[0].size * int(np.prod([int(r) for r in args[1]], dtype=object))
+        elif node.op_type == "Range":
+            n = int(abs((float(args[1]) - float(args[0])) / float(args[2])))
+        else:
+            n = args[0].size * 2 + int(np.abs(np.asarray(args[1])).sum())
+    except Exception:
+        return False                                     # let the op raise its own error
+    return n > FOLD_LIMIT
+
+
+def _root(a) -> int:
+    base = getattr(a, "base", None)
+    return id(a if base is None else base)
+
+
+class Session:
+    """An onnxruntime-shaped executor: `Session(path).run(output_names, feeds)`."""
+
+    def __init__(self, model):
+        if not isinstance(model, Model):
+            model = load(model)
+        self.model = model
+        graph = model.graph
+        self.opset = model.opset
+        check_ops(graph)
+        self._inputs = [v for v in graph.inputs if v.name not in graph.initializers]
+        self._outputs = list(graph.outputs)
+        check_order(graph, [v.name for v in self._inputs])
+        self._constants, nodes = self._fold(graph)
+        self._steps = self._plan(nodes)
+
+    # ------------------------------------------------------------ inspection
+    def get_inputs(self) -> List[ValueInfo]:
+        return list(self._inputs)
+
+    def get_outputs(self) -> List[ValueInfo]:
+        return list(self._outputs)
+
+    @property
+    def input_names(self) -> List[str]:
+        return [v.name for v in self._inputs]
+
+    @property
+    def output_names(self) -> List[str]:
+        return [v.name for v in self._outputs]
+
+    # ------------------------------------------------------------ load-time work
+    def _fold(self, graph: Graph):
+        """Evaluate every node whose inputs are all constant; return (constants, other nodes)."""
+        constants: Dict[str, np.ndarray] = dict(graph.initializers)
+        remaining: List[Node] = []
+        for node in graph.nodes:
+            fn = OPS[node.op_type]
+            if all(not n or n in constants for n in node.inputs):
+                args = [constants[n] if n else None for n in node.inputs]
+                if not _too_big_to_fold(node, args):
+                    try:
+                        results = _call(fn, args, node.attrs, node, self.opset)
+                    except Exception as e:
+                        raise ModelError(f"folding constant node {node.op_type} {node.name!r} "
+                                         f"failed: {e}") from e
+                    for name, value in zip(node.outputs, results):
+                        if name:
+                            value = np.asarray(value)
+                            constants[name] = np.ascontiguousarray(value) if value.ndim else value
+                    continue
+            remaining.append(node)
+        used = {n for node in remaining for n in node.inputs} | {o.name for o in graph.outputs}
+        return {k: v for k, v in constants.items() if k in used}, remaining
+
+    def _prepare(self, node: Node, args: list):
+        """Specialise an op for its constant weights; returns (fn, inputs to pass, kwargs)."""
+        attrs = dict(node.attrs)
+        has_b_zero = len(node.inputs) > 3 and bool(node.inputs[3])
+        if node.op_type == "MatMulInteger" and args[1] is not None and \
+                (not has_b_zero or args[3] is not None):
+            fn = prepare_matmul_integer(args[1], args[3] if has_b_zero else None)
+            keep = [0] + ([2] if len(node.inputs) > 2 and node.inputs[2] else [])
+            return (lambda a, a_zero_point=None: fn(a, a_zero_point)), keep, {}
+        if node.op_type == "Gemm" and attrs.get("transB", 0) and args[1] is not None:
+            self._constants[node.inputs[1] + "::T"] = np.ascontiguousarray(args[1].T)
+            attrs["transB"] = 0
+            node.inputs = [node.inputs[0], node.inputs[1] + "::T"] + node.inputs[2:]
+        return OPS[node.op_type], None, attrs
+
+    def _plan(self, nodes: List[Node]) -> List[Step]:
+        steps, last_use = [], {}
+        keep = {o.name for o in self._outputs}
+        for i, node in enumerate(nodes):
+            for name in node.inputs:
+                if name:
+                    last_use[name] = i
+        for i, node in enumerate(nodes):
+            node = Node(node.op_type, list(node.inputs), list(node.outputs), node.attrs,
+                        node.name, node.domain)
+            const_args = [self._constants.get(n) if n else None for n in node.inputs]
+            fn, positions, kwargs = self._prepare(node, const_args)
+            names = node.inputs if positions is None else [node.inputs[p] for p in positions]
+            inputs = [None if not n else ("c", self._constants[n]) if n in self._constants
+                      else ("v", n) for n in names]
+            free = sorted({n for n in names if n and n not in self._constants
+                           and n not in keep and last_use.get(n) == i})
+            dying = [p for p, n in enumerate(names) if n in free]
+            steps.append(Step(node, fn, inputs, kwargs, free, dying,
+                              node.op_type in INPLACE and bool(dying)))
+        # outputs nobody reads (e.g. LayerNormalization's Mean) are dropped right away
+        read = {n for s in steps for n in s.node.inputs} | keep
+        for s in steps:
+            s.free += [n for n in s.node.outputs if n and n not in read]
+        self._constants = {k: v for k, v in self._constants.items() if k in read}
+        for value in self._constants.values():
+            if isinstance(value, np.ndarray):
+                value.flags.writeable = False            # views of weights can't be written either
+        return steps
+
+    # ------------------------------------------------------------ running
+    def _check_feeds(self, feeds: Dict[str, Any]) -> Dict[str, np.ndarray]:
+        if not isinstance(feeds, dict):
+            raise TypeError(f"feeds must be a dict of name -> array, not {type(feeds).__name__}")
+        expected = {v.name: v for v in self._inputs}
+        unknown = sorted(set(feeds) - set(expected))
+        if unknown:
+            raise ValueError(f"unknown input(s) {unknown}; the model's inputs are {list(expected)}")
+        missing = [n for n in expected if n not in feeds]
+        if missing:
+            raise ValueError(f"missing input(s) {missing}")
+        arrays = {}
+        for name, value in feeds.items():
+            info = expected[name]
+            array = np.asarray(value)
+            want = DTYPES.get(info.elem_type)
+            if want is not None and array.dtype != want:
+                if array.dtype.kind in "iub" and want.kind in "iu" or \
+                        array.dtype.kind in "fiu" and want.kind == "f":
+                    array = array.astype(want)
+                else:
+                    raise TypeError(f"input {name!r}: got {array.dtype}, expected "
+                                    f"{DTYPE_NAMES[info.elem_type]}")
+            if info.shape is not None:
+                if array.ndim != len(info.shape):
+                    raise ValueError(f"input {name!r}: got rank {array.ndim} shape {array.shape}, "
+                                     f"expected rank {len(info.shape)} {info.shape}")
+                for got, dim in zip(array.shape, info.shape):
+                    if isinstance(dim, int) and dim > 0 and got != dim:
+                        raise ValueError(f"input {name!r}: got shape {array.shape}, expected "
+                                         f"{info.shape}")
+            arrays[name] = array
+        return arrays
+
+    def run(self, output_names: Optional[Sequence[str]], feeds: Dict[str, Any]) -> List[np.ndarray]:
+        """Compute the named outputs (all graph outputs when None) from the feeds."""
+        wanted = self.output_names if output_names is None else list(output_names)
+        bad = [n for n in wanted if n not in self.output_names]
+        if bad:
+            raise ValueError(f"unknown output(s) {bad}; the model's outputs are {self.output_names}")
+        env: Dict[str, Any] = dict(self._check_feeds(feeds))
+        foreign = {_root(a) for a in env.values()}       # the caller's buffers: never written
+        live: Dict[int, int] = {}                        # buffer -> live values viewing it
+        opset = self.opset
+        for step in self._steps:
+            args = [None if x is None else x[1] if x[0] == "c" else env[x[1]] for x in step.inputs]
+            kwargs = step.kwargs
+            if step.inplace:
+                out = self._reusable(step, args, live, foreign)
+                if out is not None:
+                    kwargs = dict(kwargs, out=out)
+            try:
+                results = _call(step.fn, args, kwargs, step.node, opset)
+            except Exception as e:
+                node = step.node
+                raise RuntimeError(f"{node.op_type} node {node.name!r} failed: "
+                                   f"{type(e).__name__}: {e}") from e
+            del args
+            for name, value in zip(step.node.outputs, results):
+                if name:
+                    env[name] = value
+                    key = _root(value)
+                    live[key] = live.get(key, 0) + 1
+            for name in step.free:
+                value = env.pop(name, None)
+                if value is not None:
+                    key = _root(value)
+                    if live.get(key, 0) <= 1:
+                        live.pop(key, None)
+                    else:
+                        live[key] -= 1
+        return [env[n] if n in env else self._constants[n] for n in wanted]
+
+    @staticmethod
+    def _reusable(step: Step, args: list, live: Dict[int, int], foreign: set):
+        """A dying input buffer the elementwise op may overwrite, or None."""
+        arrays = [a for a in args if a is not None]
+        dtype = arrays[0].dtype
+        if any(a.dtype != dtype for a in arrays) and step.node.op_type != "Pow":
+            return None
+        positions = [0] if step.node.op_type == "Pow" else step.dying
+        shape = arrays[0].shape if len(arrays) == 1 else np.broadcast_shapes(*(a.shape for a in arrays))
+        for p in positions:
+            if p not in step.dying:
+                continue
+            a = args[p]
+            if not isinstance(a, np.ndarray) or a.shape != shape or a.dtype != dtype or \
+                    not a.flags.writeable or not a.flags.c_contiguous:
+                continue
+            key = _root(a)
+            if key in foreign or live.get(key, 0) != 1:
+                continue
+            return a
+        return None
+
+
+def session_threads_hint() -> Dict[str, Optional[str]]:
+    """The thread settings numpy's BLAS reads at import (for reports and benchmarks)."""
+    keys = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+    return {k: os.environ.get(k) for k in keys}
