@@ -1,0 +1,138 @@
+"""The edge bundle (DESIGN.md): model.onnx, vocab.txt, runtime.json, export.json and the
+Hugging Face config/tokenizer files, built in a temporary sibling directory and renamed
+into place only when every check passed (distill.savedir.atomic_directory).
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from export import ExportError
+from export.onnx_export import INPUT_NAMES, OUTPUT_NAME
+
+RUNTIME_FORMAT = 1
+QUANTIZATION_NAME = "int8-dynamic"
+HF_FILES = ("config.json",)  # copied verbatim; the tokenizer files come from save_pretrained
+
+
+# ---------------------------------------------------------------- output directory
+
+def check_out_dir(out, force: bool) -> Path:
+    """Fail before any work when --out cannot be (re)placed; writes nothing."""
+    out = Path(out)
+    if out.exists() or out.is_symlink():
+        if not out.is_dir():
+            raise ExportError(f"--out {out} exists and is not a directory")
+        if not force:
+            raise ExportError(f"--out {out} already exists; pass --force to replace it")
+    ancestor = out.absolute().parent
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise ExportError(f"cannot create --out {out}: {ancestor} is not a directory")
+    try:  # a real probe: os.access says yes to root even on a read-only mount
+        probe = tempfile.mkdtemp(prefix=".export-probe-", dir=ancestor)
+        os.rmdir(probe)
+    except OSError as error:
+        raise ExportError(f"cannot write --out {out}: {ancestor} is not writable ({error.strerror})") from None
+    return out
+
+
+@contextlib.contextmanager
+def staging(out, force: bool):
+    """A temporary sibling of `out`, renamed to `out` on success, removed on error. It gets the
+    mode a plain mkdir would (mkdtemp makes it 0700), so the bundle is readable as usual."""
+    from distill.savedir import atomic_directory
+
+    with atomic_directory(out, force=force) as tmp:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)
+        yield Path(tmp)
+
+
+# ---------------------------------------------------------------- tokenizer -> runtime.json
+
+def _backend_state(tokenizer) -> dict | None:
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    return json.loads(backend.to_str()) if backend is not None else None
+
+
+def tokenizer_settings(tokenizer) -> dict:
+    """The `tokenizer` object of runtime.json, read from the model's own tokenizer (its fast
+    backend's BertNormalizer and WordPiece model, else the Python tokenizer's attributes)."""
+    state = _backend_state(tokenizer)
+    if state is not None:
+        model, normalizer = state.get("model") or {}, state.get("normalizer") or {}
+        if model.get("type") != "WordPiece" or normalizer.get("type") != "BertNormalizer":
+            raise ExportError(f"{type(tokenizer).__name__} is a {model.get('type')} tokenizer with a "
+                              f"{normalizer.get('type')} normalizer; the bundle runtime reads BERT "
+                              "WordPiece (BertNormalizer) tokenizers only")
+        if model.get("continuing_subword_prefix", "##") != "##":
+            raise ExportError(f"WordPiece prefix {model['continuing_subword_prefix']!r}: the runtime expects '##'")
+        lowercase = bool(normalizer["lowercase"])
+        strip_accents = normalizer.get("strip_accents")
+        chinese = bool(normalizer.get("handle_chinese_chars", True))
+        max_chars = int(model.get("max_input_chars_per_word", 100))
+    else:
+        basic = getattr(tokenizer, "basic_tokenizer", tokenizer)
+        if not hasattr(tokenizer, "vocab"):
+            raise ExportError(f"{type(tokenizer).__name__}: not a BERT WordPiece tokenizer")
+        lowercase = bool(getattr(basic, "do_lower_case", getattr(tokenizer, "do_lower_case", True)))
+        strip_accents = getattr(basic, "strip_accents", None)
+        chinese = bool(getattr(basic, "tokenize_chinese_chars", True))
+        max_chars = int(getattr(getattr(tokenizer, "wordpiece_tokenizer", None), "max_input_chars_per_word", 100))
+    settings = {"type": "wordpiece", "lowercase": lowercase,
+                "strip_accents": None if strip_accents is None else bool(strip_accents),
+                "tokenize_chinese_chars": chinese}
+    for key in ("unk_token", "cls_token", "sep_token", "pad_token", "mask_token"):
+        token = getattr(tokenizer, key, None)
+        if token is None and key != "mask_token":
+            raise ExportError(f"the tokenizer has no {key}; BERT inputs need it")
+        if token is not None:
+            settings[key] = str(token)
+    settings["max_input_chars_per_word"] = max_chars
+    return settings
+
+
+def vocab_lines(tokenizer) -> list[str]:
+    """The vocabulary in id order (vocab.txt: line i is token id i)."""
+    vocab = tokenizer.get_vocab()                         # {token: id}
+    by_id = sorted(vocab.items(), key=lambda item: item[1])
+    if [i for _, i in by_id] != list(range(len(by_id))):
+        raise ExportError("the tokenizer's vocabulary ids are not 0..n-1; cannot write vocab.txt")
+    bad = [t for t, _ in by_id if "\n" in t or "\r" in t]
+    if bad:
+        raise ExportError(f"vocabulary tokens with line breaks cannot go into vocab.txt: {bad[:3]}")
+    return [t for t, _ in by_id]
+
+
+def runtime_config(labels, tokenizer, max_length: int, quantized: bool) -> dict:
+    """runtime.json exactly as DESIGN.md (plus mask_token / max_input_chars_per_word)."""
+    return {"format": RUNTIME_FORMAT, "labels": [str(name) for name in labels],
+            "inputs": list(INPUT_NAMES), "output": OUTPUT_NAME, "max_length": int(max_length),
+            "tokenizer": tokenizer_settings(tokenizer),
+            "quantization": QUANTIZATION_NAME if quantized else None}
+
+
+# ---------------------------------------------------------------- files
+
+def write_json(path, data: dict) -> None:
+    from distill.savedir import write_json as write
+
+    write(path, data)
+
+
+def write_support_files(bundle_dir, model_dir, tokenizer, runtime: dict) -> list[str]:
+    """vocab.txt, runtime.json, config.json and the tokenizer files; returns the names written."""
+    bundle_dir, model_dir = Path(bundle_dir), Path(model_dir)
+    tokenizer.save_pretrained(bundle_dir)
+    for name in HF_FILES:
+        shutil.copyfile(model_dir / name, bundle_dir / name)
+    (bundle_dir / "vocab.txt").write_text("\n".join(vocab_lines(tokenizer)) + "\n", encoding="utf-8")
+    write_json(bundle_dir / "runtime.json", runtime)
+    return sorted(p.name for p in bundle_dir.iterdir())

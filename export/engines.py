@@ -1,0 +1,90 @@
+"""Run an edge bundle on texts: onnxruntime (with the bundle's Hugging Face tokenizer files) or
+the numpy runtime (runtime.Classifier, with its own WordPiece tokenizer and vocab.txt).
+
+Both engines return raw logits, float32 (n, n_labels), in the order of the texts, so
+`distill eval` turns either into probabilities the same way (softmax) and the two can be
+compared number for number.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+ENGINES = ("onnxruntime", "numpy")
+
+
+def is_bundle(path) -> bool:
+    """A directory holding runtime.json and model.onnx."""
+    path = Path(path)
+    return (path / "runtime.json").is_file() and (path / "model.onnx").is_file()
+
+
+def read_runtime_json(bundle_dir) -> dict:
+    if not is_bundle(bundle_dir):
+        raise FileNotFoundError(f"{bundle_dir}: not an edge bundle (needs runtime.json and model.onnx)")
+    return json.loads((Path(bundle_dir) / "runtime.json").read_text(encoding="utf-8"))
+
+
+def _check_texts(texts) -> list[str]:
+    if isinstance(texts, str):
+        raise TypeError("texts must be a list of strings, not one string")
+    texts = list(texts)
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise TypeError(f"texts[{i}] is {type(text).__name__}, not str")
+    return texts
+
+
+def onnxruntime_logits(bundle_dir, texts, threads: int = 1, batch_size: int = 32,
+                       max_length: int | None = None) -> np.ndarray:
+    """model.onnx through onnxruntime; texts tokenized by AutoTokenizer on the bundle's files."""
+    import onnxruntime as ort
+    from transformers import AutoTokenizer
+
+    from distill.predict import length_sorted_batches
+
+    config = read_runtime_json(bundle_dir)
+    max_length = int(max_length or config["max_length"])
+    if not texts:
+        return np.zeros((0, len(config["labels"])), dtype=np.float32)
+    tokenizer = AutoTokenizer.from_pretrained(str(bundle_dir))
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    session = ort.InferenceSession(str(Path(bundle_dir) / "model.onnx"), options,
+                                   providers=["CPUExecutionProvider"])
+    names = [i.name for i in session.get_inputs()]
+    enc = tokenizer(texts, truncation=True, max_length=max_length)
+    rows = [{k: enc[k][i] for k in enc.keys()} for i in range(len(texts))]
+    out = np.zeros((len(texts), len(config["labels"])), dtype=np.float32)
+    for idx in length_sorted_batches([len(r["input_ids"]) for r in rows], batch_size):
+        batch = tokenizer.pad([rows[i] for i in idx], return_tensors="np")
+        feeds = {name: np.asarray(batch[name], dtype=np.int64) if name in batch
+                 else np.zeros_like(batch["input_ids"], dtype=np.int64) for name in names}
+        out[idx] = session.run([config["output"]], feeds)[0]
+    return out
+
+
+def numpy_logits(bundle_dir, texts, batch_size: int = 32) -> np.ndarray:
+    """model.onnx through the numpy runtime (runtime.Classifier)."""
+    from runtime import Classifier
+
+    return np.asarray(Classifier.load(bundle_dir, batch_size=batch_size).logits(texts), dtype=np.float32)
+
+
+def bundle_predict_logits(bundle_dir, texts, engine: str = "onnxruntime", threads: int = 1,
+                          batch_size: int = 32, max_length: int | None = None) -> np.ndarray:
+    """Logits (n, n_labels) float32 for texts, in order, from a bundle with the chosen engine.
+    The numpy runtime always uses the bundle's max_length (runtime.json)."""
+    texts = _check_texts(texts)
+    if not (isinstance(batch_size, int) and batch_size >= 1):
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if engine == "onnxruntime":
+        return onnxruntime_logits(bundle_dir, texts, threads=threads, batch_size=batch_size,
+                                  max_length=max_length)
+    if engine == "numpy":
+        read_runtime_json(bundle_dir)
+        return numpy_logits(bundle_dir, texts, batch_size=batch_size)
+    raise ValueError(f"engine {engine!r}: expected one of {', '.join(ENGINES)}")
