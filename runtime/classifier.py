@@ -1,0 +1,160 @@
+"""Classifier: an edge bundle (model.onnx, vocab.txt, runtime.json) -> labels and probabilities.
+
+    clf = Classifier.load("models/sst2-student-int8")
+    clf.predict(["a gripping film", "dull and lifeless"])   # -> ["positive", "negative"]
+    clf.predict_proba(texts)                                 # -> float32 (n, n_labels)
+
+Texts are tokenized once, sorted by token count and cut into batches of `batch_size`, so
+each batch is padded only to its own longest text; results come back in input order.
+"""
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+
+from .tokenizer import WordPieceTokenizer, pad_batch
+
+RUNTIME_FORMAT = 1
+BUNDLE_FILES = ("runtime.json", "vocab.txt", "model.onnx")
+FEEDABLE_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+class BundleError(ValueError):
+    """A bundle whose runtime.json is unreadable or does not describe a usable classifier."""
+
+
+def read_runtime_config(bundle_dir) -> dict:
+    """Check the bundle's files are there and runtime.json is well formed -> its dict."""
+    bundle_dir = os.fspath(bundle_dir)
+    if not os.path.isdir(bundle_dir):
+        raise FileNotFoundError(f"bundle directory not found: {bundle_dir}")
+    for name in BUNDLE_FILES:
+        path = os.path.join(bundle_dir, name)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"bundle {bundle_dir} has no {name} (expected {path})")
+    path = os.path.join(bundle_dir, "runtime.json")
+    try:
+        with open(path, "r", encoding="utf-8") as f:
+            config = json.load(f)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise BundleError(f"{path}: not valid JSON: {e}") from None
+    if not isinstance(config, dict):
+        raise BundleError(f"{path}: expected a JSON object")
+    if config.get("format") != RUNTIME_FORMAT:
+        raise BundleError(f"{path}: unsupported format {config.get('format')!r}; "
+                          f"this runtime reads format {RUNTIME_FORMAT}")
+    check_runtime_config(config, path)
+    return config
+
+
+def check_runtime_config(config: dict, path: str) -> None:
+    def bad(key, expected):
+        raise BundleError(f"{path}: {key!r} must be {expected}, got {config.get(key)!r}")
+
+    labels = config.get("labels")
+    if not (isinstance(labels, list) and labels and all(isinstance(x, str) for x in labels)):
+        bad("labels", "a non-empty list of strings")
+    inputs = config.get("inputs")
+    if not (isinstance(inputs, list) and inputs and all(x in FEEDABLE_INPUTS for x in inputs)):
+        bad("inputs", f"a non-empty list drawn from {list(FEEDABLE_INPUTS)}")
+    if not isinstance(config.get("output"), str):
+        bad("output", "the name of the logits output")
+    max_length = config.get("max_length")
+    if not (isinstance(max_length, int) and not isinstance(max_length, bool) and max_length >= 2):
+        bad("max_length", "an integer >= 2")
+    if not isinstance(config.get("tokenizer"), dict):
+        bad("tokenizer", "an object")
+
+
+def check_texts(texts) -> list[str]:
+    if isinstance(texts, (str, bytes)):
+        raise TypeError(f"texts must be a list of strings, not a single {type(texts).__name__}: "
+                        "pass [text] to classify one text")
+    try:
+        texts = list(texts)
+    except TypeError:
+        raise TypeError(f"texts must be a list of strings, got {type(texts).__name__}") from None
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise TypeError(f"texts[{i}] is {type(text).__name__}, not str")
+    return texts
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """(n, k) -> (n, k) float32 probabilities; shifted by the row max so exp never overflows."""
+    z = logits.astype(np.float64)
+    z -= z.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return (e / e.sum(axis=-1, keepdims=True)).astype(np.float32)
+
+
+class Classifier:
+    """Text classifier over an edge bundle; safe to share between threads."""
+
+    def __init__(self, session, tokenizer: WordPieceTokenizer, labels, inputs, output: str,
+                 max_length: int, batch_size: int = 32, quantization=None, path=None):
+        self.session = session
+        self.tokenizer = tokenizer
+        self.labels = list(labels)
+        self.inputs = list(inputs)
+        self.output = output
+        self.max_length = int(max_length)
+        self.batch_size = batch_size
+        self.quantization = quantization
+        self.path = path
+
+    @classmethod
+    def load(cls, bundle_dir, batch_size: int = 32) -> "Classifier":
+        """Read bundle_dir/runtime.json, vocab.txt and model.onnx."""
+        config = read_runtime_config(bundle_dir)
+        from .session import Session  # the graph half, imported when a bundle is loaded
+
+        bundle_dir = os.fspath(bundle_dir)
+        try:
+            tokenizer = WordPieceTokenizer.from_config(
+                os.path.join(bundle_dir, "vocab.txt"), config["tokenizer"])
+        except (TypeError, ValueError) as e:
+            raise BundleError(f"{os.path.join(bundle_dir, 'runtime.json')}: tokenizer: {e}") from None
+        session = Session(os.path.join(bundle_dir, "model.onnx"))
+        return cls(session, tokenizer, config["labels"], config["inputs"], config["output"],
+                   config["max_length"], batch_size=batch_size,
+                   quantization=config.get("quantization"), path=bundle_dir)
+
+    def __repr__(self) -> str:
+        return (f"Classifier({self.path!r}, labels={self.labels}, max_length={self.max_length}, "
+                f"batch_size={self.batch_size}, quantization={self.quantization!r})")
+
+    def logits(self, texts) -> np.ndarray:
+        """Raw model outputs, float32 (n, n_labels), in input order."""
+        texts = check_texts(texts)
+        batch_size = self.batch_size
+        if not (isinstance(batch_size, int) and batch_size >= 1):
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        rows = [self.tokenizer.encode(text, self.max_length) for text in texts]
+        order = sorted(range(len(rows)), key=lambda i: len(rows[i]))  # short texts batch together
+        out = np.empty((len(rows), len(self.labels)), dtype=np.float32)
+        for start in range(0, len(order), batch_size):
+            picked = order[start:start + batch_size]
+            out[picked] = self._run_batch([rows[i] for i in picked])
+        return out
+
+    def _run_batch(self, rows: list[list[int]]) -> np.ndarray:
+        arrays = pad_batch(rows, self.tokenizer.pad_id)
+        feeds = {name: arrays[name] for name in self.inputs}
+        (logits,) = self.session.run([self.output], feeds)
+        logits = np.asarray(logits)
+        if logits.shape != (len(rows), len(self.labels)):
+            raise RuntimeError(f"model output {self.output!r} has shape {logits.shape}, expected "
+                               f"({len(rows)}, {len(self.labels)}) for {len(self.labels)} labels")
+        return logits
+
+    def predict_proba(self, texts) -> np.ndarray:
+        """Softmax probabilities, float32 (n, n_labels), columns in `labels` order."""
+        return softmax(self.logits(texts))
+
+    def predict(self, texts) -> list[str]:
+        """The most likely label of each text."""
+        logits = self.logits(texts)
+        return [self.labels[i] for i in logits.argmax(axis=-1)] if len(logits) else []
