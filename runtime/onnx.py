@@ -143,8 +143,8 @@ def tensor_to_array(proto: dict, folder: Optional[str] = None) -> np.ndarray:
     if len(values) != count * per_item:
         raise ModelError(f"tensor {name!r}: {len(values)} values in {field}, shape {dims} needs "
                          f"{count * per_item}")
-    if code == 8:
-        return np.array(values, dtype=object).reshape(dims)
+    if code == 8:                                       # like onnx: str when valid UTF-8
+        return np.array([_text(v) for v in values] + [None], dtype=object)[:-1].reshape(dims)
     if code in (14, 15):
         return np.asarray(values).view(dtype).reshape(dims).copy()
     if code == 10:                                      # float16 bits stored in int32_data
