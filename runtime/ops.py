@@ -162,6 +162,8 @@ def erf(x, out=None):
         out = np.empty(x.shape, x.dtype)
     src, dst = x.reshape(-1), out.reshape(-1)       # dst is a view: out is contiguous
     n = src.size
+    if n == 0:
+        return out
     block = min(n, _ERF_BLOCK)
     z = np.empty(block, np.float64)
     t = np.empty(block, np.float64)
