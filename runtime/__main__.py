@@ -23,7 +23,7 @@ def parse_args(argv):
     parser.add_argument("texts", nargs="*", metavar="TEXT",
                         help="texts to classify; read from stdin, one per line, when none are given")
     parser.add_argument("--batch-size", type=int, default=32, help="texts per forward pass (default 32)")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
     if args.batch_size < 1:
         parser.error("--batch-size must be at least 1")
     return args

@@ -68,6 +68,18 @@ def check_runtime_config(config: dict, path: str) -> None:
         bad("tokenizer", "an object")
 
 
+def check_graph_names(session, config: dict, path: str) -> None:
+    """runtime.json must name exactly the graph's inputs and one of its outputs."""
+    graph_inputs = getattr(session, "input_names", None)
+    if graph_inputs is not None and sorted(graph_inputs) != sorted(config["inputs"]):
+        raise BundleError(f"{path}: inputs {config['inputs']} do not match model.onnx's "
+                          f"inputs {list(graph_inputs)}")
+    graph_outputs = getattr(session, "output_names", None)
+    if graph_outputs is not None and config["output"] not in graph_outputs:
+        raise BundleError(f"{path}: output {config['output']!r} is not one of model.onnx's "
+                          f"outputs {list(graph_outputs)}")
+
+
 def check_texts(texts) -> list[str]:
     if isinstance(texts, (str, bytes)):
         raise TypeError(f"texts must be a list of strings, not a single {type(texts).__name__}: "
@@ -118,6 +130,7 @@ class Classifier:
         except (TypeError, ValueError) as e:
             raise BundleError(f"{os.path.join(bundle_dir, 'runtime.json')}: tokenizer: {e}") from None
         session = Session(os.path.join(bundle_dir, "model.onnx"))
+        check_graph_names(session, config, os.path.join(bundle_dir, "runtime.json"))
         return cls(session, tokenizer, config["labels"], config["inputs"], config["output"],
                    config["max_length"], batch_size=batch_size,
                    quantization=config.get("quantization"), path=bundle_dir)

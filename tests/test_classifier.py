@@ -1,0 +1,372 @@
+"""runtime.Classifier and `python -m runtime` on tiny bundles made by the real export.
+
+The reference is what a user would otherwise run: Hugging Face's Python BERT tokenizer and
+onnxruntime, one text at a time (no padding), on the same bundle.
+"""
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from runtime import BundleError, Classifier
+
+ROOT = Path(__file__).resolve().parent.parent
+LABELS = ("negative", "neutral", "positive")
+MAX_LENGTH = 24
+_built: dict = {}
+
+TEXTS = [
+    "a gripping film", "dull and lifeless", "", "the plot is a mess but the music is lovely",
+    "Café naïve RÉSUMÉ", "中文 电影 很好", "!!!", "ok", "the the the",
+    " ".join(["boring"] * 200),                         # far past max_length: truncated
+    "this movie was brilliant , smart and funny", "worst acting , tedious script , weak cast",
+    "A", "a gripping film",                             # a repeated text
+]
+
+
+def sharp_tiny_model(out_dir: Path) -> Path:
+    """make_tiny_model with a 50x classifier head, so texts get clearly different probabilities."""
+    import torch
+    from tiny import make_tiny_model
+    from transformers import AutoModelForSequenceClassification
+
+    model_dir = make_tiny_model(out_dir, labels=LABELS, max_positions=64)
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir)
+    with torch.no_grad():
+        model.classifier.weight.mul_(50.0)
+        model.classifier.bias.copy_(torch.tensor([0.3, -0.2, 0.1]))
+    model.save_pretrained(model_dir)
+    return model_dir
+
+
+def tiny_bundle(int8: bool = False) -> Path:
+    """A bundle exported by `export` from the sharp tiny model; built once per test process."""
+    if int8 not in _built:
+        from export.cli import ExportSettings, export_bundle
+
+        if "root" not in _built:
+            _built["root"] = Path(tempfile.mkdtemp(prefix="runtime-tests-"))
+            atexit.register(shutil.rmtree, _built["root"], True)
+            _built["model"] = sharp_tiny_model(_built["root"] / "model")
+        out = _built["root"] / ("bundle-int8" if int8 else "bundle-fp32")
+        export_bundle(ExportSettings(model_dir=str(_built["model"]), out=str(out), int8=int8,
+                                     max_length=MAX_LENGTH, samples=8), log=lambda message: None)
+        _built[int8] = out
+    return _built[int8]
+
+
+def reference_logits(bundle: Path, texts, session=None) -> np.ndarray:
+    """HF Python tokenizer + onnxruntime (or the given session), one unpadded text at a time."""
+    import onnxruntime as ort
+    from transformers.models.bert.tokenization_bert_legacy import BertTokenizerLegacy
+
+    config = json.loads((bundle / "runtime.json").read_text())
+    tok = BertTokenizerLegacy(str(bundle / "vocab.txt"), do_lower_case=config["tokenizer"]["lowercase"])
+    if session is None:
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = 1
+        session = ort.InferenceSession(str(bundle / "model.onnx"), options,
+                                       providers=["CPUExecutionProvider"])
+    rows = []
+    for text in texts:
+        enc = tok([text], truncation=True, max_length=config["max_length"], return_tensors="np",
+                  return_token_type_ids=True, return_attention_mask=True)
+        feeds = {name: enc[name].astype(np.int64) for name in config["inputs"]}
+        rows.append(session.run([config["output"]], feeds)[0][0])
+    return np.array(rows, dtype=np.float32)
+
+
+def softmax(x):
+    e = np.exp(x - x.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+class Recording:
+    """Wraps a session and records the feeds of every run."""
+
+    def __init__(self, session):
+        self.session, self.feeds = session, []
+
+    def run(self, output_names, feeds):
+        self.feeds.append({name: array.copy() for name, array in feeds.items()})
+        return self.session.run(output_names, feeds)
+
+
+@pytest.fixture(scope="module")
+def fp32_bundle():
+    return tiny_bundle(int8=False)
+
+
+@pytest.fixture(scope="module")
+def int8_bundle():
+    return tiny_bundle(int8=True)
+
+
+@pytest.fixture
+def clf(fp32_bundle):
+    return Classifier.load(fp32_bundle)
+
+
+# -- agreement with onnxruntime ------------------------------------------------------------
+
+def test_fp32_matches_onnxruntime(fp32_bundle):
+    clf = Classifier.load(fp32_bundle, batch_size=4)
+    want = reference_logits(fp32_bundle, TEXTS)
+    proba = clf.predict_proba(TEXTS)
+    assert proba.dtype == np.float32 and proba.shape == (len(TEXTS), len(LABELS))
+    assert np.abs(clf.logits(TEXTS) - want).max() <= 1e-4
+    assert np.abs(proba - softmax(want)).max() <= 1e-4
+    assert clf.predict(TEXTS) == [LABELS[i] for i in want.argmax(axis=1)]
+    assert np.allclose(proba.sum(axis=1), 1.0, atol=1e-6)
+    assert len({tuple(np.round(row, 4)) for row in proba}) >= 6  # the texts are told apart
+
+
+def test_int8_matches_runtime_session_and_onnxruntime_labels(int8_bundle):
+    """The int8 graph through the Classifier equals the numpy Session run on one HF-tokenized
+    text at a time, and picks onnxruntime's labels. One text per batch: dynamic int8 scales each
+    activation by its min/max over the whole batch, so int8 logits depend on what is batched
+    together (in onnxruntime too). Logit parity with onnxruntime's int8 kernels, which round
+    differently from exact integer arithmetic, is the Session's test: this head is sharpened
+    50x, which scales those differences 50x too."""
+    from runtime import Session
+    clf = Classifier.load(int8_bundle, batch_size=1)
+    assert clf.quantization == "int8-dynamic"
+    want = reference_logits(int8_bundle, TEXTS, session=Session(str(int8_bundle / "model.onnx")))
+    assert np.abs(clf.logits(TEXTS) - want).max() <= 1e-5
+    onnxruntime_labels = [LABELS[i] for i in reference_logits(int8_bundle, TEXTS).argmax(axis=1)]
+    assert clf.predict(TEXTS) == onnxruntime_labels
+    clf.batch_size = 4
+    assert clf.predict(TEXTS) == onnxruntime_labels
+
+
+def test_labels_come_from_runtime_json(clf):
+    assert clf.labels == list(LABELS)
+    assert set(clf.predict(TEXTS)) <= set(LABELS)
+
+
+# -- batching and order --------------------------------------------------------------------
+
+def test_order_preserved_with_mixed_lengths(clf):
+    rng = np.random.default_rng(0)
+    texts = [" ".join(["good"] * int(n)) for n in rng.integers(0, 40, size=23)] + TEXTS
+    alone = np.stack([clf.predict_proba([t])[0] for t in texts])
+    clf.batch_size = 5
+    together = clf.predict_proba(texts)
+    assert np.abs(together - alone).max() <= 1e-5
+    perm = rng.permutation(len(texts))
+    assert np.abs(clf.predict_proba([texts[i] for i in perm]) - together[perm]).max() <= 1e-5
+    assert clf.predict(texts) == [LABELS[i] for i in alone.argmax(axis=1)]
+
+
+def test_batches_group_similar_lengths(clf):
+    """Long and short texts alternate in the input; each batch holds one kind only."""
+    long_text, short_text = " ".join(["film"] * 15), "ok"
+    texts = [long_text, short_text] * 4
+    clf.session = Recording(clf.session)
+    clf.batch_size = 4
+    clf.predict(texts)
+    widths = sorted(feeds["input_ids"].shape for feeds in clf.session.feeds)
+    assert widths == [(4, 3), (4, 17)]  # [CLS] ok [SEP] / [CLS] film x15 [SEP]
+
+
+def test_feeds_only_the_inputs_runtime_json_lists(clf, fp32_bundle):
+    config = json.loads((fp32_bundle / "runtime.json").read_text())
+    clf.session = Recording(clf.session)
+    clf.predict(["a gripping film", "ok"])
+    (feeds,) = clf.session.feeds
+    assert sorted(feeds) == sorted(config["inputs"])
+    assert all(a.dtype == np.int64 for a in feeds.values())
+    assert feeds["attention_mask"].tolist() == [[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]]
+    assert not feeds["token_type_ids"].any()
+
+
+def test_batch_size_is_respected(clf):
+    clf.session = Recording(clf.session)
+    clf.batch_size = 3
+    clf.predict(TEXTS)
+    sizes = [f["input_ids"].shape[0] for f in clf.session.feeds]
+    assert sizes == [3, 3, 3, 3, 2]
+    clf.batch_size = 0
+    with pytest.raises(ValueError, match="batch_size"):
+        clf.predict(["x"])
+
+
+# -- inputs --------------------------------------------------------------------------------
+
+def test_a_single_string_is_a_type_error(clf):
+    with pytest.raises(TypeError, match="not a single str.*\\[text\\]"):
+        clf.predict("a gripping film")
+    with pytest.raises(TypeError, match="not a single str"):
+        clf.predict_proba("a gripping film")
+    with pytest.raises(TypeError, match="not a single bytes"):
+        clf.predict(b"bytes")
+
+
+def test_non_string_items_name_their_index(clf):
+    with pytest.raises(TypeError, match=r"texts\[2\] is int, not str"):
+        clf.predict(["a", "b", 3])
+    with pytest.raises(TypeError, match=r"texts\[0\] is NoneType"):
+        clf.predict_proba([None])
+    with pytest.raises(TypeError, match="list of strings, got int"):
+        clf.predict(5)
+
+
+def test_empty_inputs(clf, fp32_bundle):
+    assert clf.predict([]) == []
+    assert clf.predict_proba([]).shape == (0, len(LABELS))
+    proba = clf.predict_proba([""])
+    assert np.abs(proba - softmax(reference_logits(fp32_bundle, [""]))).max() <= 1e-4
+    assert clf.predict(("", "ok")) == clf.predict(["", "ok"])  # any iterable of str
+
+
+def test_overlong_text_is_truncated(clf):
+    words = ["boring", "dull", "film", "good"] * 100
+    texts = [" ".join(words), " ".join(words[:MAX_LENGTH - 2])]
+    clf.session = Recording(clf.session)
+    proba = clf.predict_proba(texts)
+    (feeds,) = clf.session.feeds
+    ids = feeds["input_ids"]
+    assert ids.shape == (2, MAX_LENGTH) and feeds["attention_mask"].all()
+    assert np.array_equal(ids[0], ids[1]) and ids[0, -1] == clf.tokenizer.sep_id
+    assert np.abs(proba[0] - proba[1]).max() <= 1e-6
+
+
+# -- threads -------------------------------------------------------------------------------
+
+def test_concurrent_predict_matches_serial(clf):
+    texts = TEXTS * 3
+    serial = clf.predict_proba(texts)
+    results, errors = {}, []
+
+    def worker(k):
+        try:
+            for _ in range(3):
+                results.setdefault(k, []).append(clf.predict_proba(texts))
+        except Exception as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert sum(len(r) for r in results.values()) == 18
+    for runs in results.values():
+        for got in runs:
+            assert np.array_equal(got, serial)
+
+
+# -- bad bundles ---------------------------------------------------------------------------
+
+@pytest.fixture
+def bundle_copy(fp32_bundle, tmp_path):
+    return Path(shutil.copytree(fp32_bundle, tmp_path / "bundle"))
+
+
+def edit_runtime_json(bundle: Path, **changes):
+    path = bundle / "runtime.json"
+    config = json.loads(path.read_text())
+    config.update(changes)
+    path.write_text(json.dumps(config))
+
+
+def test_missing_bundle_and_files(tmp_path, bundle_copy):
+    with pytest.raises(FileNotFoundError, match="bundle directory not found"):
+        Classifier.load(tmp_path / "nowhere")
+    for name in ("model.onnx", "vocab.txt", "runtime.json"):
+        broken = Path(shutil.copytree(bundle_copy, tmp_path / f"no-{name}"))
+        (broken / name).unlink()
+        with pytest.raises(FileNotFoundError, match=f"has no {name}"):
+            Classifier.load(broken)
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"format": 2}, "unsupported format 2; this runtime reads format 1"),
+    ({"format": None}, "unsupported format None"),
+    ({"labels": []}, "'labels' must be a non-empty list of strings"),
+    ({"labels": ["a", 1, "c"]}, "'labels' must be"),
+    ({"inputs": ["input_ids", "position_ids"]}, "'inputs' must be a non-empty list drawn from"),
+    ({"inputs": ["input_ids", "attention_mask"]}, "do not match model.onnx's inputs"),
+    ({"output": "probs"}, "output 'probs' is not one of model.onnx's outputs"),
+    ({"max_length": 1}, "'max_length' must be an integer >= 2"),
+    ({"max_length": "128"}, "'max_length' must be an integer"),
+    ({"tokenizer": {"type": "bpe"}}, "unsupported tokenizer type 'bpe'"),
+    ({"tokenizer": {"type": "wordpiece", "cls_token": "<s>"}}, "cls_token '<s>' is not in the vocabulary"),
+    ({"tokenizer": None}, "'tokenizer' must be an object"),
+])
+def test_invalid_runtime_json(bundle_copy, changes, message):
+    edit_runtime_json(bundle_copy, **changes)
+    with pytest.raises(BundleError, match=message.replace("(", r"\(").replace("[", r"\[")):
+        Classifier.load(bundle_copy)
+
+
+def test_runtime_json_not_json(bundle_copy):
+    (bundle_copy / "runtime.json").write_text("{format: 1")
+    with pytest.raises(BundleError, match="runtime.json: not valid JSON"):
+        Classifier.load(bundle_copy)
+    (bundle_copy / "runtime.json").write_text("[1]")
+    with pytest.raises(BundleError, match="expected a JSON object"):
+        Classifier.load(bundle_copy)
+
+
+def test_label_count_must_match_the_model(bundle_copy):
+    edit_runtime_json(bundle_copy, labels=["negative", "positive"])
+    clf = Classifier.load(bundle_copy)
+    with pytest.raises(RuntimeError, match=r"has shape \(1, 3\), expected \(1, 2\) for 2 labels"):
+        clf.predict(["ok"])
+
+
+# -- command line --------------------------------------------------------------------------
+
+def run_cli(*args, stdin=None):
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    return subprocess.run([sys.executable, "-m", "runtime", *map(str, args)], input=stdin,
+                          capture_output=True, env=env, cwd=ROOT, timeout=120)
+
+
+def parse_lines(stdout: bytes):
+    return [json.loads(line) for line in stdout.decode("utf-8").splitlines()]
+
+
+def test_cli_texts_as_arguments(fp32_bundle):
+    texts = ["a gripping film", "中文 电影", ""]
+    result = run_cli(fp32_bundle, *texts)
+    assert result.returncode == 0, result.stderr
+    records = parse_lines(result.stdout)
+    proba = Classifier.load(fp32_bundle).predict_proba(texts)
+    assert [r["text"] for r in records] == texts
+    for record, row in zip(records, proba):
+        assert list(record["probabilities"]) == list(LABELS)
+        assert np.allclose(list(record["probabilities"].values()), row, atol=1e-7)
+        assert record["label"] == LABELS[int(row.argmax())]
+
+
+def test_cli_reads_stdin_one_text_per_line(fp32_bundle):
+    texts = ["a gripping film", "dull and lifeless", "Café", "", "ok"]
+    result = run_cli(fp32_bundle, "--batch-size", "2", stdin="\n".join(texts).encode("utf-8") + b"\n")
+    assert result.returncode == 0, result.stderr
+    records = parse_lines(result.stdout)
+    assert [r["text"] for r in records] == texts
+    assert [r["label"] for r in records] == Classifier.load(fp32_bundle).predict(texts)
+
+
+def test_cli_errors_go_to_stderr(tmp_path, bundle_copy):
+    result = run_cli(tmp_path / "nowhere", "text")
+    assert result.returncode == 1 and result.stdout == b""
+    assert b"error: bundle directory not found" in result.stderr
+    edit_runtime_json(bundle_copy, format=7)
+    result = run_cli(bundle_copy, "text")
+    assert result.returncode == 1 and b"unsupported format 7" in result.stderr
+    result = run_cli(bundle_copy, "--batch-size", "0", "text")
+    assert result.returncode == 2 and b"--batch-size must be at least 1" in result.stderr
