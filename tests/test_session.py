@@ -1,0 +1,215 @@
+"""runtime.session.Session: exported tiny BERTs against onnxruntime, load-time checks, safety."""
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+from onnx.reference import ReferenceEvaluator
+
+from onnx_models import exported_models, random_feeds
+from runtime import onnx as ronnx
+from runtime.onnx import ModelError
+from runtime.session import Session
+
+
+@pytest.fixture(scope="session")
+def models(tmp_path_factory):
+    return exported_models(tmp_path_factory.mktemp("onnx-models"))
+
+
+def ort_session(path):
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+SHAPES = [(1, 1), (1, 128), (7, 9), (3, 40), (32, 17)]
+
+
+@pytest.mark.parametrize("name", ["fp32", "ts17"])
+def test_fp32_logits_match_onnxruntime(models, name):
+    rng = np.random.default_rng(0)
+    sess, ref = Session(models[name]), ort_session(models[name])
+    for batch, length in SHAPES:
+        feeds = random_feeds(rng, batch, length)
+        logits, = sess.run(["logits"], feeds)
+        want, = ref.run(["logits"], feeds)
+        assert logits.shape == want.shape == (batch, 2) and logits.dtype == np.float32
+        assert np.abs(logits - want).max() <= 1e-4
+
+
+@pytest.mark.parametrize("name", ["int8", "int8_quint8_pc"])
+def test_int8_logits_match_onnxruntime(models, name):
+    rng = np.random.default_rng(1)
+    sess, ref = Session(models[name]), ort_session(models[name])
+    for batch, length in SHAPES:
+        feeds = random_feeds(rng, batch, length)
+        logits, = sess.run(None, feeds)
+        want, = ref.run(None, feeds)
+        assert np.abs(logits - want).max() <= 5e-3
+        assert (logits.argmax(1) == want.argmax(1)).all()
+
+
+@pytest.mark.parametrize("name", ["int8", "int8_quint8_pc"])
+def test_int8_is_exact_integer_arithmetic(models, name):
+    """Against the reference evaluator (exact int32 MatMulInteger, float32 elsewhere): it needs
+    opset 19 for DequantizeLinear, whose semantics did not change from 13 to 19."""
+    proto = onnx.load(str(models[name]))
+    for entry in proto.opset_import:
+        if entry.domain in ("", "ai.onnx"):
+            entry.version = max(entry.version, 19)
+    reference = ReferenceEvaluator(proto)
+    sess = Session(models[name])
+    rng = np.random.default_rng(2)
+    for batch, length in [(2, 7), (5, 31)]:
+        feeds = random_feeds(rng, batch, length)
+        logits, = sess.run(None, feeds)
+        want, = reference.run(None, feeds)
+        assert np.abs(logits - want).max() <= 1e-5
+
+
+def test_outputs_selection_and_feed_checks(models):
+    sess = Session(str(models["fp32"]))
+    assert sess.input_names == ["input_ids", "attention_mask", "token_type_ids"]
+    assert sess.output_names == ["logits"] and [v.name for v in sess.get_outputs()] == ["logits"]
+    feeds = random_feeds(np.random.default_rng(3), 2, 6)
+    everything = sess.run(None, feeds)
+    assert len(everything) == 1
+    np.testing.assert_array_equal(everything[0], sess.run(["logits"], feeds)[0])
+    as_int32 = {k: v.astype(np.int32) for k, v in feeds.items()}
+    np.testing.assert_array_equal(sess.run(None, as_int32)[0], everything[0])
+    with pytest.raises(ValueError, match="unknown output"):
+        sess.run(["nope"], feeds)
+    with pytest.raises(ValueError, match="missing input"):
+        sess.run(None, {"input_ids": feeds["input_ids"]})
+    with pytest.raises(ValueError, match="unknown input"):
+        sess.run(None, dict(feeds, extra=feeds["input_ids"]))
+    with pytest.raises(TypeError, match="input_ids"):
+        sess.run(None, dict(feeds, input_ids=feeds["input_ids"].astype(np.float32) + 0.5))
+    with pytest.raises(ValueError, match="rank"):
+        sess.run(None, dict(feeds, input_ids=feeds["input_ids"][0]))
+
+
+def test_feeds_and_weights_are_never_modified(models):
+    sess = Session(models["int8"])
+    feeds = random_feeds(np.random.default_rng(4), 3, 12)
+    before = {k: v.copy() for k, v in feeds.items()}
+    first, = sess.run(None, feeds)
+    for name, value in feeds.items():
+        np.testing.assert_array_equal(value, before[name])
+    second, = sess.run(None, feeds)
+    np.testing.assert_array_equal(first, second)
+
+
+def test_concurrent_runs_give_the_sequential_results(models):
+    sess = Session(models["fp32"])
+    rng = np.random.default_rng(5)
+    batches = [random_feeds(rng, 4, int(n)) for n in rng.integers(1, 60, 8)]
+    expected = [sess.run(None, f)[0] for f in batches]
+    results = [None] * len(batches)
+
+    def work(i):
+        for _ in range(3):
+            results[i] = sess.run(None, batches[i])[0]
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(batches))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for got, want in zip(results, expected):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_constant_work_is_folded_and_intermediates_are_freed(models):
+    sess = Session(models["fp32"])
+    for step in sess._steps:                          # nothing left that only needs constants
+        assert any(x is not None and x[0] == "v" for x in step.inputs), step.node.op_type
+    produced = {n for s in sess._steps for n in s.node.outputs if n} - set(sess.output_names)
+    freed = [n for s in sess._steps for n in s.free]
+    # every intermediate (and every feed, once consumed) is dropped exactly once
+    assert sorted(freed) == sorted(produced | set(sess.input_names))
+    int8 = Session(models["int8"])
+    weight_ops = [s for s in int8._steps if s.node.op_type == "MatMulInteger"]
+    assert weight_ops and all(len(s.inputs) <= 2 for s in weight_ops)   # B prepared at load
+
+
+# ---------------------------------------------------------------- load-time checks
+def make_model(nodes, inputs, outputs, initializers=(), opset=18):
+    graph = helper.make_graph(nodes, "g", inputs, outputs, list(initializers))
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset),
+                                                   helper.make_opsetid("com.microsoft", 1)])
+
+
+def vinfo(name, shape=None, elem=TensorProto.FLOAT):
+    return helper.make_tensor_value_info(name, elem, shape)
+
+
+def test_unknown_ops_are_named_at_load_before_running(tmp_path):
+    nodes = [helper.make_node("Relu", ["x"], ["a"]),
+             helper.make_node("FancyNewOp", ["a"], ["b"], name="fancy"),
+             helper.make_node("FusedGelu", ["b"], ["y"], domain="com.microsoft")]
+    path = tmp_path / "m.onnx"
+    onnx.save_model(make_model(nodes, [vinfo("x", [2])], [vinfo("y")]), str(path))
+    with pytest.raises(ModelError, match=r"FancyNewOp.*com\.microsoft\.FusedGelu|com\.microsoft\.FusedGelu.*FancyNewOp"):
+        Session(path)
+
+
+def test_graph_out_of_topological_order_is_refused():
+    nodes = [helper.make_node("Relu", ["a"], ["y"]), helper.make_node("Neg", ["x"], ["a"])]
+    model = ronnx.load_bytes(make_model(nodes, [vinfo("x", [2])], [vinfo("y")]).SerializeToString())
+    with pytest.raises(ModelError, match="topologically"):
+        Session(model)
+
+
+def test_missing_graph_output_is_refused():
+    nodes = [helper.make_node("Relu", ["x"], ["a"])]
+    model = ronnx.load_bytes(make_model(nodes, [vinfo("x", [2])], [vinfo("y")]).SerializeToString())
+    with pytest.raises(ModelError, match="never produced"):
+        Session(model)
+
+
+def test_failing_constant_folding_is_a_model_error():
+    nodes = [helper.make_node("Reshape", ["w", "shape"], ["r"]), helper.make_node("Add", ["x", "r"], ["y"])]
+    inits = [numpy_helper.from_array(np.ones(6, np.float32), "w"),
+             numpy_helper.from_array(np.array([4, 4], np.int64), "shape")]
+    model = ronnx.load_bytes(make_model(nodes, [vinfo("x", [2])], [vinfo("y")], inits).SerializeToString())
+    with pytest.raises(ModelError, match="Reshape"):
+        Session(model)
+
+
+def test_in_place_reuse_never_touches_a_buffer_that_is_still_viewed():
+    """a = x + 1 dies at the Mul, but its Reshape view r (and an Identity alias) live on."""
+    nodes = [helper.make_node("Add", ["x", "one"], ["a"]),
+             helper.make_node("Reshape", ["a", "shape"], ["r"]),
+             helper.make_node("Identity", ["a"], ["i"]),
+             helper.make_node("Mul", ["a", "x"], ["m"]),
+             helper.make_node("Exp", ["i"], ["e"]),
+             helper.make_node("Erf", ["m"], ["f"]),
+             helper.make_node("Reshape", ["f", "shape"], ["fr"]),
+             helper.make_node("Add", ["fr", "r"], ["s"]),
+             helper.make_node("Reshape", ["e", "shape"], ["er"]),
+             helper.make_node("Sub", ["s", "er"], ["y"])]
+    inits = [numpy_helper.from_array(np.array(1.0, np.float32), "one"),
+             numpy_helper.from_array(np.array([6, 2], np.int64), "shape")]
+    proto = make_model(nodes, [vinfo("x", [3, 4])], [vinfo("y"), vinfo("r")], inits)
+    x = np.random.default_rng(6).standard_normal((3, 4)).astype(np.float32)
+    want = ReferenceEvaluator(proto).run(None, {"x": x})
+    got = Session(ronnx.load_bytes(proto.SerializeToString())).run(None, {"x": x})
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, rtol=1e-6, atol=1e-6)
+
+
+def test_external_data_model_runs(tmp_path, models):
+    proto = onnx.load(str(models["fp32"]))
+    folder = tmp_path / "ext"
+    folder.mkdir()
+    onnx.save_model(proto, str(folder / "model.onnx"), save_as_external_data=True,
+                    location="weights.data", size_threshold=64)
+    feeds = random_feeds(np.random.default_rng(7), 2, 10)
+    np.testing.assert_array_equal(Session(folder / "model.onnx").run(None, feeds)[0],
+                                  Session(models["fp32"]).run(None, feeds)[0])
