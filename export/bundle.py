@@ -100,15 +100,18 @@ def tokenizer_settings(tokenizer) -> dict:
 
 
 def vocab_lines(tokenizer) -> list[str]:
-    """The vocabulary in id order (vocab.txt: line i is token id i)."""
-    vocab = tokenizer.get_vocab()                         # {token: id}
-    by_id = sorted(vocab.items(), key=lambda item: item[1])
-    if [i for _, i in by_id] != list(range(len(by_id))):
-        raise ExportError("the tokenizer's vocabulary ids are not 0..n-1; cannot write vocab.txt")
-    bad = [t for t, _ in by_id if "\n" in t or "\r" in t]
-    if bad:
-        raise ExportError(f"vocabulary tokens with line breaks cannot go into vocab.txt: {bad[:3]}")
-    return [t for t, _ in by_id]
+    """vocab.txt as lines (line i = the token with id i), written from the tokenizer's own
+    {token: id} map rather than copied: that map is what the model was trained with. A vocab
+    file with repeated lines (the last one wins in HF) or lines that are not whole tokens
+    (empty, inner spaces) leaves ids no text can produce; those lines get a placeholder that no
+    text can produce either ('[' and '-' are split off as punctuation), so every line is unique
+    and the runtime's token -> id map equals Hugging Face's."""
+    vocab = tokenizer.get_vocab()                                   # {token: id}
+    lines: list[str | None] = [None] * (max(vocab.values()) + 1)
+    for token, i in vocab.items():
+        if token and len(token.split()) == 1 and token.split()[0] == token:
+            lines[i] = token
+    return [token if token is not None else f"[unused-id-{i}]" for i, token in enumerate(lines)]
 
 
 def runtime_config(labels, tokenizer, max_length: int, quantized: bool) -> dict:

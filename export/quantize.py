@@ -9,6 +9,20 @@ The fused contrib ops (MatMulIntegerToFloat, DynamicQuantizeMatMul) are somethin
 onnxruntime *session* builds in memory from that pattern; they are never written to the
 file, and check_standard_ops() fails loudly should a future onnxruntime write them.
 ORT's optional pre-processing (quant_pre_process) is not run: it saves an ORT-optimised graph.
+
+Weight type (default quint8). Measured on a trained 256-wide, 2-layer BERT, 16 texts: max
+|logit difference| against the exact ONNX semantics (onnx.reference) and against fp32:
+
+    weights            onnxruntime vs exact   exact vs fp32
+    qint8  per-tensor  0.044                  0.0022
+    qint8  per-channel 0.097                  0.0013
+    quint8 per-tensor  5e-7                   0.0040
+    quint8 per-channel 3e-4                   0.0037
+
+onnxruntime's u8 x s8 kernel on x86 CPUs with AVX2 but no VNNI sums pairs of products in
+saturating int16 (vpmaddubsw), so qint8 graphs come out 20x further from fp32 than their
+quantization error. quint8 runs exactly everywhere, so the validation numbers are what the
+numpy runtime (exact integer arithmetic) and onnxruntime both compute.
 """
 from __future__ import annotations
 
@@ -24,7 +38,6 @@ OP_TYPES_TO_QUANTIZE = ("MatMul", "Gemm", "Gather")
 STANDARD_DOMAINS = ("", "ai.onnx")
 EXTRA_OPTIONS = {
     "MatMulConstBOnly": True,           # only weight matmuls; attention's activation x activation stay fp32
-    "WeightSymmetric": True,            # int8 weights with zero point 0
     "EnableSubgraph": False,
     "ForceQuantizeNoInputCheck": False,
 }
@@ -80,7 +93,7 @@ def quantized_counts(fp32_model, int8_model) -> dict:
     }
 
 
-def quantize_int8(fp32_path, int8_path, weight_type: str = "qint8", per_channel: bool = False) -> dict:
+def quantize_int8(fp32_path, int8_path, weight_type: str = "quint8", per_channel: bool = False) -> dict:
     """Write the int8 model; returns the settings and what was quantized, for export.json."""
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -100,6 +113,7 @@ def quantize_int8(fp32_path, int8_path, weight_type: str = "qint8", per_channel:
         "method": "onnxruntime.quantization.quantize_dynamic",
         "scheme": "int8-dynamic",
         "weight_type": weight_type,
+        "weight_symmetric": weight_type == "qint8",   # onnxruntime's default per type
         "activation_type": "quint8 (DynamicQuantizeLinear, per call)",
         "per_channel": per_channel,
         "reduce_range": False,

@@ -1,0 +1,112 @@
+"""`export onnx` command line: help, bad inputs with clear errors and nothing written.
+(Successful exports run once per session in test_export.py.)"""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from export.cli import export_group
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run(args):
+    return CliRunner().invoke(export_group, ["onnx", *[str(a) for a in args]])
+
+
+def test_python_m_export_help_lists_every_option_with_help():
+    done = subprocess.run([sys.executable, "-m", "export", "onnx", "--help"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "Usage: python -m export onnx [OPTIONS] MODEL_DIR" in done.stdout
+    for option in ("--out", "--int8", "--weight-type", "--per-channel", "--opset", "--max-length",
+                   "--eval", "--max-accuracy-drop", "--samples", "--force", "--text-column"):
+        assert option in done.stdout
+
+
+def test_every_option_has_help_text():
+    command = export_group.commands["onnx"]
+    for param in command.params:
+        if param.param_type_name == "option":
+            assert param.help, param.name
+
+
+def test_help_does_not_import_heavy_libraries():
+    code = ("import sys\nfrom click.testing import CliRunner\nfrom export.cli import export_group\n"
+            "r = CliRunner().invoke(export_group, ['onnx', '--help'])\nassert r.exit_code == 0\n"
+            "print(sorted(m for m in ('torch', 'transformers', 'onnx', 'onnxruntime') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+
+
+def test_attached_to_distill():
+    from distill.cli import main
+
+    result = CliRunner().invoke(main, ["export", "onnx", "--help"])
+    assert result.exit_code == 0 and "--max-accuracy-drop" in result.output
+
+
+def test_missing_model_dir(tmp_path):
+    result = run([tmp_path / "nope", "--out", tmp_path / "b"])
+    assert result.exit_code != 0
+    assert "does not exist" in result.output
+    assert not (tmp_path / "b").exists()
+
+
+def test_not_a_sequence_classifier(tmp_path):
+    from tiny import make_tiny_model
+
+    mlm = make_tiny_model(tmp_path / "mlm", mlm=True)
+    result = run([mlm, "--out", tmp_path / "b"])
+    assert result.exit_code != 0
+    assert "not a sequence classifier" in result.output and "BertForMaskedLM" in result.output
+    assert not (tmp_path / "b").exists()
+
+
+def test_directory_without_a_model(tmp_path):
+    (tmp_path / "empty").mkdir()
+    result = run([tmp_path / "empty", "--out", tmp_path / "b"])
+    assert result.exit_code != 0 and "no config.json" in result.output
+
+
+def test_unwritable_out_dir(tiny_model_dir, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    result = run([tiny_model_dir, "--out", blocker / "bundle"])
+    assert result.exit_code != 0 and "cannot create --out" in result.output
+    result = run([tiny_model_dir, "--out", "/proc/distill-edge-bundle"])  # read-only even for root
+    assert result.exit_code != 0 and "cannot write --out" in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file", "tiny-model"]
+
+
+def test_existing_out_without_force_is_refused(tiny_model_dir, tmp_path):
+    out = tmp_path / "bundle"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    result = run([tiny_model_dir, "--out", out])
+    assert result.exit_code != 0 and "already exists; pass --force" in result.output
+    assert [p.name for p in out.iterdir()] == ["keep.txt"]
+
+
+def test_bad_max_length_and_samples(tiny_model_dir, tmp_path):
+    result = run([tiny_model_dir, "--out", tmp_path / "b", "--max-length", 4096])
+    assert result.exit_code != 0 and "must lie in 2..128" in result.output
+    result = run([tiny_model_dir, "--out", tmp_path / "b", "--samples", 0])
+    assert result.exit_code != 0 and "--samples" in result.output
+    result = run([tiny_model_dir, "--out", tmp_path / "b", "--weight-type", "int4"])
+    assert result.exit_code != 0
+    assert not (tmp_path / "b").exists()
+
+
+def test_eval_file_with_a_label_the_model_does_not_know(tiny_model_dir, tmp_path):
+    from tiny import write_csv
+
+    data = write_csv(tmp_path / "dev.csv", [("a good film", "positive"), ("meh", "neutral")])
+    result = run([tiny_model_dir, "--out", tmp_path / "b", "--eval", data])
+    assert result.exit_code != 0
+    assert "neutral" in result.output and "dev.csv" in result.output
+    assert not (tmp_path / "b").exists()
