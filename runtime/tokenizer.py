@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from functools import lru_cache
+from itertools import chain
 
 import numpy as np
 
@@ -92,6 +92,22 @@ def punctuation_rule(cp: int):
     return " " + ch + " " if is_punctuation(ch) else cp
 
 
+class WordCache(dict):
+    """word -> WordPiece ids; lookups stay in C, a miss computes and stores (emptied when full,
+    so memory stays bounded whatever the input)."""
+
+    def __init__(self, compute):
+        super().__init__()
+        self.compute = compute
+
+    def __missing__(self, word: str):
+        ids = self.compute(word)
+        if len(self) >= WORD_CACHE_SIZE:
+            self.clear()
+        self[word] = ids
+        return ids
+
+
 ASCII_CONTROLS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 ASCII_PIECES = re.compile(r"[A-Za-z0-9]+|[^A-Za-z0-9 \t\n\r]")
 
@@ -136,12 +152,13 @@ class WordPieceTokenizer:
         self._special_split = re.compile("(" + "|".join(map(re.escape, alternatives)) + ")")
         self.never_split = frozenset(never_split)  # kept whole and never WordPiece-split
         self._keep_whole = self.special_tokens | self.never_split
-        self._special_firsts = frozenset(t[0] for t in self.special_tokens)
+        self._special_firsts = "".join(sorted({t[0] for t in self.special_tokens}))
+        self._keep_firsts = "".join(sorted({t[0] for t in self._keep_whole if t}))
 
         self._clean = LazyTable(clean_rule(bool(tokenize_chinese_chars)))
         self._marks = LazyTable(mark_rule)
         self._punctuation = LazyTable(punctuation_rule)
-        self._word_ids = lru_cache(maxsize=WORD_CACHE_SIZE)(self._wordpiece_ids)
+        self._word_ids = WordCache(self._wordpiece_ids).__getitem__  # word -> tuple of ids
         # a word can only turn into a kept-whole token by normalising if some kept-whole
         # token is a fixed point of normalising (not "[UNK]" when lower-casing): then go
         # word by word like HF, otherwise normalise the whole text at once
@@ -164,21 +181,23 @@ class WordPieceTokenizer:
     # -- text -> words ---------------------------------------------------------------------
 
     def _basic_words(self, chunk: str) -> list[str]:
-        """Clean, space CJK, NFC, lower-case, strip accents, split punctuation (HF BasicTokenizer)."""
-        ascii_only = chunk.isascii()  # fast path: no accents, CJK or categories to look up
-        if ascii_only:
-            words = ASCII_CONTROLS.sub("", chunk).split()
-        else:
-            words = unicodedata.normalize("NFC", chunk.translate(self._clean)).split()
-        if self._per_word or not self._keep_whole.isdisjoint(words):
-            return self._words_one_by_one(words)
-        # the whole text at once: lower-casing the joined words equals lower-casing each
-        # (a final sigma's context never reaches across whitespace), and so do NFD and the
-        # per-character tables
-        text = " ".join(words)
-        if ascii_only:
+        """Clean, space CJK, NFC, lower-case, strip accents, split punctuation (HF BasicTokenizer).
+
+        HF does this word by word; the whole text at once gives the same words (lower-casing,
+        NFD and the per-character tables never act across whitespace: a final sigma's context
+        stops there too) unless a word is, or becomes, a never-split token."""
+        if chunk.isascii():  # fast path: no accents, CJK or Unicode categories to look up
+            text = ASCII_CONTROLS.sub("", chunk)
+            if self._per_word or self._has_keep_whole(text):
+                return self._words_one_by_one(text.split())
             return ASCII_PIECES.findall(text.lower() if self.lowercase else text)
+        text = unicodedata.normalize("NFC", chunk.translate(self._clean))
+        if self._per_word or self._has_keep_whole(text):
+            return self._words_one_by_one(text.split())
         return self._normalize(text).translate(self._punctuation).split()
+
+    def _has_keep_whole(self, text: str) -> bool:
+        return any(c in text for c in self._keep_firsts) and not self._keep_whole.isdisjoint(text.split())
 
     def _words_one_by_one(self, words: list[str]) -> list[str]:
         """HF's per-word loop, needed when a word is (or becomes) a never-split token."""
@@ -220,12 +239,15 @@ class WordPieceTokenizer:
         return tuple(ids)
 
     def _chunk_ids(self, chunk: str, out: list[int]) -> None:
-        never_split, vocab, word_ids = self.never_split, self.vocab, self._word_ids
-        for word in self._basic_words(chunk):
-            if word in never_split:
-                out.append(vocab.get(word, self.unk_id))
+        words = self._basic_words(chunk)
+        if not self.never_split:  # the usual case: one C-level pass over the cached pieces
+            out.extend(chain.from_iterable(map(self._word_ids, words)))
+            return
+        for word in words:
+            if word in self.never_split:  # HF keeps these whole, even when not in the vocabulary
+                out.append(self.vocab.get(word, self.unk_id))
             else:
-                out.extend(word_ids(word))
+                out.extend(self._word_ids(word))
 
     def text_ids(self, text: str) -> list[int]:
         """Token ids of text, without [CLS]/[SEP]."""

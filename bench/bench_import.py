@@ -1,0 +1,72 @@
+"""How much `import runtime` adds over `import numpy` (issue 5: at most 50 ms).
+
+Two measures over fresh interpreters, minimum and median of --runs each:
+- wall time of `python -c "import numpy; import runtime"` minus `python -c "import numpy"`;
+- `-X importtime`'s cumulative time of the `runtime` package imported after numpy
+  (everything runtime pulls in beyond numpy: tokenizer, classifier, json, unicodedata, ...).
+The minimum is the figure on an idle machine; the median shows the noise of a shared one.
+Run: .venv/bin/python bench/bench_import.py [--runs 21]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+# with bytecode caching, as after `pip install` (kept out of the repo in a temporary prefix);
+# PYTHONDONTWRITEBYTECODE would make every run compile the sources again
+ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+ENV.update(PYTHONPATH=str(ROOT), PYTHONPYCACHEPREFIX=tempfile.mkdtemp(prefix="bench-import-pycache-"))
+
+
+def wall_ms(code: str) -> float:
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-c", code], check=True, env=ENV, cwd=ROOT)
+    return (time.perf_counter() - start) * 1000
+
+
+def importtime_ms(code: str, module: str) -> float:
+    """Cumulative import time of `module` as -X importtime reports it."""
+    err = subprocess.run([sys.executable, "-X", "importtime", "-c", code], check=True, env=ENV,
+                         cwd=ROOT, capture_output=True, text=True).stderr
+    for line in err.splitlines():
+        parts = [p.strip() for p in line.split("|")]
+        if len(parts) == 3 and parts[2] == module:
+            return int(parts[1]) / 1000
+    raise RuntimeError(f"{module} not in -X importtime output")
+
+
+def summary(values) -> str:
+    return f"min {min(values):6.1f} ms  median {statistics.median(values):6.1f} ms"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=21)
+    runs = parser.parse_args().runs
+    wall_ms("import numpy, runtime, runtime.session")  # warm the file cache, write .pyc files
+    numpy, both, added, session = [], [], [], []
+    for _ in range(runs):  # interleaved, so load changes hit both sides alike
+        numpy.append(wall_ms("import numpy"))
+        both.append(wall_ms("import numpy; import runtime"))
+        added.append(importtime_ms("import numpy; import runtime", "runtime"))
+        session.append(importtime_ms("import numpy; import runtime.session", "runtime.session"))
+    diff = [b - n for b, n in zip(both, numpy)]
+    print(f"wall  python -c 'import numpy':                 {summary(numpy)}")
+    print(f"wall  python -c 'import numpy; import runtime': {summary(both)}")
+    print(f"wall  difference (runtime over numpy):          {summary(diff)}")
+    print(f"-X importtime: runtime after numpy:             {summary(added)}")
+    print(f"-X importtime: runtime.session (lazy, on load): {summary(session)}")
+    print(f"(bytecode cached in {ENV['PYTHONPYCACHEPREFIX']})")
+    print(f"{runs} fresh interpreters per row; limit: import runtime adds at most 50 ms; "
+          f"load average now {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+
+
+if __name__ == "__main__":
+    main()
