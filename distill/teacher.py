@@ -43,6 +43,17 @@ class TeachConfig:
     force: bool = False
     keep_checkpoints: bool = False
     progress: bool = True
+    # --few-shot prompt|contrastive|pet (distill/fewshot*.py); None: ordinary fine-tuning
+    few_shot: str | None = None
+    shots: int | None = None            # rows per class drawn from --train (seeded); 0: zero-shot
+    template: str | None = None         # None: the method's default (fewshot.DEFAULT_TEMPLATES)
+    label_descriptions: str | None = None   # prompt: one description per label
+    logit_scale: float | None = None    # prompt: None = fitted on the rows (zero-shot: 50)
+    pairs: int | None = None            # contrastive: None = 40 per labelled row
+    contrastive_epochs: float = 1.0     # contrastive: passes over the pairs
+    verbalizer: str | None = None       # pet: label=word,...
+    final_epochs: float = 3.0           # pet: epochs of the final classifier on soft labels
+    unlabeled: str | None = None        # pet: texts the cloze model soft-labels for the final classifier
     data: DataOptions = DataOptions()
 
 
@@ -116,6 +127,9 @@ def teach(config: TeachConfig, callbacks=()) -> dict:
     from .training import (EncodedRows, EpochHistory, WeightedTrainer, count_parameters, encode_rows,
                            last_checkpoint, metrics_function, training_arguments)
 
+    if config.few_shot:
+        from .fewshot import teach_few_shot
+        return teach_few_shot(config)
     _check(config)
     check_writable_target(config.out, config.force)
     started = time.time()
