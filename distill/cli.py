@@ -27,17 +27,20 @@ def main():
     that runs with numpy alone."""
 
 
-def teach_options(f):
-    from .teacher import TeachConfig as C
+def _apply(f, options):
+    for option in reversed(options):
+        f = option(f)
+    return f
 
-    options = [
+
+def shared_training_options(C) -> list:
+    """The options `teach` and `student` share (DESIGN.md), defaults from the config class C."""
+    length_default = "" if C.max_length is not None else " Default: the teacher's training max_length."
+    return [
         click.option("--train", required=True, type=click.Path(dir_okay=False),
                      help="Labelled training file (.csv, .tsv, .jsonl or headerless text<TAB>label .txt)."),
         click.option("--eval", "eval_path", type=click.Path(dir_okay=False), default=None,
                      help="Labelled evaluation file: accuracy, macro-F1 and AUC after every epoch."),
-        click.option("--model", default=None, metavar="NAME_OR_PATH",
-                     help="BERT-family checkpoint (local path or hub id). Default: the packaged "
-                          "all-MiniLM-L6-v2 (offline)."),
         click.option("--out", required=True, type=click.Path(file_okay=False),
                      help="Output model directory (written atomically)."),
         click.option("--epochs", type=float, default=C.epochs, show_default=True, help="Training epochs."),
@@ -45,23 +48,13 @@ def teach_options(f):
         click.option("--batch-size", type=int, default=C.batch_size, show_default=True, help="Training batch size."),
         click.option("--eval-batch-size", type=int, default=C.eval_batch_size, show_default=True,
                      help="Batch size for evaluation."),
-        click.option("--max-length", type=int, default=C.max_length, show_default=True,
-                     help="Truncate texts to this many tokens (batches are padded dynamically)."),
+        click.option("--max-length", type=int, default=C.max_length, show_default=C.max_length is not None,
+                     help="Truncate texts to this many tokens (batches are padded dynamically)." + length_default),
         click.option("--weight-decay", type=float, default=C.weight_decay, show_default=True,
                      help="AdamW weight decay (L2)."),
         click.option("--warmup", type=float, default=C.warmup, show_default=True,
                      help="Linear warmup: a fraction of all steps if < 1, else a number of steps; "
                           "then linear decay to 0."),
-        click.option("--dropout", type=float, default=None,
-                     help="Override hidden, attention and classifier dropout (default: the checkpoint's)."),
-        click.option("--freeze-encoder", is_flag=True, help="Train the classification head only "
-                     "(pooler + classifier); embeddings and layers stay fixed."),
-        click.option("--class-weights", type=click.Choice(["none", "balanced"]), default=C.class_weights,
-                     show_default=True, help="'balanced': weighted cross-entropy, n / (k * count) per class "
-                     "(as scikit-learn's compute_class_weight)."),
-        click.option("--resample", type=click.Choice(["none", "over", "under"]), default=C.resample,
-                     show_default=True, help="Random over-sampling to the largest class, or under-sampling "
-                     "to the smallest, of the training rows."),
         click.option("--early-stopping", type=int, default=None, metavar="PATIENCE",
                      help="Stop after PATIENCE epochs without improving --metric on --eval, "
                           "and keep the best epoch's weights."),
@@ -78,9 +71,27 @@ def teach_options(f):
         click.option("--keep-checkpoints", is_flag=True, help="Keep OUT.checkpoints/ after success."),
         click.option("--quiet", is_flag=True, help="No progress bar."),
     ]
-    for option in reversed(options):
-        f = option(f)
-    return data_options(f)
+
+
+def teach_options(f):
+    from .teacher import TeachConfig as C
+
+    options = shared_training_options(C) + [
+        click.option("--model", default=None, metavar="NAME_OR_PATH",
+                     help="BERT-family checkpoint (local path or hub id). Default: the packaged "
+                          "all-MiniLM-L6-v2 (offline)."),
+        click.option("--dropout", type=float, default=None,
+                     help="Override hidden, attention and classifier dropout (default: the checkpoint's)."),
+        click.option("--freeze-encoder", is_flag=True, help="Train the classification head only "
+                     "(pooler + classifier); embeddings and layers stay fixed."),
+        click.option("--class-weights", type=click.Choice(["none", "balanced"]), default=C.class_weights,
+                     show_default=True, help="'balanced': weighted cross-entropy, n / (k * count) per class "
+                     "(as scikit-learn's compute_class_weight)."),
+        click.option("--resample", type=click.Choice(["none", "over", "under"]), default=C.resample,
+                     show_default=True, help="Random over-sampling to the largest class, or under-sampling "
+                     "to the smallest, of the training rows."),
+    ]
+    return data_options(_apply(f, options))
 
 
 @main.command(context_settings=CONTEXT)
@@ -122,6 +133,136 @@ def summary(report: dict, out: str) -> str:
     if report.get("final_eval"):
         lines.append(format_report(report["final_eval"]))
     lines.append(f"report: {Path(out) / 'training.json'}")
+    return "\n".join(lines)
+
+
+def _int_list(ctx, param, value):
+    if value is None:
+        return None
+    try:
+        return tuple(int(v) for v in value.split(",") if v.strip())
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated integers such as 0,2,4, got {value!r}") from None
+
+
+def _name_list(ctx, param, value):
+    return None if value is None else tuple(v.strip() for v in value.split(",") if v.strip())
+
+
+def _model_pair(ctx, param, value):
+    if value is None:
+        return None
+    pair = tuple(v.strip() for v in value.split(","))
+    if len(pair) != 2 or not all(pair):
+        raise click.BadParameter("expected FORWARD_MODEL,BACKWARD_MODEL (two local seq2seq model paths)")
+    for path in pair:
+        if not Path(path).is_dir():
+            raise click.BadParameter(f"{path}: not a directory (local seq2seq model expected)")
+    return pair
+
+
+def student_options(f):
+    from .student import StudentConfig as C
+
+    options = shared_training_options(C) + [
+        click.option("--teacher", required=True, type=click.Path(exists=True, file_okay=False),
+                     help="Teacher model directory (written by `distill teach`)."),
+        click.option("--layers", type=int, default=None,
+                     help="Student layers, initialised from teacher layers chosen evenly "
+                          "(3 of 6 -> 0,2,4). Default: half the teacher's."),
+        click.option("--layer-map", callback=_int_list, default=None, metavar="I,J,...",
+                     help="The teacher layer for each student layer, e.g. 0,2,4."),
+        click.option("--hidden-size", type=int, default=None, help="Narrower student (random init)."),
+        click.option("--intermediate-size", type=int, default=None, help="Narrower student feed-forward size."),
+        click.option("--heads", type=int, default=None, help="Attention heads of a narrower student."),
+        click.option("--init", type=click.Choice(["teacher", "random"]), default=None,
+                     help="Copy the teacher's weights (embeddings, chosen layers, pooler, classifier) "
+                          "or initialise randomly. Default: teacher, random for a narrower student."),
+        click.option("--trim-vocab", is_flag=True,
+                     help="Keep only the WordPiece tokens of the training, augmented and unlabelled "
+                          "texts, the special tokens and every single-character token; shrinks the "
+                          "embedding table."),
+        click.option("--temperature", type=float, default=C.temperature, show_default=True,
+                     help="Softmax temperature T of the KD term (scaled by T^2)."),
+        click.option("--alpha", type=float, default=C.alpha, show_default=True,
+                     help="Weight of the KD term; 1 - alpha weights the cross-entropy on labelled rows. "
+                          "Rows without a label (transfer data) get KD at weight 1."),
+        click.option("--kd-loss", type=click.Choice(["kl", "mse"]), default=C.kd_loss, show_default=True,
+                     help="kl: T^2 * KL(teacher || student) on softened outputs; mse: squared error on logits."),
+        click.option("--augment-factor", type=int, default=C.augment_factor, show_default=True,
+                     help="New texts per training text (synonym replacement, random insertion, swap, "
+                          "deletion), labelled by the teacher. 0: none."),
+        click.option("--augment-ops", callback=_name_list, default=",".join(C.augment_ops), show_default=True,
+                     help="Augmentation ops to draw from."),
+        click.option("--augment-rate", type=float, default=C.augment_rate, show_default=True,
+                     help="Fraction of a text's words (characters for CJK) each op changes."),
+        click.option("--synonym-neighbours", type=int, default=C.synonym_neighbours, show_default=True,
+                     help="Synonyms: the k nearest tokens in the teacher's input-embedding space (cosine)."),
+        click.option("--unlabeled", type=click.Path(exists=True, dir_okay=False), default=None,
+                     help="Raw texts (.txt one per line, or a --text-column of .csv/.tsv/.jsonl) the "
+                          "teacher labels: transfer data."),
+        click.option("--max-unlabeled", type=int, default=None, help="Use a seeded random subset of the unlabelled texts."),
+        click.option("--back-translate", callback=_model_pair, default=None, metavar="FWD,BWD",
+                     help="Also add one back-translation per training text through two local seq2seq "
+                          "model directories (e.g. Marian zh->en and en->zh)."),
+        click.option("--cache-dir", type=click.Path(file_okay=False), default=None,
+                     help="Teacher-logits cache. Default: ~/.cache/distill-edge ($DISTILL_CACHE_DIR)."),
+        click.option("--no-cache", is_flag=True, help="Neither read nor write the teacher-logits cache."),
+        click.option("--teacher-batch-size", type=int, default=C.teacher_batch_size, show_default=True,
+                     help="Batch size of the teacher's one scoring pass."),
+    ]
+    return data_options(_apply(f, options))
+
+
+@main.command(context_settings=CONTEXT)
+@student_options
+def student(**kwargs):
+    """Distil a teacher into a smaller, faster student.
+
+    The teacher scores every training, augmented and unlabelled text once (cached); the student
+    (fewer teacher layers, or random init) learns alpha * T^2 * KL(teacher || student)
+    + (1 - alpha) * cross-entropy. Writes a model directory like `teach`, whose training.json
+    puts teacher and student side by side. Runs unchanged under `torchrun --nproc_per_node N`.
+    """
+    from .data import DataError
+    from .savedir import OutputExistsError
+    from .student import StudentConfig, StudentError, distill_student
+
+    data = data_options_from(kwargs)
+    kwargs["eval"] = kwargs.pop("eval_path")
+    kwargs["progress"] = not kwargs.pop("quiet")
+    config = StudentConfig(**kwargs, data=data)
+    try:
+        report = distill_student(config)
+    except (DataError, StudentError, OutputExistsError, PermissionError, OSError, ValueError) as error:
+        _fail(error)
+    if report is not None:
+        click.echo(summary(report, config.out))
+        click.echo(comparison_table(report))
+
+
+def comparison_table(report: dict) -> str:
+    """Teacher and student side by side (from training.json's comparison)."""
+    c = report["comparison"]
+    d = report["distillation"]
+    rows = [("accuracy", "accuracy", "{:.4f}"), ("macro-F1", "macro_f1", "{:.4f}"),
+            ("parameters", "parameters", "{:,}"), ("size (MB)", "size_bytes", None),
+            ("CPU samples/s", "samples_per_second", "{:.1f}")]
+    lines = [f"distillation: T={d['temperature']} alpha={d['alpha']} ({d['kd_loss']}), "
+             f"layers {d['layer_map']} ({d['init']} init)",
+             f"{'':16}{'teacher':>14}{'student':>14}"]
+    for title, key, fmt in rows:
+        cells = []
+        for side in ("teacher", "student"):
+            value = c[side].get(key)
+            cells.append("-" if value is None else f"{value / 1e6:.1f}" if fmt is None else fmt.format(value))
+        lines.append(f"{title:16}{cells[0]:>14}{cells[1]:>14}")
+    extras = [f"{name} {c[key]:.3f}" for name, key in (("retention", "retention"), ("speed-up", "speedup"),
+                                                        ("smaller by", "size_ratio")) if c.get(key)]
+    lines.append("  ".join(extras))
+    if d.get("vocab"):
+        v = d["vocab"]
+        lines.append(f"vocabulary trimmed: {v['vocab_before']:,} -> {v['vocab_after']:,} tokens")
     return "\n".join(lines)
 
 

@@ -7,6 +7,18 @@ import pytest
 from distill.augment import AugmentOptions
 from distill.cache import LogitsCache, cache_key, cached_logits, texts_sha256, weights_sha256
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models gain nothing from two threads, and on a shared 2-core machine OpenMP threads
+    that wait for each other make every step many times slower."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 BASE = {"teacher": "a" * 64, "file": "b" * 64, "texts": texts_sha256(["good film", "dull"]),
         "max_length": 128, "part": "augmented", "augmentation": asdict(AugmentOptions())}
 

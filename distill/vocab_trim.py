@@ -1,0 +1,93 @@
+"""--trim-vocab: keep only the WordPiece tokens a student needs, and shrink its embeddings.
+
+Kept: every token the texts use, the special tokens, and every single-character token of the
+vocabulary (plain and ## forms), so an unseen word still breaks into characters instead of
+[UNK]. Kept tokens keep their relative order. WordPiece is greedy longest-match-first, so a
+text whose tokens are all kept tokenizes to the same pieces with the trimmed vocabulary, and
+the trimmed model gives it the same logits.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+def is_single_character(token: str) -> bool:
+    return len(token) == 1 or (token.startswith("##") and len(token) == 3)
+
+
+def used_token_ids(tokenizer, texts, max_length: int, batch_size: int = 4096) -> set[int]:
+    used: set[int] = set()
+    texts = list(texts)
+    for start in range(0, len(texts), batch_size):
+        enc = tokenizer(texts[start:start + batch_size], truncation=True, max_length=max_length)
+        for ids in enc["input_ids"]:
+            used.update(ids)
+    return used
+
+
+def kept_token_ids(tokenizer, texts, max_length: int) -> np.ndarray:
+    """Sorted old ids to keep (see the module docstring)."""
+    vocab = tokenizer.get_vocab()
+    keep = used_token_ids(tokenizer, texts, max_length)
+    keep.update(tokenizer.all_special_ids)
+    keep.update(i for t, i in vocab.items() if is_single_character(t))
+    return np.array(sorted(keep), dtype=np.int64)
+
+
+def trimmed_tokenizer(tokenizer, kept_ids: np.ndarray):
+    """A BertTokenizer over the kept tokens (new id = position in kept_ids), with the same
+    normalisation settings; save_pretrained writes its vocab.txt."""
+    from transformers import BertTokenizer
+
+    by_id = {i: t for t, i in tokenizer.get_vocab().items()}
+    vocab = {by_id[int(old)]: new for new, old in enumerate(kept_ids)}
+    special = {name: getattr(tokenizer, name) for name in
+               ("unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
+               if getattr(tokenizer, name, None) is not None}
+    return BertTokenizer(vocab=vocab, do_lower_case=getattr(tokenizer, "do_lower_case", True),
+                         tokenize_chinese_chars=getattr(tokenizer, "tokenize_chinese_chars", True),
+                         strip_accents=getattr(tokenizer, "strip_accents", None),
+                         model_max_length=tokenizer.model_max_length, **special)
+
+
+def trim_embeddings(model, kept_ids: np.ndarray) -> None:
+    """Replace the input embedding table by its kept rows, in place; update config ids."""
+    import torch
+
+    old = model.get_input_embeddings()
+    remap = {int(old_id): new_id for new_id, old_id in enumerate(kept_ids)}
+    index = torch.as_tensor(kept_ids, dtype=torch.long)
+    padding = remap.get(old.padding_idx) if old.padding_idx is not None else None
+    new = torch.nn.Embedding(len(kept_ids), old.weight.shape[1], padding_idx=padding)
+    with torch.no_grad():
+        new.weight.copy_(old.weight[index])                               # (V_kept, H)
+    model.set_input_embeddings(new)
+    model.config.vocab_size = len(kept_ids)
+    for name in ("pad_token_id", "bos_token_id", "eos_token_id", "sep_token_id", "cls_token_id"):
+        value = getattr(model.config, name, None)
+        if value is not None and int(value) in remap:
+            setattr(model.config, name, remap[int(value)])
+
+
+def trim_vocab(model, tokenizer, texts, max_length: int):
+    """(trimmed tokenizer, report) after trimming model's embeddings in place."""
+    before = model.get_input_embeddings().weight.shape[0]
+    kept = kept_token_ids(tokenizer, texts, max_length)
+    new_tokenizer = trimmed_tokenizer(tokenizer, kept)
+    trim_embeddings(model, kept)
+    hidden = model.get_input_embeddings().weight.shape[1]
+    report = {"vocab_before": int(before), "vocab_after": int(len(kept)),
+              "embedding_parameters_before": int(before * hidden),
+              "embedding_parameters_after": int(len(kept) * hidden)}
+    return new_tokenizer, report
+
+
+def write_vocab_txt(tokenizer, directory) -> None:
+    """vocab.txt (one token per line, line number = id): transformers 5 tokenizers do not write
+    it, and the runtime's WordPiece tokenizer reads it."""
+    from pathlib import Path
+
+    by_id = sorted((i, t) for t, i in tokenizer.get_vocab().items())
+    if [i for i, _ in by_id] != list(range(len(by_id))):
+        raise ValueError("vocabulary ids are not contiguous 0..n-1; cannot write vocab.txt")
+    (Path(directory) / "vocab.txt").write_text("".join(t + "\n" for _, t in by_id), encoding="utf-8")

@@ -1,0 +1,224 @@
+"""`distill student`: student construction, vocabulary trimming, the CLI end to end, resume."""
+import json
+import os
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, TrainerCallback
+
+from distill.cli import main
+from distill.data import DataOptions
+from distill.predict import load_model_dir, predict_logits
+from distill.student import (StudentConfig, StudentError, build_student, distill_student, even_layer_map,
+                             teacher_key)
+from distill.teacher import TeachConfig, checkpoint_dir_for, teach
+from distill.vocab_trim import trim_vocab, write_vocab_txt
+from tiny import make_reviews, make_tiny_model, write_csv
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models gain nothing from two threads, and on a shared 2-core machine OpenMP threads
+    that wait for each other make every step many times slower."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+
+
+@pytest.fixture(scope="module")
+def teacher4(tmp_path_factory):
+    """A random 4-layer tiny teacher (construction tests need no training)."""
+    return make_tiny_model(tmp_path_factory.mktemp("t4") / "teacher", layers=4)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A 4-layer tiny teacher fine-tuned on synthetic reviews, with its data files."""
+    root = tmp_path_factory.mktemp("trained")
+    train = write_csv(root / "train.csv", make_reviews(240, seed=3))
+    dev = write_csv(root / "dev.csv", make_reviews(60, seed=4))
+    unlabeled = root / "unlabeled.txt"
+    unlabeled.write_text("".join(text + "\n" for text, _ in make_reviews(120, seed=5)), encoding="utf-8")
+    base = make_tiny_model(root / "base", layers=4)
+    report = teach(TeachConfig(train=str(train), eval=str(dev), model=str(base), out=str(root / "teacher"),
+                               epochs=6, lr=5e-3, batch_size=16, max_length=32, progress=False, seed=0))
+    assert report["final_eval"]["accuracy"] >= 0.9
+    return {"teacher": root / "teacher", "train": train, "dev": dev, "unlabeled": unlabeled}
+
+
+def test_even_layer_map():
+    assert even_layer_map(6, 3) == [0, 2, 4]      # DistilBERT: every other layer
+    assert even_layer_map(6, 2) == [0, 3]
+    assert even_layer_map(4, 2) == [0, 2]
+    assert even_layer_map(6, 6) == list(range(6)) and even_layer_map(6, 1) == [0]
+    for bad in (0, 7):
+        with pytest.raises(StudentError):
+            even_layer_map(6, bad)
+    assert teacher_key("bert.encoder.layer.1.output.dense.weight", [0, 3]) == "bert.encoder.layer.3.output.dense.weight"
+    assert teacher_key("bert.embeddings.word_embeddings.weight", [0, 3]) == "bert.embeddings.word_embeddings.weight"
+
+
+@pytest.mark.parametrize("layers,layer_map,expected", [(2, None, [0, 2]), (None, (3, 1), [3, 1]), (None, None, [0, 2])])
+def test_layer_selection_copies_exactly_the_chosen_teacher_weights(teacher4, layers, layer_map, expected):
+    teacher, _, _ = load_model_dir(teacher4)
+    student, used, init = build_student(teacher, StudentConfig(layers=layers, layer_map=layer_map))
+    assert used == expected and init == "teacher" and student.config.num_hidden_layers == len(expected)
+    t_state, s_state = teacher.state_dict(), student.state_dict()
+    for key, value in s_state.items():
+        if ".encoder.layer." in key:
+            index = int(key.split(".encoder.layer.")[1].split(".")[0])
+            source = key.replace(f".encoder.layer.{index}.", f".encoder.layer.{expected[index]}.")
+        else:
+            source = key   # embeddings, pooler, classifier
+        assert torch.equal(value, t_state[source]), key
+    assert {k for k in s_state if "layer." in k} and len(s_state) < len(t_state)
+    assert student.config.id2label == teacher.config.id2label
+
+
+def test_random_init_and_narrower_students(teacher4):
+    teacher, _, _ = load_model_dir(teacher4)
+    emb = "bert.embeddings.word_embeddings.weight"
+    random_student, _, init = build_student(teacher, StudentConfig(layers=2, init="random"))
+    assert init == "random" and not torch.equal(random_student.state_dict()[emb], teacher.state_dict()[emb])
+    narrow, _, init = build_student(teacher, StudentConfig(layers=2, hidden_size=16, intermediate_size=24, heads=2))
+    assert init == "random" and narrow.config.hidden_size == 16 and narrow.config.intermediate_size == 24
+    assert narrow.state_dict()[emb].shape == (teacher.config.vocab_size, 16)
+    with pytest.raises(StudentError, match="--init random"):
+        build_student(teacher, StudentConfig(hidden_size=16, init="teacher"))
+    with pytest.raises(StudentError, match="--layer-map"):
+        build_student(teacher, StudentConfig(layer_map=(0, 9)))
+    with pytest.raises(StudentError, match="names 2 layers"):
+        build_student(teacher, StudentConfig(layers=3, layer_map=(0, 1)))
+
+
+def test_trim_vocab_keeps_predictions_and_saves_a_loadable_vocab(teacher4, tmp_path):
+    teacher, tokenizer, _ = load_model_dir(teacher4)
+    student, _, _ = build_student(teacher, StudentConfig(layers=2))
+    texts = [text for text, _ in make_reviews(30, seed=9)] + ["这部电影很好看"]
+    before = predict_logits(student, tokenizer, texts, 32)
+    trimmed = AutoModelForSequenceClassification.from_config(student.config)
+    trimmed.load_state_dict(student.state_dict())
+    new_tokenizer, report = trim_vocab(trimmed, tokenizer, texts, 32)
+    assert report["vocab_after"] < report["vocab_before"] == tokenizer.vocab_size
+    assert trimmed.get_input_embeddings().weight.shape[0] == report["vocab_after"] == len(new_tokenizer.get_vocab())
+    np.testing.assert_allclose(predict_logits(trimmed, new_tokenizer, texts, 32), before, atol=1e-5)
+    # other texts whose tokens were all kept: the same pieces, the same logits
+    shuffled = [" ".join(reversed(t.split())) for t in texts[:5]]
+    np.testing.assert_allclose(predict_logits(trimmed, new_tokenizer, shuffled, 32),
+                               predict_logits(student, tokenizer, shuffled, 32), atol=1e-5)
+    # an unseen word breaks into characters, not [UNK]
+    pieces = new_tokenizer.tokenize("zebra")
+    assert "zebra" not in new_tokenizer.get_vocab() and pieces == ["z", "##e", "##b", "##r", "##a"]
+    assert all(t in new_tokenizer.get_vocab() for t in tokenizer.all_special_tokens)
+
+    out = tmp_path / "trimmed"
+    trimmed.save_pretrained(out)
+    new_tokenizer.save_pretrained(out)
+    write_vocab_txt(new_tokenizer, out)
+    lines = (out / "vocab.txt").read_text(encoding="utf-8").splitlines()
+    assert len(lines) == report["vocab_after"] and lines[0] == "[PAD]"
+    (out / "tokenizer.json").unlink()      # AutoTokenizer now has only vocab.txt to go on
+    reloaded = AutoTokenizer.from_pretrained(out)
+    assert reloaded(texts)["input_ids"] == new_tokenizer(texts)["input_ids"]
+    model = AutoModelForSequenceClassification.from_pretrained(out)
+    np.testing.assert_allclose(predict_logits(model, reloaded, texts, 32), before, atol=1e-5)
+
+
+def test_cli_student_end_to_end(trained, tmp_path):
+    out = tmp_path / "student"
+    result = CliRunner().invoke(main, [
+        "student", "--teacher", str(trained["teacher"]), "--train", str(trained["train"]), "--eval",
+        str(trained["dev"]), "--out", str(out), "--layers", "2", "--unlabeled", str(trained["unlabeled"]),
+        "--augment-factor", "1", "--trim-vocab", "--epochs", "3", "--lr", "3e-3", "--batch-size", "16",
+        "--temperature", "3", "--alpha", "0.7", "--cache-dir", str(tmp_path / "cache"), "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert "teacher" in result.output and "retention" in result.output and "vocabulary trimmed" in result.output
+    report = json.loads((out / "training.json").read_text())
+    d, c = report["distillation"], report["comparison"]
+    assert d["teacher"] == str(trained["teacher"]) and len(d["teacher_weights_sha256"]) == 64
+    assert (d["temperature"], d["alpha"], d["layer_map"], d["init"]) == (3.0, 0.7, [0, 2], "teacher")
+    assert report["training_args"]["temperature"] == 3.0 and report["training_args"]["alpha"] == 0.7
+    assert d["student_parameters"] < d["teacher_parameters"] == c["teacher"]["parameters"]
+    assert report["data"]["rows"] == {"labelled": 240, "augmented": 240, "unlabeled": 120}
+    assert report["config"]["max_length"] == 32      # the teacher's, from its training.json
+    teacher_acc, student_acc = d["teacher_eval"]["accuracy"], report["final_eval"]["accuracy"]
+    assert c["retention"] == pytest.approx(student_acc / teacher_acc, abs=1e-4)
+    assert student_acc >= 0.85
+    assert c["student"]["size_bytes"] == (out / "model.safetensors").stat().st_size
+    assert c["teacher"]["size_bytes"] == (trained["teacher"] / "model.safetensors").stat().st_size
+    assert c["student"]["samples_per_second"] > 0 and c["teacher"]["samples_per_second"] > 0
+    assert {"train_loss", "train_loss_kd", "train_loss_ce", "accuracy", "macro_f1"} <= set(report["epochs"][0])
+    assert [e["epoch"] for e in report["epochs"]] == [1, 2, 3]
+
+    model = AutoModelForSequenceClassification.from_pretrained(out)
+    assert model.config.num_hidden_layers == 2 and model.config.vocab_size == d["vocab"]["vocab_after"]
+    assert len((out / "vocab.txt").read_text().splitlines()) == model.config.vocab_size
+    assert not checkpoint_dir_for(str(out)).exists()
+    json_path = tmp_path / "eval.json"
+    result = CliRunner().invoke(main, ["eval", str(out), "--data", str(trained["dev"]), "--json", str(json_path)])
+    assert result.exit_code == 0, result.output
+    assert json.loads(json_path.read_text())["accuracy"] == student_acc
+
+
+def test_cli_rejects_bad_settings(trained, tmp_path):
+    runner = CliRunner()
+    base = ["student", "--teacher", str(trained["teacher"]), "--train", str(trained["train"]), "--out",
+            str(tmp_path / "x"), "--quiet", "--cache-dir", str(tmp_path / "cache")]
+    for extra, message in ((["--layer-map", "0,a"], "comma-separated integers"),
+                           (["--layers", "9"], "--layers must be between 1"),
+                           (["--early-stopping", "1"], "--early-stopping needs --eval"),
+                           (["--augment-ops", "shuffle"], "unknown augmentation op"),
+                           (["--hidden-size", "16", "--init", "teacher"], "--init random"),
+                           (["--back-translate", "only-one"], "FORWARD_MODEL,BACKWARD_MODEL")):
+        result = runner.invoke(main, base + extra)
+        assert result.exit_code != 0 and message in result.output, (extra, result.output)
+    assert not (tmp_path / "x").exists()
+    result = runner.invoke(main, ["student", "--teacher", str(tmp_path), "--train", str(trained["train"]),
+                                  "--out", str(tmp_path / "y")])
+    assert result.exit_code != 0 and "no config.json" in result.output
+
+
+class Interrupt(TrainerCallback):
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == 17:
+            raise KeyboardInterrupt("simulated kill")
+
+
+def test_interrupted_student_resumes_from_its_checkpoint(trained, tmp_path):
+    config = StudentConfig(teacher=str(trained["teacher"]), train=str(trained["train"]), out=str(tmp_path / "s"),
+                           layers=1, augment_factor=0, epochs=2, lr=3e-3, batch_size=16,
+                           cache_dir=str(tmp_path / "cache"), progress=False)   # 240 rows: 15 steps an epoch
+    with pytest.raises(KeyboardInterrupt):
+        distill_student(config, callbacks=[Interrupt()])
+    assert not (tmp_path / "s").exists() and (checkpoint_dir_for(config.out) / "checkpoint-15").is_dir()
+    report = distill_student(replace(config, resume=True))
+    assert report["resumed_from"].endswith("checkpoint-15") and [e["epoch"] for e in report["epochs"]] == [2]
+    assert report["distillation"]["teacher_logits"]["labelled"]["cache_hit"]
+    assert AutoModelForSequenceClassification.from_pretrained(tmp_path / "s").config.num_hidden_layers == 1
+
+
+def test_torchrun_two_processes(trained, tmp_path):
+    out = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+           "-m", "distill.cli", "student", "--teacher", str(trained["teacher"]), "--train", str(trained["train"]),
+           "--eval", str(trained["dev"]), "--out", str(out), "--epochs", "1", "--batch-size", "8",
+           "--augment-factor", "1", "--cache-dir", str(tmp_path / "cache"), "--quiet"]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    report = json.loads((out / "training.json").read_text())
+    assert report["world_size"] == 2 and report["final_eval"]["n"] == 60
+    assert AutoModelForSequenceClassification.from_pretrained(out).config.num_hidden_layers == 2
