@@ -90,6 +90,33 @@ def teach_options(f):
         click.option("--resample", type=click.Choice(["none", "over", "under"]), default=C.resample,
                      show_default=True, help="Random over-sampling to the largest class, or under-sampling "
                      "to the smallest, of the training rows."),
+        click.option("--few-shot", type=click.Choice(["prompt", "contrastive", "pet"]), default=None,
+                     help="Teach from a few labelled rows: prompt (cosine similarity to label "
+                          "descriptions, no training), contrastive (SetFit-style pair tuning + logistic "
+                          "regression), pet (cloze pattern + verbaliser; needs a masked-LM checkpoint)."),
+        click.option("--shots", type=int, default=None, metavar="N",
+                     help="With --few-shot: N rows per class drawn (seeded) from --train; 0: zero-shot "
+                          "(prompt), the file then only names the labels."),
+        click.option("--template", default=None,
+                     help="prompt: label description with {label} (default 'This review is {label}.'); "
+                          "pet: cloze pattern with {text} and [MASK] (default '{text} It was [MASK].')."),
+        click.option("--label-descriptions", type=click.Path(exists=True, dir_okay=False), default=None,
+                     help="prompt: one description per label (label<TAB>description lines, or one line "
+                          "per label in label order), instead of --template."),
+        click.option("--logit-scale", type=float, default=None,
+                     help="prompt: logits = scale * cosine (a temperature). Default: fitted on the "
+                          "labelled rows (leave-one-out); zero-shot 50."),
+        click.option("--pairs", type=int, default=None,
+                     help="contrastive: number of training pairs, half same-class (default 40 per row)."),
+        click.option("--contrastive-epochs", type=float, default=C.contrastive_epochs, show_default=True,
+                     help="contrastive: passes over the pairs."),
+        click.option("--verbalizer", default=None, metavar="LABEL=WORD,...",
+                     help="pet: one single-token word per label, e.g. positive=great,negative=terrible."),
+        click.option("--final-epochs", type=float, default=C.final_epochs, show_default=True,
+                     help="pet: epochs of the final classifier on the cloze model's soft labels."),
+        click.option("--unlabeled", type=click.Path(exists=True, dir_okay=False), default=None,
+                     help="pet: raw texts (one per line, or the --text-column) that the cloze model "
+                          "soft-labels for the final classifier."),
     ]
     return data_options(_apply(f, options))
 
