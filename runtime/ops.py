@@ -152,7 +152,7 @@ _ERF_P = (-1.60960333262415e-02, -2.95459980854025e-03, -7.34990630326855e-04,
           -2.72614225801306e-10)
 _ERF_Q = (-1.42647390514189e-02, -7.37332916720468e-03, -1.68282697438203e-03,
           -2.13374055278905e-04, -1.45660718464996e-05)
-_ERF_BLOCK = 16384
+_ERF_BLOCK = 8192                            # 3 float64 blocks of this size stay in L2
 
 
 def erf(x, out=None):
@@ -165,13 +165,10 @@ def erf(x, out=None):
     if n == 0:
         return out
     block = min(n, _ERF_BLOCK)
-    z = np.empty(block, np.float64)
-    t = np.empty(block, np.float64)
-    p = np.empty(block, np.float64)
-    q = np.empty(block, np.float64)
+    z, t, p = np.empty(block), np.empty(block), np.empty(block)
     for start in range(0, n, block):
         stop = min(n, start + block)
-        zb, tb, pb, qb = z[:stop - start], t[:stop - start], p[:stop - start], q[:stop - start]
+        zb, tb, pb = z[:stop - start], t[:stop - start], p[:stop - start]
         np.clip(src[start:stop], -4.0, 4.0, out=zb)
         np.multiply(zb, zb, out=tb)
         np.multiply(tb, _ERF_P[6], out=pb)
@@ -179,13 +176,13 @@ def erf(x, out=None):
             pb += c
             pb *= tb
         pb += _ERF_P[0]
-        pb *= zb
-        np.multiply(tb, _ERF_Q[4], out=qb)
+        pb *= zb                                    # numerator done; z's buffer becomes Q
+        np.multiply(tb, _ERF_Q[4], out=zb)
         for c in _ERF_Q[3:0:-1]:
-            qb += c
-            qb *= tb
-        qb += _ERF_Q[0]
-        np.divide(pb, qb, out=dst[start:stop], casting="same_kind")
+            zb += c
+            zb *= tb
+        zb += _ERF_Q[0]
+        np.divide(pb, zb, out=dst[start:stop], casting="same_kind")
     return out
 
 
@@ -276,7 +273,7 @@ def cast(x, to, saturate=1):
     dtype = DTYPES[int(to)]
     if dtype == np.bool_:
         return x != 0
-    return x.astype(dtype)
+    return x.astype(dtype, copy=False)        # to its own type: the identity, no copy
 
 
 def cast_like(x, like, saturate=1):
@@ -555,20 +552,22 @@ def log_softmax(x, axis=None, opset=13):
 
 
 def layer_normalization(x, scale, bias=None, axis=-1, epsilon=1e-5, stash_type=1):
+    """Y = (x - mean) / sqrt(var + epsilon) * scale + bias over axes [axis, rank), computed in
+    float32 for stash_type 1; also returns Mean and InvStdDev (keepdims shapes)."""
     axis = axis + x.ndim if axis < 0 else axis
     axes = tuple(range(axis, x.ndim))
-    dtype = np.float32 if stash_type == 1 and x.dtype != np.float64 else x.dtype
+    dtype = np.float64 if x.dtype == np.float64 or stash_type != 1 else np.float32
     xs = x.astype(dtype, copy=False)
-    mu = np.mean(xs, axis=axes, keepdims=True)
-    d = xs - mu
-    var = np.mean(np.square(d), axis=axes, keepdims=True)
-    inv = np.reciprocal(np.sqrt(var + dtype(epsilon)))
-    d *= inv
-    d = d.astype(x.dtype, copy=False)
-    d *= scale
+    mean = np.mean(xs, axis=axes, keepdims=True)
+    y = np.subtract(xs, mean)
+    var = np.mean(np.square(y), axis=axes, keepdims=True)
+    var += dtype(epsilon)
+    inv = np.reciprocal(np.sqrt(var, out=var), out=var)
+    y *= inv
+    y *= scale
     if bias is not None:
-        d += bias
-    return d, mu, inv
+        y += bias
+    return y.astype(x.dtype, copy=False), mean, inv
 
 
 # ---------------------------------------------------------------- the table

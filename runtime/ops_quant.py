@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 EXACT_F32 = 1 << 24                          # float32 represents every integer below this
+BLOCK = 1 << 14                              # elements per cache-sized block of elementwise work
 
 
 def _int_range(dtype) -> tuple:
@@ -18,24 +19,44 @@ def _int_range(dtype) -> tuple:
     return int(info.min), int(info.max)
 
 
-def _zero(zero_point, dtype) -> np.ndarray:
-    return np.zeros((), dtype) if zero_point is None else zero_point
-
-
 # ---------------------------------------------------------------- quantize / dequantize
-def dynamic_quantize_linear(x):
-    """x float32 -> (y uint8, y_scale float32 scalar, y_zero_point uint8 scalar)."""
+def _range_and_scale(x):
     lo = np.float32(min(0.0, float(x.min()))) if x.size else np.float32(0)
     hi = np.float32(max(0.0, float(x.max()))) if x.size else np.float32(0)
     # The all-zero input has no range; like onnxruntime, use scale 1 (y and zero point are 0
     # either way, so downstream values do not depend on this choice).
     scale = np.float32(1.0) if hi == lo else np.float32(hi - lo) / np.float32(255)
-    zero_point = np.rint(np.clip(np.float32(0) - lo / scale, 0, 255)).astype(np.float32)
-    y = np.divide(x, scale, dtype=np.float32)
-    np.rint(y, out=y)                        # half to even
+    zero_point = np.float32(np.rint(np.clip(np.float32(0) - lo / scale, 0, 255)))
+    return scale, zero_point
+
+
+def _quantize_blocks(x, scale, low, high, out):
+    """out = clip(rint(x / scale), low, high) block by block (cache-sized passes)."""
+    src, dst = x.reshape(-1), out.reshape(-1)
+    for start in range(0, src.size, BLOCK):
+        block = dst[start:start + BLOCK]
+        np.divide(src[start:start + BLOCK], scale, out=block)
+        np.rint(block, out=block)                # half to even
+        np.clip(block, low, high, out=block)
+    return out
+
+
+def dynamic_quantize_linear(x):
+    """x float32 -> (y uint8, y_scale float32 scalar, y_zero_point uint8 scalar)."""
+    scale, zero_point = _range_and_scale(x)
+    y = _quantize_blocks(x, scale, -zero_point, np.float32(255) - zero_point,
+                         np.empty(x.shape, np.float32))
     y += zero_point
-    np.clip(y, 0, 255, out=y)
     return y.astype(np.uint8), np.array(scale, np.float32), np.array(zero_point, np.uint8)
+
+
+def dynamic_quantize_linear_shifted(x):
+    """DynamicQuantizeLinear for MatMulInteger consumers that subtract its zero point:
+    (float32 y - y_zero_point, y_scale, y_zero_point), the same integers as float32."""
+    scale, zero_point = _range_and_scale(x)
+    y = _quantize_blocks(x, scale, -zero_point, np.float32(255) - zero_point,
+                         np.empty(x.shape, np.float32))
+    return y, np.array(scale, np.float32), np.array(zero_point, np.uint8)
 
 
 def _per_axis(param: np.ndarray, rank: int, axis: int) -> np.ndarray:
@@ -96,20 +117,22 @@ def _shift_b(b, b_zero_point):
     return bf, int(np.abs(bf).max()) if bf.size else 0
 
 
-def _chunked_matmul(af: np.ndarray, bf: np.ndarray, bound: int) -> np.ndarray:
-    """Exact integer product of float32 operands holding integers, |a*b| <= bound per term."""
+def _chunked_matmul(af: np.ndarray, bf: np.ndarray, bound: int, as_float: bool = False) -> np.ndarray:
+    """Exact integer product of float32 operands holding integers, |a*b| <= bound per term:
+    int32, or (as_float) the float32 that casting that int32 would give."""
     k = af.shape[-1]
     step = max(1, (EXACT_F32 - 1) // max(bound, 1))
     if af.ndim > 2 and bf.ndim == 2 and af.flags.c_contiguous:
-        flat = _chunked_matmul(af.reshape(-1, k), bf, bound)
+        flat = _chunked_matmul(af.reshape(-1, k), bf, bound, as_float)
         return flat.reshape(*af.shape[:-1], bf.shape[-1])
-    if k <= step:
-        return np.matmul(af, bf).astype(np.int32)
-    acc = np.matmul(af[..., :step], bf[..., :step, :]).astype(np.int32)
+    if k <= step:                                # one exact float32 product
+        y = np.matmul(af, bf)
+        return y if as_float else y.astype(np.int32)
+    # exact per chunk; float64 holds the int32-range sum exactly, so one rounding at the end
+    acc = np.matmul(af[..., :step], bf[..., :step, :]).astype(np.float64)
     for start in range(step, k, step):
-        part = np.matmul(af[..., start:start + step], bf[..., start:start + step, :])
-        np.add(acc, part.astype(np.int32), out=acc)
-    return acc
+        acc += np.matmul(af[..., start:start + step], bf[..., start:start + step, :])
+    return acc.astype(np.float32 if as_float else np.int32)
 
 
 def matmul_integer(a, b, a_zero_point=None, b_zero_point=None):
@@ -118,16 +141,37 @@ def matmul_integer(a, b, a_zero_point=None, b_zero_point=None):
     return _chunked_matmul(af, bf, a_bound * b_bound)
 
 
-def prepare_matmul_integer(b, b_zero_point=None):
-    """MatMulInteger with a constant B (the quantized weight): shift and widen B once at load.
-    Returns fn(a, a_zero_point=None) -> int32, equal to matmul_integer(a, b, ...)."""
-    bf, b_bound = _shift_b(b, b_zero_point)
-    bf = np.ascontiguousarray(bf)
+class PreparedMatMulInteger:
+    """MatMulInteger with a constant B (the quantized weight), shifted and widened once.
 
-    def run(a, a_zero_point=None):
-        af, a_bound = _shift_a(a, a_zero_point)
-        return _chunked_matmul(af, bf, a_bound * b_bound)
-    return run
+    `run(a, a_zero_point)` equals matmul_integer(a, B, a_zero_point, b_zero_point).
+    Two exact variants serve rewrites of the graph that change no value:
+    `as_float` returns float32 (what a following Cast to float would make of the int32),
+    `shifted` takes A already as float32 (A - a_zero_point), as made by
+    dynamic_quantize_linear_shifted."""
+
+    def __init__(self, b, b_zero_point=None, as_float=False, shifted=False):
+        self.bf, self.b_bound = _shift_b(b, b_zero_point)
+        self.bf = np.ascontiguousarray(self.bf)
+        self.as_float, self.shifted = as_float, shifted
+
+    def variant(self, as_float=False, shifted=False) -> "PreparedMatMulInteger":
+        other = object.__new__(PreparedMatMulInteger)
+        other.bf, other.b_bound, other.as_float, other.shifted = self.bf, self.b_bound, as_float, shifted
+        return other
+
+    def __call__(self, a, a_zero_point=None):
+        if self.shifted:
+            zp = int(a_zero_point)
+            af, a_bound = a, max(zp, 255 - zp)
+        else:
+            af, a_bound = _shift_a(a, a_zero_point)
+        return _chunked_matmul(af, self.bf, a_bound * self.b_bound, self.as_float)
+
+
+def prepare_matmul_integer(b, b_zero_point=None):
+    """fn(a, a_zero_point=None) -> int32 for a constant B (see PreparedMatMulInteger)."""
+    return PreparedMatMulInteger(b, b_zero_point)
 
 
 QUANT_OPS = {

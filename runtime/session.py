@@ -23,7 +23,7 @@ import numpy as np
 from .graph import DTYPE_NAMES, DTYPES, Graph, Model, Node, ValueInfo
 from .onnx import ModelError, load
 from .ops import INPLACE, OPS
-from .ops_quant import prepare_matmul_integer
+from .ops_quant import dynamic_quantize_linear_shifted, prepare_matmul_integer
 
 STANDARD_DOMAINS = ("", "ai.onnx")
 FOLD_LIMIT = 1 << 24          # don't materialise bigger tensors at load from constant shapes
@@ -169,40 +169,75 @@ class Session:
         used = {n for node in remaining for n in node.inputs} | {o.name for o in graph.outputs}
         return {k: v for k, v in constants.items() if k in used}, remaining
 
-    def _prepare(self, node: Node, args: list):
-        """Specialise an op for its constant weights; returns (fn, inputs to pass, kwargs)."""
-        attrs = dict(node.attrs)
-        has_b_zero = len(node.inputs) > 3 and bool(node.inputs[3])
-        if node.op_type == "MatMulInteger" and args[1] is not None and \
-                (not has_b_zero or args[3] is not None):
-            fn = prepare_matmul_integer(args[1], args[3] if has_b_zero else None)
-            keep = [0] + ([2] if len(node.inputs) > 2 and node.inputs[2] else [])
-            return (lambda a, a_zero_point=None: fn(a, a_zero_point)), keep, {}
-        if node.op_type == "Gemm" and attrs.get("transB", 0) and args[1] is not None:
-            self._constants[node.inputs[1] + "::T"] = np.ascontiguousarray(args[1].T)
-            attrs["transB"] = 0
-            node.inputs = [node.inputs[0], node.inputs[1] + "::T"] + node.inputs[2:]
-        return OPS[node.op_type], None, attrs
+    def _specialise(self, nodes: List[Node]) -> Dict[int, Any]:
+        """Per node index, a function replacing OPS[op_type] (the node's inputs may be
+        rewritten to match). Every rewrite computes the same values as the graph says:
+        - Gemm with a constant B and transB=1 gets B transposed once, at load;
+        - MatMulInteger with a constant B gets B shifted by its zero point and widened once;
+        - a MatMulInteger whose only reader is a Cast to float returns that float directly
+          (the exact integer, rounded once, as the Cast would);
+        - a DynamicQuantizeLinear whose y only feeds such MatMulIntegers, together with its
+          zero point, hands them y - zero_point as float32 (the same integers)."""
+        fns: Dict[int, Any] = {}
+        readers: Dict[str, list] = {}
+        for i, node in enumerate(nodes):
+            for p, name in enumerate(node.inputs):
+                if name:
+                    readers.setdefault(name, []).append((i, p))
+        outputs = {o.name for o in self._outputs}
+        for i, node in enumerate(nodes):
+            const = [self._constants.get(n) if n else None for n in node.inputs]
+            if node.op_type == "Gemm" and node.attrs.get("transB", 0) and const[1] is not None:
+                name = node.inputs[1] + "::T"
+                self._constants[name] = np.ascontiguousarray(const[1].T)
+                node.inputs = [node.inputs[0], name] + node.inputs[2:]
+                node.attrs = dict(node.attrs, transB=0)
+            if node.op_type == "MatMulInteger" and const[1] is not None:
+                has_b_zero = len(node.inputs) > 3 and bool(node.inputs[3])
+                if not has_b_zero or const[3] is not None:
+                    fns[i] = prepare_matmul_integer(const[1], const[3] if has_b_zero else None)
+                    node.inputs = [node.inputs[0], node.inputs[2] if len(node.inputs) > 2 else ""]
+        for i, fn in fns.items():
+            out = nodes[i].outputs[0]
+            uses = readers.get(out, [])
+            if out not in outputs and len(uses) == 1 and nodes[uses[0][0]].op_type == "Cast" \
+                    and nodes[uses[0][0]].attrs.get("to") == 1:
+                fns[i] = fn.variant(as_float=True)
+        for i, node in enumerate(nodes):
+            if node.op_type != "DynamicQuantizeLinear" or len(node.outputs) < 3:
+                continue
+            y, zero = node.outputs[0], node.outputs[2]
+            uses = readers.get(y, [])
+            if y in outputs or not uses or any(
+                    j not in fns or p != 0 or nodes[j].inputs[1] != zero for j, p in uses):
+                continue
+            shifted = y + "::shifted"
+            node.outputs = [shifted] + node.outputs[1:]
+            fns[i] = dynamic_quantize_linear_shifted
+            for j, _ in uses:
+                nodes[j].inputs = [shifted, zero]
+                fns[j] = fns[j].variant(as_float=fns[j].as_float, shifted=True)
+        return fns
 
     def _plan(self, nodes: List[Node]) -> List[Step]:
-        steps, last_use = [], {}
+        nodes = [Node(n.op_type, list(n.inputs), list(n.outputs), dict(n.attrs), n.name, n.domain)
+                 for n in nodes]
+        fns = self._specialise(nodes)
         keep = {o.name for o in self._outputs}
+        last_use = {}
         for i, node in enumerate(nodes):
             for name in node.inputs:
                 if name:
                     last_use[name] = i
+        steps = []
         for i, node in enumerate(nodes):
-            node = Node(node.op_type, list(node.inputs), list(node.outputs), node.attrs,
-                        node.name, node.domain)
-            const_args = [self._constants.get(n) if n else None for n in node.inputs]
-            fn, positions, kwargs = self._prepare(node, const_args)
-            names = node.inputs if positions is None else [node.inputs[p] for p in positions]
             inputs = [None if not n else ("c", self._constants[n]) if n in self._constants
-                      else ("v", n) for n in names]
-            free = sorted({n for n in names if n and n not in self._constants
+                      else ("v", n) for n in node.inputs]
+            free = sorted({n for n in node.inputs if n and n not in self._constants
                            and n not in keep and last_use.get(n) == i})
-            dying = [p for p, n in enumerate(names) if n in free]
-            steps.append(Step(node, fn, inputs, kwargs, free, dying,
+            dying = [p for p, n in enumerate(node.inputs) if n in free]
+            attrs = {} if i in fns else node.attrs
+            steps.append(Step(node, fns.get(i, OPS[node.op_type]), inputs, attrs, free, dying,
                               node.op_type in INPLACE and bool(dying)))
         # outputs nobody reads (e.g. LayerNormalization's Mean) are dropped right away
         read = {n for s in steps for n in s.node.inputs} | keep

@@ -17,7 +17,8 @@ from onnx.reference import ReferenceEvaluator
 
 from runtime import onnx as ronnx
 from runtime.ops import OPS, erf
-from runtime.ops_quant import dynamic_quantize_linear, matmul_integer, prepare_matmul_integer
+from runtime.ops_quant import (dynamic_quantize_linear, dynamic_quantize_linear_shifted,
+                               matmul_integer, prepare_matmul_integer)
 from runtime.session import Session
 
 rng = np.random.default_rng(1234)
@@ -364,3 +365,27 @@ def test_dynamic_quantize_linear_all_zero_matches_onnxruntime():
     np.testing.assert_array_equal(y, ort_y)
     assert scale == ort_scale and zero == ort_zero
     assert (y == 0).all() and zero == 0          # (the reference evaluator reports scale 1/255 here)
+
+
+@pytest.mark.parametrize("positive", [False, True])
+@pytest.mark.parametrize("k", [384, 1536, 3072])
+def test_graph_rewrite_variants_are_exact(k, positive):
+    """The session's exact rewrites: DynamicQuantizeLinear handing MatMulInteger y - zero point
+    as float32, and MatMulInteger returning the float32 a following Cast would make."""
+    x = rng.random((2, 17, k), dtype=np.float32) if positive else randn(2, 17, k) * 3 + 0.5
+    y, scale, zero = dynamic_quantize_linear(x)
+    shifted, scale2, zero2 = dynamic_quantize_linear_shifted(x)
+    assert shifted.dtype == np.float32 and scale2 == scale and zero2 == zero
+    np.testing.assert_array_equal(shifted, y.astype(np.float32) - np.float32(zero))
+    b = ints(-128, 127, k, 64, dtype=np.int8)
+    b[: 3 * k // 4] = -128                        # large |b|: long chunks, sums beyond 2^24
+    zb = np.array(0, np.int8)
+    want = int32_matmul(y.reshape(-1, k), b, zero.reshape(()), zb).reshape(2, 17, 64)
+    prepared = prepare_matmul_integer(b, zb)
+    np.testing.assert_array_equal(prepared(y, zero), want)
+    np.testing.assert_array_equal(prepared.variant(shifted=True)(shifted, zero), want)
+    as_float = prepared.variant(as_float=True, shifted=True)(shifted, zero)
+    assert as_float.dtype == np.float32
+    np.testing.assert_array_equal(as_float, want.astype(np.float32))
+    if positive and k == 3072:                    # sums beyond 2^24: float32 must round once
+        assert np.abs(want).max() > 2 ** 24
