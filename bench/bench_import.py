@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -63,7 +64,7 @@ def main() -> None:
     print(f"wall  difference (runtime over numpy):          {summary(diff)}")
     print(f"-X importtime: runtime after numpy:             {summary(added)}")
     print(f"-X importtime: runtime.session (lazy, on load): {summary(session)}")
-    print(f"(bytecode cached in {ENV['PYTHONPYCACHEPREFIX']})")
+    shutil.rmtree(ENV["PYTHONPYCACHEPREFIX"], ignore_errors=True)
     print(f"{runs} fresh interpreters per row; limit: import runtime adds at most 50 ms; "
           f"load average now {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
 
