@@ -1,0 +1,142 @@
+"""`--few-shot prompt`: classify by cosine similarity to label descriptions; no gradient steps.
+
+Each label gets a description, `--template` with {label} filled in ("This review is
+positive.") or its line of `--label-descriptions FILE`. Texts and descriptions are embedded by
+the teacher encoder with mean pooling and L2 normalisation (how all-MiniLM-L6-v2 was trained).
+A label's embedding e_k is the normalised mean of its description's embedding and its labelled
+rows' embeddings (the description alone when zero-shot). logits_k = scale * cos(text, e_k).
+
+The scale is a softmax temperature: it changes no prediction, only how confident the soft
+labels a student learns from are. With labelled rows it is fitted by maximum likelihood on the
+rows, each row scored against label embeddings built without it (leave-one-out); zero-shot it is
+ZERO_SHOT_SCALE; `--logit-scale` fixes it.
+"""
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .data import LabelledData
+from .fewshot import FewShotError, embed_texts, load_encoder, template_for
+from .fewshot_head import direct_logits, linear_head_model, normalise
+
+ZERO_SHOT_SCALE = 50.0
+SCALE_GRID = np.geomspace(1.0, 500.0, 241)   # candidate scales for the leave-one-out fit
+_NUMBER = re.compile(r"[+-]?\d+")
+
+
+def read_label_descriptions(path, labels: list[str]) -> list[str]:
+    """One description per label from FILE: `label<TAB>description` lines (any order), or plain
+    lines, one per label in the model's label order. {label} in a description is filled in."""
+    path = Path(path)
+    try:
+        lines = [line.rstrip("\r\n") for line in path.read_text(encoding="utf-8").splitlines()]
+    except (OSError, UnicodeDecodeError) as error:
+        raise FewShotError(f"--label-descriptions {path}: cannot read: {error}") from error
+    numbered = [(i + 1, line) for i, line in enumerate(lines) if line.strip()]
+    if numbered and all("\t" in line for _, line in numbered):
+        found: dict[str, str] = {}
+        for number, line in numbered:
+            name, text = line.split("\t", 1)
+            name = name.strip()
+            if name not in labels:
+                raise FewShotError(f"{path}, line {number}: unknown label {name!r} (labels: {', '.join(labels)})")
+            if name in found:
+                raise FewShotError(f"{path}, line {number}: label {name!r} described twice")
+            if not text.strip():
+                raise FewShotError(f"{path}, line {number}: empty description for {name!r}")
+            found[name] = text.strip()
+        missing = [name for name in labels if name not in found]
+        if missing:
+            raise FewShotError(f"{path}: no description for label(s) {', '.join(missing)}")
+        texts = [found[name] for name in labels]
+    else:
+        if len(numbered) != len(labels):
+            raise FewShotError(f"{path}: {len(numbered)} description lines for {len(labels)} labels "
+                               f"({', '.join(labels)}); write one per label in that order, or "
+                               "label<TAB>description lines")
+        texts = [line.strip() for _, line in numbered]
+    return [text.replace("{label}", name) for text, name in zip(texts, labels)]
+
+
+def label_descriptions(config, labels: list[str]) -> list[str]:
+    if config.label_descriptions:
+        return read_label_descriptions(config.label_descriptions, labels)
+    template = template_for(config)
+    if "{label}" not in template:
+        raise FewShotError(f"--template {template!r} has no {{label}} placeholder")
+    if all(_NUMBER.fullmatch(name) for name in labels):
+        raise FewShotError(f"the labels are numbers ({', '.join(labels)}): a description such as "
+                           f"{template.replace('{label}', labels[0])!r} says nothing; name them with "
+                           "--label-names FILE or describe them with --label-descriptions FILE")
+    return [template.replace("{label}", name) for name in labels]
+
+
+def label_embeddings(descriptions: np.ndarray, rows: np.ndarray, labels: np.ndarray, n_labels: int) -> np.ndarray:
+    """Unit label embeddings: normalised mean of the description's and the rows' unit embeddings.
+    descriptions (K, H), rows (n, H) (both unit), labels (n,) -> (K, H)"""
+    sums = descriptions.astype(np.float64).copy()                        # (K, H)
+    np.add.at(sums, labels, rows.astype(np.float64))
+    return normalise(sums)
+
+
+def leave_one_out_cosines(descriptions: np.ndarray, rows: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """cos(row_i, e_k) with row i left out of its own label's embedding. -> (n, K)"""
+    sums = descriptions.astype(np.float64).copy()
+    np.add.at(sums, labels, rows.astype(np.float64))
+    cos = rows @ normalise(sums).T                                       # (n, K)
+    own = sums[labels] - rows                                            # (n, H): own label without row i
+    cos[np.arange(len(rows)), labels] = np.einsum("nh,nh->n", rows, normalise(own))
+    return cos
+
+
+def fit_scale(cos: np.ndarray, labels: np.ndarray) -> float:
+    """The grid scale minimising the mean cross-entropy of softmax(scale * cos). (n, K), (n,)"""
+    best, best_loss = float(SCALE_GRID[0]), np.inf
+    for scale in SCALE_GRID:
+        z = scale * cos
+        z = z - z.max(axis=1, keepdims=True)
+        loss = float(np.mean(np.log(np.exp(z).sum(axis=1)) - z[np.arange(len(z)), labels]))
+        if loss < best_loss:
+            best, best_loss = float(scale), loss
+    return best
+
+
+def prompt_teacher(config, source: str, train: LabelledData, dev) -> dict:
+    start = time.time()
+    labels = train.label_names
+    descriptions = label_descriptions(config, labels)
+    encoder, tokenizer = load_encoder(source)
+    desc = normalise(embed_texts(encoder, tokenizer, descriptions, config.max_length, config.eval_batch_size))
+    y = np.asarray(train.labels, dtype=np.int64)
+    rows = normalise(embed_texts(encoder, tokenizer, train.texts, config.max_length, config.eval_batch_size)) \
+        if len(train) else np.zeros((0, desc.shape[1]), dtype=np.float32)
+    centres = label_embeddings(desc, rows, y, len(labels))               # (K, H)
+
+    loo = None
+    if config.logit_scale is not None:
+        scale, how = float(config.logit_scale), "--logit-scale"
+    elif len(train):
+        cos = leave_one_out_cosines(desc, rows, y)
+        scale, how = fit_scale(cos, y), "fitted: leave-one-out likelihood of the labelled rows"
+        loo = float((cos.argmax(axis=1) == y).mean())
+    else:
+        scale, how = ZERO_SHOT_SCALE, "zero-shot default"
+    weights, bias = scale * centres, np.zeros(len(labels))
+    model, head = linear_head_model(encoder, weights, bias, labels)
+
+    check_texts = descriptions + list(train.texts)
+    check = np.concatenate([desc, rows]) if len(rows) else desc
+    from .predict import predict_logits
+    saved = predict_logits(model, tokenizer, check_texts, config.max_length, config.eval_batch_size)
+    diff = float(np.abs(saved - direct_logits(check, weights, bias)).max())
+    few_shot = {"method": "prompt", "template": None if config.label_descriptions else template_for(config),
+                "label_descriptions": dict(zip(labels, descriptions)),
+                "shots_per_class": config.shots, "rows": len(train),
+                "logit_scale": scale, "logit_scale_source": how, "leave_one_out_accuracy": loo,
+                "head": head, "head_check": {"texts": len(check_texts), "max_abs_logit_diff": diff}}
+    return {"model": model, "tokenizer": tokenizer, "few_shot": few_shot, "epochs": [],
+            "train_seconds": time.time() - start}

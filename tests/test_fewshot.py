@@ -1,0 +1,387 @@
+"""distill teach --few-shot prompt|contrastive|pet on tiny local models (distill/fewshot*.py)."""
+import json
+import re
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from tiny import make_reviews, make_tiny_model, write_csv
+
+from distill.cli import main
+from distill.fewshot import FewShotError, per_class_sample
+from distill.fewshot_contrastive import fit_logistic_regression, make_pairs
+from distill.fewshot_head import linear_head_model, mean_pool, pooling_map
+from distill.fewshot_prompt import (fit_scale, label_embeddings, leave_one_out_cosines,
+                                    read_label_descriptions)
+from distill.teacher import TeachConfig, teach
+
+
+def _unit(x):
+    return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+
+def _mean_pooled_with(encoder, tokenizer, texts):
+    """Reference mean pooling: hidden states averaged over the attention mask, in numpy."""
+    batch = tokenizer(list(texts), padding=True, return_tensors="pt")
+    with torch.no_grad():
+        hidden = encoder.eval()(**batch).last_hidden_state.double().numpy()     # (n, T, H)
+    mask = batch["attention_mask"].double().numpy()[..., None]                   # (n, T, 1)
+    return (hidden * mask).sum(1) / mask.sum(1)
+
+
+def mean_pooled(model_dir, texts):
+    from transformers import AutoModel, AutoTokenizer
+
+    return _mean_pooled_with(AutoModel.from_pretrained(model_dir), AutoTokenizer.from_pretrained(model_dir), texts)
+
+
+def saved_logits(model_dir, texts):
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    batch = tokenizer(list(texts), padding=True, return_tensors="pt")
+    with torch.no_grad():
+        return model(**batch).logits.double().numpy()
+
+
+def invoke(args):
+    result = CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+    return result
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("fewshot")
+    model = make_tiny_model(d / "encoder", seed=3)
+    mlm = make_tiny_model(d / "mlm", mlm=True, seed=4)
+    train = write_csv(d / "train.csv", make_reviews(40, seed=1))
+    dev = write_csv(d / "dev.csv", make_reviews(24, seed=2))
+    unlabeled = d / "unlabeled.txt"
+    unlabeled.write_text("\n".join(t for t, _ in make_reviews(20, seed=3)) + "\n", encoding="utf-8")
+    return {"dir": d, "model": model, "mlm": mlm, "train": train, "dev": dev, "unlabeled": unlabeled}
+
+
+@pytest.fixture(scope="module")
+def prompt_dir(files):
+    """A few-shot prompt teacher (4 rows per class) written through the command line."""
+    out = files["dir"] / "prompt"
+    result = invoke(["teach", "--few-shot", "prompt", "--shots", 4, "--train", files["train"], "--eval",
+                     files["dev"], "--model", files["model"], "--out", out, "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert "accuracy" in result.output
+    return out
+
+
+# ---------------------------------------------------------------- the mean-pooling head
+
+def test_pooling_map_is_an_isometry_onto_zero_mean_vectors():
+    rng = np.random.default_rng(0)
+    H = 24
+    gamma = rng.uniform(0.2, 1.5, H)
+    gamma[3] = 0.0                                   # a dead coordinate, as in all-MiniLM-L6-v2
+    beta = rng.normal(size=H)
+    T, delta = pooling_map(gamma, beta)
+    z = rng.normal(size=(50, H))
+    z -= z.mean(1, keepdims=True)                    # LayerNorm outputs: zero-mean before the affine
+    m = gamma * z + beta                             # (50, H) points of the plane
+    safe = np.where(gamma == 0, 1e-30, gamma)
+    n = (1 / safe) / np.linalg.norm(1 / safe)
+    v = m - np.outer(m @ n, n)                       # in-plane part
+    Tm = m @ T.T
+    np.testing.assert_allclose(Tm.mean(1), 0, atol=1e-9)
+    np.testing.assert_allclose(np.linalg.norm(Tm, axis=1), np.linalg.norm(v, axis=1), rtol=1e-9)
+    a = rng.normal(size=(3, H))
+    np.testing.assert_allclose((a @ T.T) @ Tm.T, a @ v.T, atol=1e-9)
+    np.testing.assert_allclose(m @ n, delta, atol=1e-9)   # the dropped component is the constant delta
+    assert pooling_map(np.ones(H), np.zeros(H))[1] == 0.0
+
+
+def test_head_reproduces_cosine_scores_on_padded_batches(files):
+    from transformers import AutoModel
+
+    encoder = AutoModel.from_pretrained(files["model"]).eval()
+    rng = np.random.default_rng(1)
+    weights = 30 * _unit(rng.normal(size=(3, encoder.config.hidden_size)))
+    bias = np.array([0.5, -1.0, 0.25])
+    model, info = linear_head_model(encoder, weights, bias, ["a", "b", "c"])
+    assert model.config.num_hidden_layers == encoder.config.num_hidden_layers + 1
+    texts = ["a gripping film", "dull", "the plot was really very boring and the acting was flat too"]
+    from transformers import AutoTokenizer
+    tokenizer = AutoTokenizer.from_pretrained(files["model"])
+    want = _unit(_mean_pooled_with(encoder, tokenizer, texts)) @ weights.T + bias
+    batch = tokenizer(texts, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        got = model(**batch).logits.double().numpy()
+    np.testing.assert_allclose(got, want, atol=2e-5 * np.abs(want).max())
+    assert info["plane_offset_delta"] == 0.0 and info["pooling"] == "mean"
+
+
+def test_mean_pool_ignores_padding():
+    hidden = torch.arange(24, dtype=torch.float32).reshape(2, 3, 4)
+    mask = torch.tensor([[1, 1, 0], [1, 1, 1]])
+    out = mean_pool(hidden, mask)
+    torch.testing.assert_close(out[0], hidden[0, :2].mean(0))
+    torch.testing.assert_close(out[1], hidden[1].mean(0))
+
+
+# ---------------------------------------------------------------- prompt
+
+def test_prompt_teacher_reproduces_scale_times_cosine(files, prompt_dir):
+    """The saved directory's logits = scale * cos(mean-pooled text, label embedding), the label
+    embedding being the normalised mean of the description and the class's rows."""
+    report = json.loads((prompt_dir / "training.json").read_text())
+    shots = report["few_shot"]
+    assert shots["method"] == "prompt" and report["data"]["train_class_counts"] == [4, 4]
+    assert shots["label_descriptions"] == {"negative": "This review is negative.",
+                                           "positive": "This review is positive."}
+    from distill.data import load_labelled
+    rows = per_class_sample(load_labelled(files["train"]), 4, seed=42)
+    descriptions = _unit(mean_pooled(str(files["model"]), list(shots["label_descriptions"].values())))
+    embedded = _unit(mean_pooled(str(files["model"]), rows.texts))
+    centres = _unit(descriptions + np.stack([embedded[np.asarray(rows.labels) == k].sum(0) for k in (0, 1)]))
+    texts = [t for t, _ in make_reviews(12, seed=9)]
+    want = shots["logit_scale"] * _unit(mean_pooled(str(files["model"]), texts)) @ centres.T
+    np.testing.assert_allclose(saved_logits(prompt_dir, texts), want, atol=1e-5 * shots["logit_scale"])
+    assert shots["head_check"]["max_abs_logit_diff"] < 1e-4
+    config = json.loads((prompt_dir / "config.json").read_text())
+    assert config["id2label"] == {"0": "negative", "1": "positive"}
+    assert config["architectures"] == ["BertForSequenceClassification"]
+    assert report["final_eval"]["n"] == 24
+
+
+def test_prompt_zero_shot_uses_descriptions_only(files, tmp_path):
+    descriptions = tmp_path / "descriptions.tsv"
+    descriptions.write_text("positive\t这是一条关于{label}的评论\nnegative\tawful boring film\n", encoding="utf-8")
+    out = tmp_path / "zero"
+    report = teach(TeachConfig(train=str(files["train"]), out=str(out), model=str(files["model"]),
+                               few_shot="prompt", shots=0, label_descriptions=str(descriptions),
+                               progress=False))
+    shots = report["few_shot"]
+    assert report["data"]["train_rows_used"] == 0 and shots["logit_scale"] == 50.0
+    assert shots["label_descriptions"]["positive"] == "这是一条关于positive的评论"
+    descs = _unit(mean_pooled(str(files["model"]), ["awful boring film", "这是一条关于positive的评论"]))
+    texts = ["good fun", "a dull mess"]
+    want = 50.0 * _unit(mean_pooled(str(files["model"]), texts)) @ descs.T
+    np.testing.assert_allclose(saved_logits(out, texts), want, atol=5e-4)
+
+
+def test_label_description_files(tmp_path):
+    labels = ["negative", "positive"]
+    plain = tmp_path / "plain.txt"
+    plain.write_text("bad {label}\n\ngood\n", encoding="utf-8")
+    assert read_label_descriptions(plain, labels) == ["bad negative", "good"]
+    for text, message in [("negative\tx\nneutral\ty\n", "unknown label 'neutral'"),
+                          ("negative\tx\n", "no description for label(s) positive"),
+                          ("negative\tx\nnegative\ty\n", "described twice"),
+                          ("only one line\n", "1 description lines for 2 labels")]:
+        bad = tmp_path / "bad.txt"
+        bad.write_text(text, encoding="utf-8")
+        with pytest.raises(FewShotError, match=re.escape(message)):
+            read_label_descriptions(bad, labels)
+
+
+def test_prompt_refuses_numeric_labels_and_templates_without_label(files, tmp_path):
+    numeric = write_csv(tmp_path / "numeric.csv", [(t, int(y == "positive")) for t, y in make_reviews(8)])
+    base = dict(out=str(tmp_path / "o"), model=str(files["model"]), few_shot="prompt", progress=False)
+    with pytest.raises(FewShotError, match="labels are numbers"):
+        teach(TeachConfig(train=str(numeric), **base))
+    with pytest.raises(FewShotError, match="no {label} placeholder"):
+        teach(TeachConfig(train=str(files["train"]), template="This review is good.", **base))
+    assert not (tmp_path / "o").exists()
+
+
+def test_leave_one_out_cosines_match_recomputation():
+    rng = np.random.default_rng(2)
+    desc, rows = _unit(rng.normal(size=(2, 8))), _unit(rng.normal(size=(7, 8)))
+    y = np.array([0, 1, 0, 1, 1, 0, 0])
+    got = leave_one_out_cosines(desc, rows, y)
+    for i in range(len(y)):
+        keep = np.arange(len(y)) != i
+        centres = label_embeddings(desc, rows[keep], y[keep], 2)
+        np.testing.assert_allclose(got[i], rows[i] @ centres.T, atol=1e-12)
+
+
+def test_fit_scale_recovers_the_temperature_of_sampled_labels():
+    rng = np.random.default_rng(3)
+    cos = rng.uniform(-0.2, 0.2, size=(6000, 3))
+    for true_scale in (8.0, 40.0):
+        p = np.exp(true_scale * cos)
+        p /= p.sum(1, keepdims=True)
+        y = np.array([rng.choice(3, p=row) for row in p])
+        assert abs(fit_scale(cos, y) / true_scale - 1) < 0.15
+
+
+def test_per_class_sample_is_seeded_and_balanced(files):
+    from distill.data import load_labelled
+    data = load_labelled(files["train"])
+    a, b, c = (per_class_sample(data, 5, seed) for seed in (1, 1, 2))
+    assert a.counts() == [5, 5] and a.texts == b.texts and a.texts != c.texts
+    with pytest.raises(FewShotError, match="has only 20 rows"):
+        per_class_sample(data, 21, 0)
+
+
+# ---------------------------------------------------------------- contrastive
+
+def test_pairs_counts_balance_and_no_self_pairs():
+    y = np.array([0] * 5 + [1] * 3 + [2] * 1)
+    pairs = make_pairs(y, 101, seed=7)
+    assert pairs.shape == (101, 3)
+    assert pairs[:, 2].sum() == 50                                      # 50 similar, 51 dissimilar
+    assert (pairs[:, 0] != pairs[:, 1]).all()
+    np.testing.assert_array_equal(pairs[:, 2], (y[pairs[:, 0]] == y[pairs[:, 1]]).astype(int))
+    assert not (y[pairs[:, 0]] == 2)[pairs[:, 2] == 1].any()             # a lone row has no partner
+    np.testing.assert_array_equal(pairs, make_pairs(y, 101, seed=7))
+    assert not np.array_equal(pairs, make_pairs(y, 101, seed=8))
+    with pytest.raises(FewShotError, match="at least 2 rows"):
+        make_pairs(np.array([0, 1, 2]), 10, 0)
+    with pytest.raises(FewShotError, match="at least 2 classes"):
+        make_pairs(np.array([0, 0, 0]), 10, 0)
+
+
+def test_logistic_regression_matches_scikit_learn():
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(4)
+    x = _unit(rng.normal(size=(40, 6)) + np.repeat(np.eye(3, 6) * 2, [14, 13, 13], axis=0))
+    y = np.repeat([0, 1, 2], [14, 13, 13])
+    W, b = fit_logistic_regression(x, y, 3, c=1.0)
+    reference = LogisticRegression(C=1.0, tol=1e-10, max_iter=10000).fit(x, y)
+    ours = np.exp(x @ W.T + b)
+    np.testing.assert_allclose(ours / ours.sum(1, keepdims=True), reference.predict_proba(x), atol=1e-5)
+
+
+def test_contrastive_teacher_end_to_end(files, tmp_path):
+    from transformers import AutoModel
+
+    out = tmp_path / "contrastive"
+    result = invoke(["teach", "--few-shot", "contrastive", "--shots", 6, "--pairs", 48, "--batch-size", 8,
+                     "--lr", 1e-3, "--train", files["train"], "--eval", files["dev"],
+                     "--model", files["model"], "--out", out, "--quiet"])
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "training.json").read_text())
+    shots = report["few_shot"]
+    assert shots["pairs"] == {"total": 48, "similar": 24, "dissimilar": 24, "seed": 42}
+    assert len(report["epochs"]) == 1 and report["epochs"][0]["step"] == 6
+    before = AutoModel.from_pretrained(files["model"]).state_dict()
+    from transformers import AutoModelForSequenceClassification
+    saved = AutoModelForSequenceClassification.from_pretrained(out)
+    tuned = saved.bert.state_dict()
+    assert not torch.equal(before["encoder.layer.0.attention.self.query.weight"],
+                           tuned["encoder.layer.0.attention.self.query.weight"])
+    # the head: logistic regression over the tuned encoder's normalised mean-pooled embeddings
+    from distill.data import load_labelled
+    rows = per_class_sample(load_labelled(files["train"]), 6, seed=42)
+    tuned_encoder = AutoModel.from_config(AutoModel.from_pretrained(files["model"]).config)
+    tuned_encoder.load_state_dict({k: v for k, v in tuned.items() if not k.startswith("encoder.layer.2.")},
+                                  strict=False)
+    from transformers import AutoTokenizer
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    x = _unit(_mean_pooled_with(tuned_encoder, tokenizer, rows.texts))
+    W, b = fit_logistic_regression(x, np.asarray(rows.labels), 2)
+    texts = [t for t, _ in make_reviews(10, seed=11)]
+    want = _unit(_mean_pooled_with(tuned_encoder, tokenizer, texts)) @ W.T + b
+    np.testing.assert_allclose(saved_logits(out, texts), want, atol=1e-4)
+
+
+# ---------------------------------------------------------------- pet
+
+@pytest.fixture(scope="module")
+def mlm_parts(files):
+    from distill.fewshot_pet import load_masked_lm
+    return load_masked_lm(str(files["mlm"]))
+
+
+def test_verbalizer_maps_single_tokens_and_rejects_the_rest(mlm_parts):
+    from distill.fewshot_pet import parse_verbalizer
+
+    _, tokenizer = mlm_parts
+    labels = ["negative", "positive"]
+    ids = parse_verbalizer("positive=great, negative=Terrible", labels, tokenizer)
+    assert ids == [tokenizer.convert_tokens_to_ids("terrible"), tokenizer.convert_tokens_to_ids("great")]
+    for spec, message in [("positive=wonderfully,negative=bad", r"'wonderfully' is 2 tokens \(wonderful ##ly\)"),
+                          ("positive=great", "no word for label.s. negative"),
+                          ("positive=great,negative=bad,neutral=ok", "unknown label 'neutral'"),
+                          ("positive=great,negative=great", "share a verbalisation token"),
+                          ("positive great", "is not LABEL=WORD"),
+                          (None, "needs --verbalizer")]:
+        with pytest.raises(FewShotError, match=message):
+            parse_verbalizer(spec, labels, tokenizer)
+
+
+def test_pet_needs_a_masked_language_model_head(files, tmp_path):
+    from distill.fewshot_pet import load_masked_lm
+
+    with pytest.raises(FewShotError, match="no masked-language-model head.*cls.predictions"):
+        load_masked_lm(str(files["model"]))             # a sequence classifier: no MLM weights
+    with pytest.raises(FewShotError, match="no masked-language-model head"):
+        teach(TeachConfig(train=str(files["train"]), out=str(tmp_path / "o"), model=str(files["model"]),
+                          few_shot="pet", verbalizer="positive=great,negative=bad", progress=False))
+    assert not (tmp_path / "o").exists()
+
+
+def test_cloze_encoding_truncates_the_text_not_the_pattern(mlm_parts):
+    from distill.fewshot_pet import encode_cloze
+
+    _, tokenizer = mlm_parts
+    long_text = " ".join(["very"] * 50)
+    rows, positions = encode_cloze(tokenizer, ["good film", long_text], "{text} It was [MASK].", 16)
+    assert tokenizer.convert_ids_to_tokens(rows[0]["input_ids"]) == \
+        ["[CLS]", "good", "film", "it", "was", "[MASK]", ".", "[SEP]"]
+    assert len(rows[1]["input_ids"]) == 16
+    assert [rows[i]["input_ids"][p] for i, p in enumerate(positions)] == [tokenizer.mask_token_id] * 2
+    rows, positions = encode_cloze(tokenizer, [long_text], "[MASK] : {text}", 10)
+    assert positions == [1] and rows[0]["input_ids"][-1] == tokenizer.sep_token_id
+    for template, message in [("It was [MASK].", "exactly once"), ("{text} good", r"\[MASK\] exactly once")]:
+        with pytest.raises(FewShotError, match=message):
+            encode_cloze(tokenizer, ["x"], template, 16)
+
+
+def test_pet_teacher_end_to_end(files, tmp_path):
+    out = tmp_path / "pet"
+    report = teach(TeachConfig(train=str(files["train"]), eval=str(files["dev"]), out=str(out),
+                               model=str(files["mlm"]), few_shot="pet", shots=4, epochs=2, final_epochs=1,
+                               batch_size=8, verbalizer="positive=great,negative=bad",
+                               unlabeled=str(files["unlabeled"]), progress=False))
+    shots = report["few_shot"]
+    assert shots["verbalizer"] == {"negative": "bad", "positive": "great"}
+    assert shots["unlabeled"]["rows"] == 20 and shots["final_classifier"]["texts"] == 28
+    assert len(shots["cloze"]["epochs"]) == 2 and shots["cloze"]["eval"]["n"] == 24
+    assert report["final_eval"]["n"] == 24
+    config = json.loads((out / "config.json").read_text())
+    assert config["architectures"] == ["BertForSequenceClassification"]
+    assert config["id2label"] == {"0": "negative", "1": "positive"}
+    assert saved_logits(out, ["good fun"]).shape == (1, 2)
+    assert not (tmp_path / "pet.checkpoints").exists()
+
+
+# ---------------------------------------------------------------- options and export
+
+@pytest.mark.parametrize("extra, message", [
+    (["--few-shot", "prompt", "--pairs", "10"], "--pairs applies to --few-shot contrastive"),
+    (["--few-shot", "contrastive", "--shots", "0"], "zero-shot"),
+    (["--few-shot", "prompt", "--freeze-encoder"], "--freeze-encoder: not used by --few-shot"),
+    (["--few-shot", "contrastive", "--verbalizer", "a=b"], "--verbalizer applies to --few-shot pet"),
+])
+def test_conflicting_options_fail_before_any_work(files, tmp_path, extra, message):
+    result = CliRunner().invoke(main, ["teach", "--train", str(files["train"]), "--model", str(files["model"]),
+                                       "--out", str(tmp_path / "o"), *extra])
+    assert result.exit_code != 0 and message in result.output
+    assert not (tmp_path / "o").exists()
+
+
+def test_prompt_teacher_exports_and_runs_in_the_numpy_runtime(files, prompt_dir, tmp_path):
+    from export.cli import ExportSettings, export_bundle
+    from runtime import Classifier
+
+    bundle = tmp_path / "bundle"
+    report = export_bundle(ExportSettings(model_dir=str(prompt_dir), out=str(bundle), samples=8),
+                           log=lambda message: None)
+    assert report["parity"]["max_abs_logit_diff"] <= 1e-4
+    texts = [t for t, _ in make_reviews(8, seed=5)] + ["ok"]
+    torch_probs = saved_logits(prompt_dir, texts)
+    torch_probs = np.exp(torch_probs - torch_probs.max(1, keepdims=True))
+    torch_probs /= torch_probs.sum(1, keepdims=True)
+    np.testing.assert_allclose(Classifier.load(bundle).predict_proba(texts), torch_probs, atol=1e-4)
