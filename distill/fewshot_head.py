@@ -33,8 +33,9 @@ measured difference. LayerNorm outputs are H numbers with zero mean, so an exact
 plane off the origin would need one more dimension than a BERT layer has.
 
 The extreme weights (kappa, 1/eps) sit in the extra layer, the pooler and the classifier only:
-a student that copies the teacher's pooler and classifier should re-initialise them
-(`training.json` marks such a teacher with few_shot.head.pooling = "mean").
+a student that copies the teacher's pooler and classifier must re-initialise them (Adam's
+first steps on a 1e-6 pooler under a 1e4 classifier blow the logits up). config.json marks such
+a teacher with "few_shot_head": "mean-pooling" (and training.json with few_shot.head).
 """
 from __future__ import annotations
 
@@ -42,6 +43,7 @@ import numpy as np
 
 KAPPA = 1e9          # scale of the pooled vector before the first LayerNorm (drowns the residual)
 TANH_LINEAR = 1e-4   # largest pooler pre-activation: tanh(x) = x to float32 precision below this
+HEAD_MARK = "mean-pooling"   # config.json few_shot_head: the last layer, pooler and classifier are this head
 
 
 def mean_pool(hidden, mask):
@@ -95,7 +97,8 @@ def linear_head_model(encoder, weights: np.ndarray, bias: np.ndarray, labels: li
                                    "architectures": ["BertForSequenceClassification"],
                                    "id2label": dict(enumerate(labels)),
                                    "label2id": {name: i for i, name in enumerate(labels)},
-                                   "problem_type": "single_label_classification"})
+                                   "problem_type": "single_label_classification",
+                                   "few_shot_head": HEAD_MARK})
     model = BertForSequenceClassification(config).eval()
     missing, unexpected = model.bert.load_state_dict(encoder.state_dict(), strict=False)
     stray = [k for k in missing if not k.startswith((f"encoder.layer.{n_layers}.", "pooler."))]

@@ -149,6 +149,7 @@ def test_prompt_teacher_reproduces_scale_times_cosine(files, prompt_dir):
     config = json.loads((prompt_dir / "config.json").read_text())
     assert config["id2label"] == {"0": "negative", "1": "positive"}
     assert config["architectures"] == ["BertForSequenceClassification"]
+    assert config["few_shot_head"] == "mean-pooling"       # tells a student to re-initialise the head
     assert report["final_eval"]["n"] == 24
 
 
