@@ -34,11 +34,18 @@ MATMUL_OPS = {"MatMul", "Gemm", "MatMulInteger"}
 
 
 def read_texts(path: Path, column: str | None, limit: int | None) -> list[str]:
+    """Texts from a .tsv/.csv with a header (column `sentence` or `text`, or --text-column), or
+    from a headerless THUCNews-style .txt (`text<TAB>label`; --text-column is then an index)."""
     with open(path, encoding="utf-8", newline="") as f:
-        rows = list(csv.reader(f, delimiter="\t" if path.suffix == ".tsv" else ","))
-    header, rows = rows[0], rows[1:]
-    name = column or next((c for c in ("sentence", "text") if c in header), header[-1])
-    texts = [r[header.index(name)] for r in rows if len(r) == len(header)]
+        rows = list(csv.reader(f, delimiter="," if path.suffix == ".csv" else "\t",
+                               quoting=csv.QUOTE_MINIMAL if path.suffix == ".csv" else csv.QUOTE_NONE))
+    if path.suffix == ".txt":
+        index = int(column or 0)
+        texts = [r[index] for r in rows if len(r) > index]
+    else:
+        header, rows = rows[0], rows[1:]
+        name = column or next((c for c in ("sentence", "text") if c in header), header[-1])
+        texts = [r[header.index(name)] for r in rows if len(r) == len(header)]
     return texts[:limit] if limit else texts
 
 
@@ -65,12 +72,23 @@ def make_batches(tokenizer_dir: Path, texts: list[str], batch_size: int, max_len
     return batches
 
 
-def timed(run, batches) -> tuple[float, list[np.ndarray]]:
-    run(batches[len(batches) // 2])                      # warm-up (first-call allocations)
-    outs, start = [], time.perf_counter()
-    for feeds in batches:
-        outs.append(run(feeds))
-    return time.perf_counter() - start, outs
+def interleaved(engines: dict, batches, rounds: int) -> tuple[dict, dict]:
+    """Run every engine on every batch, alternating engine order, `rounds` times; returns
+    ({engine: seconds, the sum over batches of each batch's fastest round}, {engine: outputs}).
+    Interleaving and per-batch minima keep the ratios fair on a machine shared with others."""
+    for run in engines.values():
+        run(batches[len(batches) // 2])              # warm-up (first-call allocations)
+    best = {name: [float("inf")] * len(batches) for name in engines}
+    outputs = {name: [None] * len(batches) for name in engines}
+    names = list(engines)
+    for r in range(rounds):
+        for i, feeds in enumerate(batches):
+            for name in names[r % len(names):] + names[:r % len(names)]:
+                start = time.perf_counter()
+                out = engines[name](feeds)
+                best[name][i] = min(best[name][i], time.perf_counter() - start)
+                outputs[name][i] = out
+    return {name: sum(times) for name, times in best.items()}, outputs
 
 
 def matmul_peak() -> dict:
@@ -161,6 +179,7 @@ def main(argv=None) -> int:
     ap.add_argument("--limit", type=int, default=None, help="only the first N texts")
     ap.add_argument("--reference-batches", type=int, default=2,
                     help="batches for the reference evaluator (0: skip it)")
+    ap.add_argument("--rounds", type=int, default=3, help="timing rounds (per-batch minimum)")
     ap.add_argument("--profile", action="store_true", help="print time per op type")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     args = ap.parse_args(argv)
@@ -170,7 +189,8 @@ def main(argv=None) -> int:
     batches = make_batches(args.tokenizer or model_path.parent, texts, args.batch_size, args.max_length)
     n = len(texts)
     print(f"model {model_path} ({model_path.stat().st_size / 1e6:.1f} MB), {n} texts from "
-          f"{args.data}, {len(batches)} batches of <= {args.batch_size}, one thread")
+          f"{args.data}, {len(batches)} batches of <= {args.batch_size}, one thread, "
+          f"{args.rounds} interleaved rounds (each batch's fastest)")
 
     import onnxruntime as ort
     from runtime.session import Session
@@ -179,17 +199,20 @@ def main(argv=None) -> int:
     sess = Session(str(model_path))
     load_s = time.perf_counter() - start
     int8 = any(s.node.op_type in ("MatMulInteger", "DynamicQuantizeLinear") for s in sess._steps)
-    numpy_s, numpy_out = timed(lambda f: sess.run(None, f)[0], batches)
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     ref_sess = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
-    ort_s, ort_out = timed(lambda f: ref_sess.run(None, f)[0], batches)
+    seconds, outputs = interleaved({"numpy": lambda f: sess.run(None, f)[0],
+                                    "onnxruntime": lambda f: ref_sess.run(None, f)[0]},
+                                   batches, args.rounds)
+    numpy_s, ort_s = seconds["numpy"], seconds["onnxruntime"]
+    numpy_out, ort_out = outputs["numpy"], outputs["onnxruntime"]
 
     result = {"model": str(model_path), "int8": int8, "texts": n, "data": str(args.data),
-              "batch_size": args.batch_size, "numpy_version": np.__version__,
+              "batch_size": args.batch_size, "rounds": args.rounds, "numpy_version": np.__version__,
               "onnxruntime_version": ort.__version__, "numpy_load_s": load_s,
               "numpy_sentences_per_s": n / numpy_s, "ort_sentences_per_s": n / ort_s,
               "ratio_numpy_vs_ort": ort_s / numpy_s}
@@ -214,7 +237,7 @@ def main(argv=None) -> int:
         for feeds in subset:
             ev.run(None, feeds)
         ref_s = time.perf_counter() - start
-        numpy_sub, _ = timed(lambda f: sess.run(None, f)[0], subset)
+        numpy_sub = interleaved({"numpy": lambda f: sess.run(None, f)[0]}, subset, args.rounds)[0]["numpy"]
         result.update(reference_sentences_per_s=count / ref_s, reference_subset_sentences=count,
                       ratio_numpy_vs_reference_subset=ref_s / numpy_sub)
         print(f"reference     : {count / ref_s:8.1f} sentences/s  (measured on {len(subset)} evenly "

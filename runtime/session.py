@@ -14,7 +14,6 @@ used from several threads at once.
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
@@ -343,9 +342,3 @@ class Session:
                 continue
             return a
         return None
-
-
-def session_threads_hint() -> Dict[str, Optional[str]]:
-    """The thread settings numpy's BLAS reads at import (for reports and benchmarks)."""
-    keys = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
-    return {k: os.environ.get(k) for k in keys}
