@@ -1,0 +1,220 @@
+"""`distill student` on SST-2: the ablation table of issue 3, and the teacher-in-the-loop speed-up.
+
+usage: python bench/bench_student.py [--data DIR] [--teacher models/sst2-teacher] [--runs NAME,...]
+                                     [--save RUN:models/sst2-student] [--speedup-only]
+
+Every run is `distill student` on the teacher's 16k training subset (--max-train-samples 16000
+--seed 0: the rows `distill teach` used), evaluated on SST-2 dev, at a comparable budget of
+about 48k training samples each (3 epochs of the 16k labelled rows, or 1 epoch of 16k rows plus
+32k transfer texts). Unlabelled transfer texts are other SST-2 training rows, outside the
+subset, written without their labels to bench/results/student/unlabeled.txt. The teacher
+scores each text once; the runs share its logits through the cache (bench/results/student/cache).
+Results: a table on stdout and bench/results/student/ablation.json (speedup.json for the
+teacher-in-the-loop comparison).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results" / "student"
+N_TRAIN = 16000
+
+
+def runs(unlabeled: Path, n_unlabeled: int) -> dict[str, list[str]]:
+    """name -> extra `distill student` arguments; each trains on ~48k samples."""
+    unl = ["--unlabeled", str(unlabeled), "--max-unlabeled", str(n_unlabeled), "--augment-factor", "0"]
+    return {
+        "ce_only": ["--alpha", "0", "--augment-factor", "0", "--epochs", "3"],
+        "kd_labelled": ["--augment-factor", "0", "--epochs", "3"],
+        "kd_augment": ["--augment-factor", "2", "--epochs", "1"],
+        "kd_unlabeled": [*unl, "--epochs", "1"],
+        "kd_unlabeled_random_init": [*unl, "--epochs", "1", "--init", "random"],
+        "kd_unlabeled_2_layers": [*unl, "--epochs", "1", "--layers", "2"],
+        "kd_unlabeled_trim_vocab": [*unl, "--epochs", "1", "--trim-vocab"],
+        "default_plus_unlabeled": ["--unlabeled", str(unlabeled), "--epochs", "1"],
+    }
+
+
+DESCRIPTIONS = {
+    "ce_only": "CE only, 16k labelled rows, 3 epochs",
+    "kd_labelled": "KD (alpha 0.5, T 2), 16k labelled rows, 3 epochs",
+    "kd_augment": "KD + augmentation x2 (32k texts), 1 epoch",
+    "kd_unlabeled": "KD + 32k unlabelled SST-2 texts, 1 epoch",
+    "kd_unlabeled_random_init": "as kd_unlabeled, random init",
+    "kd_unlabeled_2_layers": "as kd_unlabeled, 2 layers (0,3)",
+    "kd_unlabeled_trim_vocab": "as kd_unlabeled, --trim-vocab",
+    "default_plus_unlabeled": "defaults (aug x2) + 40k unlabelled, 1 epoch",
+}
+
+
+def write_unlabeled(train_tsv: Path, path: Path) -> int:
+    """SST-2 training texts outside the 16k subset (the same permutation as subsample), no labels."""
+    import numpy as np
+
+    from distill.data import DataOptions, load_labelled
+
+    data = load_labelled(train_tsv, DataOptions(text_column="sentence"))
+    pick = np.random.default_rng(0).permutation(len(data))[N_TRAIN:]
+    texts = [data.texts[i] for i in pick]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(t.replace("\n", " ") + "\n" for t in texts), encoding="utf-8")
+    return len(texts)
+
+
+def run_student(name, extra, common, out_dir: Path) -> dict:
+    out = out_dir / name
+    cmd = [sys.executable, "-m", "distill.cli", "student", *common, "--out", str(out), *extra]
+    print(f"\n### {name}: {DESCRIPTIONS.get(name, '')}\n$ {' '.join(cmd)}", flush=True)
+    start = time.time()
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0:
+        sys.exit(f"{name} failed ({done.returncode}):\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}")
+    print(done.stdout[-1500:], flush=True)
+    report = json.loads((out / "training.json").read_text())
+    c, d = report["comparison"], report["distillation"]
+    return {"name": name, "description": DESCRIPTIONS.get(name, ""), "args": extra,
+            "accuracy": report["final_eval"]["accuracy"], "macro_f1": report["final_eval"]["macro_f1"],
+            "teacher_accuracy": c["teacher"]["accuracy"], "retention": c["retention"],
+            "rows": report["data"]["rows"], "train_rows": report["data"]["train_rows_used"],
+            "samples_seen": round(report["data"]["train_rows_used"] * report["config"]["epochs"]),
+            "train_seconds": report["train_seconds"], "wall_seconds": round(time.time() - start, 1),
+            "teacher_logit_seconds": sum(p["seconds"] for p in d["teacher_logits"].values()),
+            "cache_hits": {k: p["cache_hit"] for k, p in d["teacher_logits"].items()},
+            "parameters": c["student"]["parameters"], "size_bytes": c["student"]["size_bytes"],
+            "teacher_size_bytes": c["teacher"]["size_bytes"],
+            "student_samples_per_second": c["student"].get("samples_per_second"),
+            "teacher_samples_per_second": c["teacher"].get("samples_per_second"),
+            "vocab": d.get("vocab"), "out": str(out)}
+
+
+def table(rows: list[dict]) -> str:
+    head = f"{'run':28}{'dev acc':>9}{'retain':>8}{'macro-F1':>9}{'samples':>9}{'train s':>9}{'params':>12}{'MB':>7}"
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        lines.append(f"{r['name']:28}{100 * r['accuracy']:9.2f}{100 * r['retention']:8.1f}{r['macro_f1']:9.4f}"
+                     f"{r['samples_seen']:9d}{r['train_seconds']:9.0f}{r['parameters']:12,}{r['size_bytes'] / 1e6:7.1f}")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- teacher in the loop vs cached
+
+def measure_speedup(teacher_dir: str, data: Path, n_rows: int, epochs: int = 3) -> dict:
+    """One epoch of a 3-layer student on n_rows SST-2 rows, in this process, two ways:
+    cached (one teacher scoring pass, then training on the stored logits) and teacher in the loop
+    (a Trainer that runs the teacher on every batch). Multi-epoch and cache-hit figures follow
+    from the measured parts: the in-loop teacher cost recurs every epoch, the scoring pass does not."""
+    import tempfile
+
+    import numpy as np
+    import torch
+    from transformers import DataCollatorWithPadding
+
+    from distill.data import DataOptions, load_labelled, subsample
+    from distill.losses import distillation_loss
+    from distill.predict import load_model_dir, predict_logits
+    from distill.student import StudentConfig, build_student
+    from distill.trainer import DistillationArguments, DistillationTrainer
+    from distill.training import encode_rows
+
+    teacher, tokenizer, labels = load_model_dir(teacher_dir)
+    train = subsample(load_labelled(data / "train.tsv", DataOptions(text_column="sentence"), labels=labels),
+                      n_rows, 0)
+
+    class TeacherInLoopTrainer(DistillationTrainer):
+        """What caching avoids: the teacher scores each training batch inside compute_loss."""
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            labels_ = inputs.pop("labels")
+            with torch.no_grad():
+                teacher_logits = teacher(**inputs).logits
+            outputs = model(**inputs)
+            loss = distillation_loss(outputs.logits, teacher_logits, labels_, self.args.temperature,
+                                     self.args.alpha)["loss"]
+            return (loss, outputs) if return_outputs else loss
+
+    def train_once(trainer_cls, **extras):
+        student, _, _ = build_student(teacher, StudentConfig(layers=3, seed=0))
+        rows = encode_rows(tokenizer, train.texts, 128, labels=train.labels, **extras)
+        with tempfile.TemporaryDirectory() as tmp:
+            args = DistillationArguments(output_dir=tmp, num_train_epochs=1, per_device_train_batch_size=32,
+                                         learning_rate=1e-4, save_strategy="no", eval_strategy="no", report_to=[],
+                                         disable_tqdm=True, logging_steps=10_000, seed=0, remove_unused_columns=False,
+                                         train_sampling_strategy="group_by_length")
+            trainer = trainer_cls(model=student, args=args, train_dataset=rows,
+                                  data_collator=DataCollatorWithPadding(tokenizer))
+            start = time.perf_counter()
+            trainer.train()
+            return time.perf_counter() - start
+
+    predict_logits(teacher, tokenizer, train.texts[:256], 128, 128)            # warm-up
+    start = time.perf_counter()
+    logits = predict_logits(teacher, tokenizer, train.texts, 128, 128)
+    score_s = time.perf_counter() - start
+    cached_s = train_once(DistillationTrainer, teacher_logits=np.asarray(logits).tolist())
+    in_loop_s = train_once(TeacherInLoopTrainer)
+    result = {"rows": len(train), "torch_threads": torch.get_num_threads(),
+              "teacher_scoring_pass_s": round(score_s, 2), "train_epoch_cached_s": round(cached_s, 2),
+              "train_epoch_teacher_in_loop_s": round(in_loop_s, 2),
+              "speedup_1_epoch": round(in_loop_s / (score_s + cached_s), 3),
+              f"speedup_{epochs}_epochs": round(epochs * in_loop_s / (score_s + epochs * cached_s), 3),
+              "speedup_cache_hit_per_epoch": round(in_loop_s / cached_s, 3)}
+    return result
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", default=os.environ.get("DISTILL_DATA_DIR", ROOT.parent / "shared" / "data"))
+    parser.add_argument("--teacher", default=str(ROOT / "models" / "sst2-teacher"))
+    parser.add_argument("--runs", default=None, help="comma-separated subset of: " + ", ".join(DESCRIPTIONS))
+    parser.add_argument("--n-unlabeled", type=int, default=32000, help="unlabelled texts in the kd_unlabeled runs")
+    parser.add_argument("--out-dir", default=str(ROOT / "models" / "sst2-ablation"))
+    parser.add_argument("--cache-dir", default=str(RESULTS / "cache"))
+    parser.add_argument("--save", default=None, metavar="RUN:DIR",
+                        help="copy one run's student to DIR, e.g. default_plus_unlabeled:models/sst2-student")
+    parser.add_argument("--speedup-only", action="store_true", help="only the teacher-in-the-loop comparison")
+    parser.add_argument("--speedup-rows", type=int, default=2000)
+    args = parser.parse_args()
+
+    data = Path(args.data) / "sst2"
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    if not args.speedup_only:
+        unlabeled = RESULTS / "unlabeled.txt"
+        n_unl = write_unlabeled(data / "train.tsv", unlabeled)
+        print(f"unlabelled transfer texts: {n_unl} SST-2 training rows outside the 16k subset -> {unlabeled}")
+        common = ["--teacher", args.teacher, "--train", str(data / "train.tsv"), "--eval", str(data / "dev.tsv"),
+                  "--text-column", "sentence", "--max-train-samples", str(N_TRAIN), "--seed", "0",
+                  "--cache-dir", args.cache_dir, "--force", "--quiet"]
+        plan = runs(unlabeled, args.n_unlabeled)
+        chosen = args.runs.split(",") if args.runs else list(plan)
+        results_file = RESULTS / "ablation.json"
+        previous = json.loads(results_file.read_text()) if results_file.exists() else {}
+        rows = {r["name"]: r for r in previous.get("runs", [])}
+        for name in chosen:
+            rows[name] = run_student(name, plan[name], common, Path(args.out_dir))
+            ordered = [rows[n] for n in plan if n in rows]
+            results_file.write_text(json.dumps({"teacher": args.teacher, "n_train": N_TRAIN, "runs": ordered}, indent=2))
+        print("\n" + table(ordered))
+        print(f"\nresults: {results_file}")
+        if args.save:
+            import shutil
+
+            name, target = args.save.split(":", 1)
+            target = Path(target)
+            if target.exists():
+                shutil.rmtree(target)
+            shutil.copytree(rows[name]["out"], target)
+            print(f"{name} student saved to {target}")
+    speed = measure_speedup(args.teacher, data, args.speedup_rows)
+    (RESULTS / "speedup.json").write_text(json.dumps(speed, indent=2))
+    print(json.dumps(speed, indent=2))
+
+
+if __name__ == "__main__":
+    main()
