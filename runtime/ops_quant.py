@@ -95,54 +95,79 @@ def quantize_linear(x, y_scale, y_zero_point=None, axis=1, saturate=1, block_siz
 
 
 # ---------------------------------------------------------------- MatMulInteger
+A_BOUND = 255                                # |A - a_zero_point| for any 8-bit A and zero point
+
+
 def _shift_a(a, a_zero_point):
     """A - a_zero_point as float32 (exact for 8-bit integers); per-row zero points of a 2-D A
     arrive as an M-vector and are applied per row."""
     if a_zero_point is None:
-        return a.astype(np.float32), max(abs(v) for v in _int_range(a.dtype))
+        return a.astype(np.float32)
     za = a_zero_point
     if za.ndim == 1 and za.size > 1:
         za = za.reshape(-1, 1)
-    lo, hi = _int_range(a.dtype)
-    bound = int(max(np.abs(lo - za.astype(np.int64)).max(), np.abs(hi - za.astype(np.int64)).max()))
-    return np.subtract(a, za, dtype=np.float32), bound
+    return np.subtract(a, za, dtype=np.float32)
 
 
 def _shift_b(b, b_zero_point):
-    """B - b_zero_point as float32 (per-column zero points broadcast along the last axis), and
-    the largest |entry|, which bounds the chunk size."""
+    """B - b_zero_point as float32 (per-column zero points broadcast along the last axis)."""
     bf = b.astype(np.float32)
     if b_zero_point is not None:
         bf -= b_zero_point.astype(np.float32)
-    return bf, int(np.abs(bf).max()) if bf.size else 0
+    return bf
 
 
-def _chunked_matmul(af: np.ndarray, bf: np.ndarray, bound: int, as_float: bool = False) -> np.ndarray:
-    """Exact integer product of float32 operands holding integers, |a*b| <= bound per term:
-    int32, or (as_float) the float32 that casting that int32 would give."""
+def uniform_chunks(k: int, b_max: float) -> list:
+    """Bounds along the inner dimension such that A_BOUND * b_max * chunk length < 2^24."""
+    step = max(1, int((EXACT_F32 - 1) // max(A_BOUND * b_max, 1)))
+    return list(range(0, k, step)) + [k]
+
+
+def column_chunks(bf: np.ndarray) -> list:
+    """Bounds along K of a 2-D (K, N) B such that, in every column, A_BOUND times the sum of
+    |B| over a chunk stays below 2^24: every partial sum of A - a_zero_point times that chunk of
+    B is then an integer float32 holds exactly, whatever order BLAS adds in. Real weights
+    rarely need more than one chunk."""
+    k = bf.shape[0]
+    prefix = np.zeros((k + 1, bf.shape[1]))
+    np.cumsum(np.abs(bf), axis=0, dtype=np.float64, out=prefix[1:])
+    limit = (EXACT_F32 - 1) / A_BOUND
+    bounds = [0]
+    while bounds[-1] < k:
+        start = bounds[-1]
+        widest = (prefix[start + 1:] - prefix[start]).max(axis=1)   # nondecreasing in the end
+        bounds.append(start + max(1, int(np.searchsorted(widest, limit, side="right"))))
+    return bounds
+
+
+def _chunked_matmul(af: np.ndarray, bf: np.ndarray, bounds: list, as_float: bool = False) -> np.ndarray:
+    """Exact integer product of float32 operands holding integers, each chunk of the inner
+    dimension (bounds) exact in float32: int32, or (as_float) the float32 that casting that
+    int32 would give."""
     k = af.shape[-1]
-    step = max(1, (EXACT_F32 - 1) // max(bound, 1))
     if af.ndim > 2 and bf.ndim == 2 and af.flags.c_contiguous:
-        flat = _chunked_matmul(af.reshape(-1, k), bf, bound, as_float)
+        flat = _chunked_matmul(af.reshape(-1, k), bf, bounds, as_float)
         return flat.reshape(*af.shape[:-1], bf.shape[-1])
-    if k <= step:                                # one exact float32 product
+    if len(bounds) <= 2:                          # one exact float32 product
         y = np.matmul(af, bf)
         return y if as_float else y.astype(np.int32)
     # exact per chunk; float64 holds the int32-range sum exactly, so one rounding at the end
-    acc = np.matmul(af[..., :step], bf[..., :step, :]).astype(np.float64)
-    for start in range(step, k, step):
-        acc += np.matmul(af[..., start:start + step], bf[..., start:start + step, :])
+    acc = np.matmul(af[..., :bounds[1]], bf[..., :bounds[1], :]).astype(np.float64)
+    for start, stop in zip(bounds[1:-1], bounds[2:]):
+        acc += np.matmul(af[..., start:stop], bf[..., start:stop, :])
     return acc.astype(np.float32 if as_float else np.int32)
 
 
 def matmul_integer(a, b, a_zero_point=None, b_zero_point=None):
-    af, a_bound = _shift_a(a, a_zero_point)
-    bf, b_bound = _shift_b(b, b_zero_point)
-    return _chunked_matmul(af, bf, a_bound * b_bound)
+    af = _shift_a(a, a_zero_point)
+    bf = _shift_b(b, b_zero_point)
+    bounds = uniform_chunks(af.shape[-1], float(np.abs(bf).max()) if bf.size else 0.0)
+    return _chunked_matmul(af, bf, bounds)
 
 
 class PreparedMatMulInteger:
-    """MatMulInteger with a constant B (the quantized weight), shifted and widened once.
+    """MatMulInteger with a constant B (the quantized weight), shifted, widened and cut into
+    exact chunks once.
 
     `run(a, a_zero_point)` equals matmul_integer(a, B, a_zero_point, b_zero_point).
     Two exact variants serve rewrites of the graph that change no value:
@@ -150,23 +175,23 @@ class PreparedMatMulInteger:
     `shifted` takes A already as float32 (A - a_zero_point), as made by
     dynamic_quantize_linear_shifted."""
 
-    def __init__(self, b, b_zero_point=None, as_float=False, shifted=False):
-        self.bf, self.b_bound = _shift_b(b, b_zero_point)
-        self.bf = np.ascontiguousarray(self.bf)
-        self.as_float, self.shifted = as_float, shifted
+    def __init__(self, b, b_zero_point=None):
+        self.bf = np.ascontiguousarray(_shift_b(b, b_zero_point))
+        if self.bf.ndim == 2:
+            self.bounds = column_chunks(self.bf)
+        else:
+            self.bounds = uniform_chunks(self.bf.shape[-2], float(np.abs(self.bf).max()) if self.bf.size else 0.0)
+        self.as_float = self.shifted = False
 
     def variant(self, as_float=False, shifted=False) -> "PreparedMatMulInteger":
         other = object.__new__(PreparedMatMulInteger)
-        other.bf, other.b_bound, other.as_float, other.shifted = self.bf, self.b_bound, as_float, shifted
+        other.bf, other.bounds = self.bf, self.bounds
+        other.as_float, other.shifted = as_float, shifted
         return other
 
     def __call__(self, a, a_zero_point=None):
-        if self.shifted:
-            zp = int(a_zero_point)
-            af, a_bound = a, max(zp, 255 - zp)
-        else:
-            af, a_bound = _shift_a(a, a_zero_point)
-        return _chunked_matmul(af, self.bf, a_bound * self.b_bound, self.as_float)
+        af = a if self.shifted else _shift_a(a, a_zero_point)
+        return _chunked_matmul(af, self.bf, self.bounds, self.as_float)
 
 
 def prepare_matmul_integer(b, b_zero_point=None):

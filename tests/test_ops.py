@@ -17,8 +17,9 @@ from onnx.reference import ReferenceEvaluator
 
 from runtime import onnx as ronnx
 from runtime.ops import OPS, erf
-from runtime.ops_quant import (dynamic_quantize_linear, dynamic_quantize_linear_shifted,
-                               matmul_integer, prepare_matmul_integer)
+from runtime.ops_quant import (A_BOUND, EXACT_F32, column_chunks, dynamic_quantize_linear,
+                               dynamic_quantize_linear_shifted, matmul_integer,
+                               prepare_matmul_integer)
 from runtime.session import Session
 
 rng = np.random.default_rng(1234)
@@ -389,3 +390,23 @@ def test_graph_rewrite_variants_are_exact(k, positive):
     np.testing.assert_array_equal(as_float, want.astype(np.float32))
     if positive and k == 3072:                    # sums beyond 2^24: float32 must round once
         assert np.abs(want).max() > 2 ** 24
+
+
+@pytest.mark.parametrize("spread", [3, 40, 255])
+def test_column_chunks_keep_every_partial_sum_exact(spread):
+    k = 3072
+    b = np.clip(rng.normal(0, spread, (k, 48)), -128, 127).round().astype(np.float32)
+    bounds = column_chunks(b)
+    assert bounds[0] == 0 and bounds[-1] == k and all(x < y for x, y in zip(bounds, bounds[1:]))
+    for start, stop in zip(bounds, bounds[1:]):
+        assert A_BOUND * np.abs(b[start:stop]).sum(axis=0).max() < EXACT_F32 or stop - start == 1
+    if spread == 3:
+        assert len(bounds) == 2                   # small weights: one BLAS call for all of K
+    # the worst A for these chunks: |A - zero point| = 255 with the signs of B
+    a = np.where(b[:, :1].T > 0, 255, 0).astype(np.uint8).repeat(4, axis=0)
+    bq = (b + 128).astype(np.uint8)               # uint8 weights with zero point 128
+    want = int32_matmul(a, bq, None, np.array(128, np.uint8))
+    prepared = prepare_matmul_integer(bq, np.array(128, np.uint8))
+    assert prepared.bounds == bounds
+    np.testing.assert_array_equal(prepared(a), want)
+    np.testing.assert_array_equal(prepared.variant(as_float=True)(a), want.astype(np.float32))
