@@ -5,15 +5,13 @@ from pathlib import Path
 
 import numpy as np
 
+from export.engines import is_bundle
+
 from .data import DataOptions, load_labelled
 
 
 class EvalError(Exception):
     """The thing to evaluate cannot be used."""
-
-
-def is_bundle(path) -> bool:
-    return (Path(path) / "runtime.json").is_file() and (Path(path) / "model.onnx").is_file()
 
 
 def model_labels(path) -> list[str]:
@@ -32,10 +30,8 @@ def model_labels(path) -> list[str]:
 
 
 def bundle_logits(path, texts, engine: str, batch_size: int) -> np.ndarray:
-    try:
-        from export.engines import bundle_predict_logits
-    except ModuleNotFoundError as error:
-        raise EvalError(f"evaluating a bundle needs the export package ({error})") from error
+    from export.engines import bundle_predict_logits
+
     return bundle_predict_logits(path, texts, engine=engine, batch_size=batch_size)
 
 
