@@ -61,6 +61,76 @@ def _weights_sha256(model_dir) -> str | None:
     return file_sha256(weights) if weights.is_file() else None
 
 
+@dataclass
+class Sample:
+    """The rows every graph is run on: the same padded int64 batches go to torch and ONNX."""
+    source: str        # "eval" or "generated"
+    main: list         # [(row indices, feeds)] over the eval/generated texts
+    n_main: int
+    edge: list         # one heavily padded batch: lengths 1 and max_length, plus a real row
+    n_edge: int
+    lengths: list
+
+
+def make_sample(tokenizer, texts, source: str, max_length: int) -> Sample:
+    from export import validate as v
+
+    rows = v.encode_rows(tokenizer, texts, max_length)
+    edge_rows = v.edge_rows(tokenizer, max_length) + rows[:1]
+    pad = tokenizer.pad_token_id
+    return Sample(source, v.batches(rows, VALIDATION_BATCH, pad), len(rows),
+                  v.mixed_batch(edge_rows, pad), len(edge_rows),
+                  [len(r["input_ids"]) for r in rows + edge_rows])
+
+
+def run_sample(logits_fn, sample: Sample):
+    """(main logits, edge logits) from logits_fn(feed_batches, n)."""
+    return logits_fn(sample.main, sample.n_main), logits_fn(sample.edge, sample.n_edge)
+
+
+def max_diff(a, b) -> float:
+    from export.validate import max_abs_diff
+
+    return max(max_abs_diff(a[0], b[0]), max_abs_diff(a[1], b[1]))
+
+
+def accuracy_section(data, labels, logits: dict, max_drop: float) -> dict:
+    """Scores of every engine on the eval file; with int8, its agreement and accuracy drop."""
+    from export import validate as v
+
+    section = {"file": data.path, "sha256": data.sha256, "n": len(data), "skipped": data.skipped}
+    for name, (main, _) in logits.items():
+        section[name] = v.scores(data.labels, main, labels)
+    if "onnx_int8" in logits:
+        section["label_agreement_int8_vs_fp32"] = v.label_agreement(logits["onnx_fp32"][0],
+                                                                    logits["onnx_int8"][0])
+        section["int8_accuracy_drop_points"] = v.accuracy_drop_points(section["onnx_fp32"],
+                                                                       section["onnx_int8"])
+        section["max_accuracy_drop_points"] = max_drop
+    return section
+
+
+def failed_checks(report: dict, int8: bool) -> list[str]:
+    """Every check that failed (all of them are run, so one message lists everything)."""
+    from export import validate as v
+
+    failures = []
+
+    def attempt(check, *args):
+        try:
+            return check(*args)
+        except ExportError as error:
+            failures.append(str(error))
+
+    attempt(v.check_parity, report["parity"]["max_abs_logit_diff"])
+    report["ops_missing_in_runtime"] = attempt(v.check_runtime_ops, report["ops"])
+    accuracy = report["accuracy"]
+    if accuracy is not None and int8:
+        attempt(v.check_accuracy_drop, accuracy["int8_accuracy_drop_points"],
+                accuracy["max_accuracy_drop_points"])
+    return failures
+
+
 def export_bundle(s: ExportSettings, log=_log) -> dict:
     """The whole export; returns the export.json report. Raises ExportError (with .report when
     the export ran but failed a check) and leaves --out untouched on any failure."""
@@ -81,64 +151,41 @@ def export_bundle(s: ExportSettings, log=_log) -> dict:
         data = load_labelled(s.eval_path, s.data_options or DataOptions(), labels=labels)
         if not len(data):
             raise ExportError(f"{s.eval_path}: no rows to evaluate")
-
-    # the same padded int64 batches go to torch and to every ONNX graph
-    texts = data.texts if data is not None else v.generated_texts(tokenizer, s.samples, max_length, s.seed)
-    rows = v.encode_rows(tokenizer, texts, max_length)
-    pad = tokenizer.pad_token_id
-    main = v.batches(rows, VALIDATION_BATCH, pad)
-    edge_rows = v.edge_rows(tokenizer, max_length) + rows[:1]   # lengths 1, max_length, one real row
-    edge = v.mixed_batch(edge_rows, pad)
-    lengths = [len(r["input_ids"]) for r in rows + edge_rows]
-    log(f"torch reference on {len(rows)} {'eval' if data is not None else 'generated'} texts "
-        f"+ {len(edge_rows)} edge rows (lengths {min(lengths)}..{max(lengths)})")
-    torch_main, torch_edge = v.torch_logits(model, main, len(rows)), v.torch_logits(model, edge, len(edge_rows))
+        sample = make_sample(tokenizer, data.texts, "eval", max_length)
+    else:
+        texts = v.generated_texts(tokenizer, s.samples, max_length, s.seed)
+        sample = make_sample(tokenizer, texts, "generated", max_length)
+    log(f"torch reference on {sample.n_main} {sample.source} texts + {sample.n_edge} edge rows "
+        f"(lengths {min(sample.lengths)}..{max(sample.lengths)})")
+    logits = {"torch": run_sample(lambda b, n: v.torch_logits(model, b, n), sample)}
 
     out = Path(s.out)
     with staging(out, s.force) as tmp:
-        fp32_path = tmp / ("model-fp32.onnx" if s.int8 else "model.onnx")
+        graphs = {"fp32": tmp / ("model-fp32.onnx" if s.int8 else "model.onnx")}
         log(f"exporting {s.model_dir} (torch.onnx.export dynamo=True, opset {s.opset})")
-        exporter = export_fp32(model, fp32_path, s.opset)
-        fp32 = v.ort_session(fp32_path)
-        fp32_main, fp32_edge = v.ort_logits(fp32, main, len(rows)), v.ort_logits(fp32, edge, len(edge_rows))
-        parity = {"rows": len(rows) + len(edge_rows),
-                  "source": "eval" if data is not None else "generated",
-                  "min_length": min(lengths), "max_length": max(lengths),
-                  "tolerance": v.PARITY_TOLERANCE,
-                  "max_abs_logit_diff": max(v.max_abs_diff(torch_main, fp32_main),
-                                            v.max_abs_diff(torch_edge, fp32_edge)),
-                  "label_agreement_fp32_vs_torch": v.label_agreement(torch_main, fp32_main)}
-        graphs = {"fp32": fp32_path}
+        exporter = export_fp32(model, graphs["fp32"], s.opset)
         quantization = None
         if s.int8:
-            log(f"quantizing to int8 ({s.weight_type}, {'per-channel' if s.per_channel else 'per-tensor'})")
             from export.quantize import quantize_int8
-            int8_path = tmp / "model.onnx"
-            quantization = quantize_int8(fp32_path, int8_path, s.weight_type, s.per_channel)
-            graphs["int8"] = int8_path
-            int8 = v.ort_session(int8_path)
-            int8_main, int8_edge = v.ort_logits(int8, main, len(rows)), v.ort_logits(int8, edge, len(edge_rows))
-            parity["int8_max_abs_logit_diff_vs_fp32"] = max(v.max_abs_diff(fp32_main, int8_main),
-                                                            v.max_abs_diff(fp32_edge, int8_edge))
-            parity["label_agreement_int8_vs_fp32"] = v.label_agreement(fp32_main, int8_main)
+            log(f"quantizing to int8 ({s.weight_type}, {'per-channel' if s.per_channel else 'per-tensor'})")
+            graphs["int8"] = tmp / "model.onnx"
+            quantization = quantize_int8(graphs["fp32"], graphs["int8"], s.weight_type, s.per_channel)
+        for name, path in graphs.items():
+            session = v.ort_session(path)
+            logits[f"onnx_{name}"] = run_sample(lambda b, n: v.ort_logits(session, b, n), sample)
 
-        census = {name: v.op_census(path) for name, path in graphs.items()}
+        parity = {"rows": sample.n_main + sample.n_edge, "source": sample.source,
+                  "min_length": min(sample.lengths), "max_length": max(sample.lengths),
+                  "tolerance": v.PARITY_TOLERANCE,
+                  "max_abs_logit_diff": max_diff(logits["torch"], logits["onnx_fp32"]),
+                  "label_agreement_fp32_vs_torch": v.label_agreement(logits["torch"][0],
+                                                                     logits["onnx_fp32"][0])}
         sizes = {f"{name}_bytes": path.stat().st_size for name, path in graphs.items()}
         if s.int8:
+            parity["int8_max_abs_logit_diff_vs_fp32"] = max_diff(logits["onnx_fp32"], logits["onnx_int8"])
+            parity["label_agreement_int8_vs_fp32"] = v.label_agreement(logits["onnx_fp32"][0],
+                                                                       logits["onnx_int8"][0])
             sizes["int8_fraction_of_fp32"] = sizes["int8_bytes"] / sizes["fp32_bytes"]
-        accuracy = None
-        if data is not None:
-            accuracy = {"file": str(s.eval_path), "sha256": data.sha256, "n": len(data),
-                        "skipped": data.skipped,
-                        "torch": v.scores(data.labels, torch_main, labels),
-                        "onnx_fp32": v.scores(data.labels, fp32_main, labels)}
-            if s.int8:
-                accuracy["onnx_int8"] = v.scores(data.labels, int8_main, labels)
-                accuracy["label_agreement_int8_vs_fp32"] = v.label_agreement(fp32_main, int8_main)
-                accuracy["int8_accuracy_drop_points"] = v.accuracy_drop_points(accuracy["onnx_fp32"],
-                                                                                accuracy["onnx_int8"])
-                accuracy["max_accuracy_drop_points"] = s.max_accuracy_drop
-
         report = {
             "bundle": str(out), "model_dir": str(Path(s.model_dir).resolve()),
             "weights_sha256": _weights_sha256(s.model_dir),
@@ -147,35 +194,22 @@ def export_bundle(s: ExportSettings, log=_log) -> dict:
             "labels": runtime["labels"], "max_length": max_length,
             "inputs": runtime["inputs"], "output": runtime["output"],
             "export": exporter, "opset": {name: v.opset_of(path) for name, path in graphs.items()},
-            "quantization": quantization, "sizes": sizes, "parity": parity, "accuracy": accuracy,
-            "ops": census, "ops_missing_in_runtime": None,
+            "quantization": quantization, "sizes": sizes, "parity": parity,
+            "accuracy": accuracy_section(data, labels, logits, s.max_accuracy_drop) if data else None,
+            "ops": {name: v.op_census(path) for name, path in graphs.items()},
+            "ops_missing_in_runtime": None,
             "settings": {k: val for k, val in asdict(s).items() if k != "data_options"}
                         | {"data_options": asdict(s.data_options) if s.data_options else None},
             "versions": _versions(),
         }
-
-        failures = []
-        try:
-            v.check_parity(parity["max_abs_logit_diff"])
-        except ExportError as error:
-            failures.append(str(error))
-        try:
-            report["ops_missing_in_runtime"] = v.check_runtime_ops(census)
-        except ExportError as error:
-            failures.append(str(error))
-        if accuracy is not None and s.int8:
-            try:
-                v.check_accuracy_drop(accuracy["int8_accuracy_drop_points"], s.max_accuracy_drop)
-            except ExportError as error:
-                failures.append(str(error))
+        failures = failed_checks(report, s.int8)
         report["wall_time_s"] = round(time.time() - started, 2)
         if failures:
             error = ExportError("; ".join(failures))
             error.report = report
             raise error
-
         if s.int8:
-            fp32_path.unlink()   # the bundle keeps the one model the runtime runs
+            graphs["fp32"].unlink()   # the bundle keeps the one model the runtime runs
         write_support_files(tmp, s.model_dir, tokenizer, runtime)
         write_json(tmp / "export.json", report)
     return report

@@ -57,27 +57,24 @@ def edge_rows(tokenizer, max_length: int) -> list[dict]:
     return [single, longest]
 
 
+def pad_rows(rows: list[dict], pad_id: int) -> dict:
+    """Right-pad rows to the longest: {input name: int64 (B, T)}."""
+    width = max(len(r["input_ids"]) for r in rows)
+    return {name: np.array([r[name] + [pad] * (width - len(r[name])) for r in rows], dtype=np.int64)
+            for name, pad in (("input_ids", pad_id), ("attention_mask", 0), ("token_type_ids", 0))}
+
+
 def batches(rows: list[dict], batch_size: int, pad_id: int) -> list[tuple[np.ndarray, dict]]:
-    """(row indices, feeds) per batch: rows of similar length together, right-padded int64."""
+    """(row indices, feeds) per batch, rows of similar length together."""
     from distill.predict import length_sorted_batches
 
-    out = []
-    for idx in length_sorted_batches([len(r["input_ids"]) for r in rows], batch_size):
-        width = max(len(rows[i]["input_ids"]) for i in idx)
-        feeds = {}
-        for name, pad in (("input_ids", pad_id), ("attention_mask", 0), ("token_type_ids", 0)):
-            feeds[name] = np.array([rows[i][name] + [pad] * (width - len(rows[i][name])) for i in idx],
-                                   dtype=np.int64)                      # (B, T)
-        out.append((idx, feeds))
-    return out
+    return [(idx, pad_rows([rows[i] for i in idx], pad_id))
+            for idx in length_sorted_batches([len(r["input_ids"]) for r in rows], batch_size)]
 
 
 def mixed_batch(rows: list[dict], pad_id: int) -> list[tuple[np.ndarray, dict]]:
-    """All given rows in one batch padded to the longest: heavy padding on purpose."""
-    width = max(len(r["input_ids"]) for r in rows)
-    feeds = {name: np.array([r[name] + [pad] * (width - len(r[name])) for r in rows], dtype=np.int64)
-             for name, pad in (("input_ids", pad_id), ("attention_mask", 0), ("token_type_ids", 0))}
-    return [(np.arange(len(rows)), feeds)]
+    """All rows in one batch padded to the longest: heavy padding on purpose."""
+    return [(np.arange(len(rows)), pad_rows(rows, pad_id))]
 
 
 # ---------------------------------------------------------------- running
