@@ -317,6 +317,9 @@ def test_pet_needs_a_masked_language_model_head(files, tmp_path):
 
     with pytest.raises(FewShotError, match="no masked-language-model head.*cls.predictions"):
         load_masked_lm(str(files["model"]))             # a sequence classifier: no MLM weights
+    from distill.teacher import default_teacher_path
+    with pytest.raises(FewShotError, match="no masked-language-model head.*all-MiniLM-L6-v2 is a sentence encoder"):
+        load_masked_lm(default_teacher_path())           # the packaged default teacher: a bare BertModel
     with pytest.raises(FewShotError, match="no masked-language-model head"):
         teach(TeachConfig(train=str(files["train"]), out=str(tmp_path / "o"), model=str(files["model"]),
                           few_shot="pet", verbalizer="positive=great,negative=bad", progress=False))

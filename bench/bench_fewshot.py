@@ -1,0 +1,298 @@
+"""Few labels, many texts on SST-2: few-shot teachers against the baselines, then a student.
+
+usage: python bench/bench_fewshot.py [--data DIR] [--shots 8,16,64] [--seeds 0,1,2]
+                                     [--methods tfidf,embed-lr,teach,prompt-zero,prompt,contrastive]
+                                     [--student] [--work DIR]
+
+For every (rows per class, seed) the same labelled rows, drawn (seeded) from the SST-2 training
+rows of at least --min-words words (the dev set is whole sentences; most training rows are
+short phrases), go to every method; each is scored on the full dev set:
+  tfidf        TF-IDF (word 1-2 grams) + LinearSVC(C=0.5), as ../shared/bench/reference_tfidf.py
+  embed-lr     the frozen teacher's normalised mean-pooled embeddings + logistic regression (C=1)
+  teach        plain `distill teach` (fine-tuning, [CLS] pooler) with TEACH_SETTINGS
+  prompt-zero  `distill teach --few-shot prompt --shots 0` (label descriptions only; once)
+  prompt       `distill teach --few-shot prompt` on the rows
+  contrastive  `distill teach --few-shot contrastive` on the rows (pairs capped at MAX_PAIRS)
+With --student: the best few-shot teacher (mean dev accuracy at 16 rows per class) of seed 0 is
+distilled by `distill student --layers 3` with 20,000 other training texts as --unlabeled (their
+labels unused), exported by `distill export onnx --int8`, and the int8 bundle is scored with the
+numpy runtime (`distill eval --engine numpy`).
+Results: one JSON line per run in WORK/runs.jsonl (a rerun skips runs already there), the table
+on stdout and in bench/results/fewshot.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+LABEL_NAMES = ["negative", "positive"]          # SST-2 ids 0, 1
+TEACH_SETTINGS = {"epochs": 20.0, "batch_size": 8, "lr": 5e-5}
+MAX_PAIRS = 1280
+UNLABELED = 20000
+METHODS = ("tfidf", "embed-lr", "teach", "prompt-zero", "prompt", "contrastive")
+
+
+def read_tsv(path) -> tuple[list[str], np.ndarray]:
+    from distill.data import DataOptions, load_labelled
+
+    data = load_labelled(path, DataOptions(text_column="sentence"))
+    return data.texts, np.asarray([int(data.label_names[i]) for i in data.labels])
+
+
+def write_rows(path: Path, texts, labels) -> Path:
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("label\tsentence\n")
+        for text, label in zip(texts, labels):
+            f.write(f"{int(label)}\t{text}\n")
+    return path
+
+
+def draw(labels: np.ndarray, pool: np.ndarray, shots: int, seed: int) -> np.ndarray:
+    """shots indices per class from the pool, seeded."""
+    rng = np.random.default_rng(seed)
+    return np.sort(np.concatenate([rng.choice(pool[labels[pool] == k], shots, replace=False) for k in (0, 1)]))
+
+
+def data_options():
+    from distill.data import DataOptions
+
+    return DataOptions(text_column="sentence", label_names=str(WORK / "label_names.txt"))
+
+
+def teach_run(rows_file, dev_file, out, **settings) -> dict:
+    from distill.teacher import TeachConfig, teach
+
+    report = teach(TeachConfig(train=str(rows_file), eval=str(dev_file), out=str(out), force=True, progress=False,
+                               data=data_options(), **settings))
+    return {"accuracy": report["final_eval"]["accuracy"], "macro_f1": report["final_eval"]["macro_f1"],
+            "train_seconds": report["train_seconds"], "few_shot": _brief(report.get("few_shot"))}
+
+
+def _brief(few_shot):
+    if not few_shot:
+        return None
+    keep = ("logit_scale", "logit_scale_source", "leave_one_out_accuracy", "pairs", "head_check", "classifier")
+    return {k: few_shot[k] for k in keep if k in few_shot}
+
+
+class Frozen:
+    """The frozen default teacher's embeddings of the dev set, computed once."""
+
+    def __init__(self, dev_texts):
+        from distill.fewshot import embed_texts, load_encoder
+        from distill.fewshot_head import normalise
+        from distill.teacher import default_teacher_path
+
+        self.encoder, self.tokenizer = load_encoder(default_teacher_path())
+        self.embed = lambda texts: normalise(embed_texts(self.encoder, self.tokenizer, texts, 128))
+        self.dev = self.embed(dev_texts)
+
+
+def run_method(method, shots, seed, rows_file, texts, labels, dev_texts, dev_labels, frozen) -> dict:
+    started = time.time()
+    out = WORK / f"{method}-{shots}-{seed}"
+    if method == "tfidf":
+        from sklearn.feature_extraction.text import TfidfVectorizer
+        from sklearn.svm import LinearSVC
+
+        vec = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True)
+        clf = LinearSVC(C=0.5).fit(vec.fit_transform(texts), labels)
+        result = {"accuracy": float((clf.predict(vec.transform(dev_texts)) == dev_labels).mean())}
+    elif method == "embed-lr":
+        from distill.fewshot_contrastive import fit_logistic_regression
+
+        W, b = fit_logistic_regression(frozen().embed(texts), labels, 2)
+        result = {"accuracy": float(((frozen().dev @ W.T + b).argmax(1) == dev_labels).mean())}
+    elif method == "teach":
+        result = teach_run(rows_file, DEV, out, seed=seed, **TEACH_SETTINGS)
+    elif method == "prompt-zero":
+        result = teach_run(rows_file, DEV, out, few_shot="prompt", shots=0)
+    elif method == "prompt":
+        result = teach_run(rows_file, DEV, out, few_shot="prompt", seed=seed)
+    elif method == "contrastive":
+        result = teach_run(rows_file, DEV, out, few_shot="contrastive", seed=seed,
+                           pairs=min(40 * len(texts), MAX_PAIRS))
+    else:
+        raise SystemExit(f"unknown method {method}")
+    result.update({"method": method, "shots": shots, "seed": seed, "seconds": round(time.time() - started, 1)})
+    return result
+
+
+def table(runs: list[dict], shots_list, methods) -> str:
+    lines = ["| method | " + " | ".join(f"{s} rows/class" for s in shots_list) + " |",
+             "|---|" + "---|" * len(shots_list)]
+    for method in methods:
+        cells = []
+        for shots in shots_list:
+            acc = [r["accuracy"] for r in runs if r["method"] == method and r["shots"] == (0 if method == "prompt-zero" else shots)]
+            if not acc:
+                cells.append("-")
+            elif len(acc) == 1:
+                cells.append(f"{100 * acc[0]:.1f}")
+            else:
+                a = 100 * np.asarray(acc)
+                cells.append(f"{a.mean():.1f} ± {a.std(ddof=1):.1f} ({a.min():.1f}-{a.max():.1f})")
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def cli(*args) -> str:
+    cmd = [sys.executable, "-m", "distill.cli", *map(str, args)]
+    print("$ distill", " ".join(map(str, args)), flush=True)
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    if done.returncode != 0:
+        raise SystemExit(f"failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+    return done.stdout
+
+
+def in_process_student(student_args):
+    """`distill student` run in this process, its pooler and classifier re-initialised after the
+    copy from the teacher (which distill/student.py does not do yet for a teacher marked
+    few_shot_head in config.json: see distill/fewshot_head.py)."""
+    from click.testing import CliRunner
+
+    import distill.student as student_module
+    from distill.cli import main as distill_main
+
+    original = student_module.build_student
+
+    def build_student(teacher, config):
+        student, layer_map, init = original(teacher, config)
+        if getattr(teacher.config, "few_shot_head", None):
+            del student.config.few_shot_head
+            import torch
+            with torch.no_grad():
+                for module in (student.bert.pooler.dense, student.classifier):
+                    module.weight.normal_(0.0, student.config.initializer_range)
+                    module.bias.zero_()
+        return student, layer_map, init
+
+    print("$ distill", " ".join(map(str, student_args)), "  (in process: pooler and classifier re-initialised)",
+          flush=True)
+    student_module.build_student = build_student
+    try:
+        result = CliRunner().invoke(distill_main, [str(a) for a in student_args], catch_exceptions=False)
+    finally:
+        student_module.build_student = original
+    print(result.output[-6000:], flush=True)
+    if result.exit_code != 0:
+        raise SystemExit(f"distill student failed ({result.exit_code})")
+
+
+def student_run(runs, train_texts, train_labels, drawn: dict) -> dict:
+    best = max(("prompt", "contrastive"),
+               key=lambda m: np.mean([r["accuracy"] for r in runs if r["method"] == m and r["shots"] == 16] or [0]))
+    teacher_dir = WORK / "teacher-16-0"
+    rows_file = WORK / "rows-16-0.tsv"
+    if not (teacher_dir / "training.json").exists():
+        extra = {"pairs": min(40 * 32, MAX_PAIRS)} if best == "contrastive" else {}
+        teach_run(rows_file, DEV, teacher_dir, few_shot=best, seed=0, **extra)
+    teacher = json.loads((teacher_dir / "training.json").read_text())
+    rng = np.random.default_rng(0)
+    others = np.setdiff1d(np.arange(len(train_texts)), drawn[(16, 0)])
+    pick = rng.choice(others, UNLABELED, replace=False)
+    unlabeled = WORK / "unlabeled-20000.txt"
+    unlabeled.write_text("\n".join(train_texts[i] for i in pick) + "\n", encoding="utf-8")
+    names = WORK / "label_names.txt"
+    common = ["--text-column", "sentence", "--label-names", names]
+    started = time.time()
+    student_args = ["student", "--teacher", teacher_dir, "--train", rows_file, "--unlabeled", unlabeled,
+                    "--eval", DEV, "--layers", 3, "--out", WORK / "student", "--force", "--quiet", *common]
+    handled = "few_shot_head" in (ROOT / "distill" / "student.py").read_text()
+    if handled:
+        cli(*student_args)
+    else:
+        in_process_student(student_args)
+    student_s = time.time() - started
+    cli("export", "onnx", WORK / "student", "--out", WORK / "student-int8", "--int8", "--force", "--eval", DEV, *common)
+    cli("eval", WORK / "student-int8", "--data", DEV, "--engine", "numpy", "--json", WORK / "student-int8.json", *common)
+    int8 = json.loads((WORK / "student-int8.json").read_text())
+    fp32 = json.loads((WORK / "student" / "training.json").read_text())["final_eval"]
+    t_acc = teacher["final_eval"]["accuracy"]
+    return {"teacher_method": best, "teacher_accuracy": t_acc, "student_fp32_accuracy": fp32["accuracy"],
+            "student_head": "distill student" if handled else "distill student in process, head re-initialised",
+            "student_int8_accuracy": int8["accuracy"], "retention_int8": int8["accuracy"] / t_acc,
+            "unlabeled": UNLABELED, "student_seconds": round(student_s, 1)}
+
+
+def main():
+    global WORK, DEV
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", default=os.environ.get("DISTILL_DATA_DIR", ROOT.parent / "shared" / "data"))
+    parser.add_argument("--shots", default="8,16,64")
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--min-words", type=int, default=10, help="labelled rows are drawn from rows this long")
+    parser.add_argument("--student", action="store_true")
+    parser.add_argument("--work", default="/tmp/bench-fewshot", help="rows files, models, runs.jsonl")
+    args = parser.parse_args()
+    WORK = Path(args.work)
+    WORK.mkdir(parents=True, exist_ok=True)
+    (WORK / "label_names.txt").write_text("\n".join(LABEL_NAMES) + "\n")
+    DEV = Path(args.data) / "sst2" / "dev.tsv"
+    shots_list = [int(s) for s in args.shots.split(",")]
+    seeds = [int(s) for s in args.seeds.split(",")]
+    methods = [m for m in args.methods.split(",") if m]
+
+    train_texts, train_labels = read_tsv(Path(args.data) / "sst2" / "train.tsv")
+    dev_texts, dev_labels = read_tsv(DEV)
+    pool = np.flatnonzero([len(t.split()) >= args.min_words for t in train_texts])
+    print(f"SST-2: {len(train_texts)} training rows ({len(pool)} with >= {args.min_words} words), "
+          f"{len(dev_texts)} dev rows", flush=True)
+    log = WORK / "runs.jsonl"
+    runs = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+    done = {(r["method"], r["shots"], r["seed"]) for r in runs}
+    cache = {}
+
+    def frozen():
+        if "frozen" not in cache:
+            cache["frozen"] = Frozen(dev_texts)
+        return cache["frozen"]
+
+    drawn = {}
+    for shots in shots_list:
+        for seed in seeds:
+            idx = draw(train_labels, pool, shots, seed)
+            drawn[(shots, seed)] = idx
+            texts, labels = [train_texts[i] for i in idx], train_labels[idx]
+            rows_file = write_rows(WORK / f"rows-{shots}-{seed}.tsv", texts, labels)
+            for method in methods:
+                key = (method, 0 if method == "prompt-zero" else shots, 0 if method == "prompt-zero" else seed)
+                if key in done:
+                    continue
+                result = run_method(method, key[1], key[2], rows_file, texts, labels, dev_texts, dev_labels, frozen)
+                runs.append(result)
+                done.add(key)
+                with open(log, "a") as f:
+                    f.write(json.dumps(result) + "\n")
+                print(f"{method:12} {key[1]:3} rows/class seed {key[2]}: dev accuracy {100 * result['accuracy']:.2f}"
+                      f"  ({result['seconds']:.0f} s)", flush=True)
+                shutil.rmtree(WORK / f"{method}-{key[1]}-{key[2]}", ignore_errors=True)
+    summary = {"table": table(runs, shots_list, methods), "runs": runs, "teach_settings": TEACH_SETTINGS,
+               "max_pairs": MAX_PAIRS, "min_words": args.min_words}
+    if args.student:
+        if (16, 0) not in drawn:
+            drawn[(16, 0)] = draw(train_labels, pool, 16, 0)
+            write_rows(WORK / "rows-16-0.tsv", [train_texts[i] for i in drawn[(16, 0)]], train_labels[drawn[(16, 0)]])
+        summary["student"] = student_run(runs, train_texts, train_labels, drawn)
+    print("\ndev accuracy (%), mean ± sd (min-max) over seeds " + ",".join(map(str, seeds)))
+    print(summary["table"])
+    if "student" in summary:
+        print("student:", json.dumps(summary["student"]))
+    results = ROOT / "bench" / "results"
+    results.mkdir(parents=True, exist_ok=True)
+    (results / "fewshot.json").write_text(json.dumps(summary, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
