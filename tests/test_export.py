@@ -1,5 +1,6 @@
-"""export/: ONNX export, int8 quantization, validation, bundle files (the CLI runs are in
-test_export_cli.py; the exported bundles come from fixtures shared with it, see below)."""
+"""export/: ONNX export, int8 quantization, validation, bundle files, engines. The exports run
+once per session through the command line (fixtures below); test_export_cli.py holds the fast
+command-line checks that stop before exporting."""
 from __future__ import annotations
 
 import json
@@ -13,7 +14,6 @@ import pytest
 
 from export import ExportError
 
-ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).parent))
 from tiny import make_reviews, make_tiny_model, write_csv  # noqa: E402
 
@@ -533,3 +533,21 @@ def test_accuracy_gate_refuses_a_model_whose_int8_copy_collapses(trained_wide_mo
     assert "int8 accuracy is" in result.output and "--max-accuracy-drop 1" in result.output
     assert "onnx int8" in result.output                                  # the table is shown
     assert list(parent.iterdir()) == []
+
+
+def test_distill_eval_on_a_bundle_with_both_engines(fp32_bundle, tmp_path):
+    """`distill eval BUNDLE --data FILE` goes through export.engines; on an fp32 bundle the
+    onnxruntime and numpy engines give the same report."""
+    from distill.cli import main
+
+    data = write_csv(tmp_path / "dev.csv", make_reviews(30, seed=3))
+    reports = {}
+    for engine in ("onnxruntime", "numpy"):
+        out = tmp_path / f"{engine}.json"
+        result = invoke(main, ["eval", fp32_bundle, "--data", data, "--engine", engine, "--json", out])
+        assert result.exit_code == 0, result.output
+        reports[engine] = json.loads(out.read_text())
+    a, b = reports["onnxruntime"], reports["numpy"]
+    assert a["n"] == b["n"] == 30 and a["labels"] == ["negative", "positive"]
+    assert a["confusion_matrix"] == b["confusion_matrix"]
+    assert a["auc"] == pytest.approx(b["auc"], abs=1e-6)
