@@ -54,14 +54,14 @@ DESCRIPTIONS = {
 }
 
 
-def write_unlabeled(train_tsv: Path, path: Path) -> int:
+def write_unlabeled(train_tsv: Path, path: Path, n_train: int = N_TRAIN) -> int:
     """SST-2 training texts outside the 16k subset (the same permutation as subsample), no labels."""
     import numpy as np
 
     from distill.data import DataOptions, load_labelled
 
     data = load_labelled(train_tsv, DataOptions(text_column="sentence"))
-    pick = np.random.default_rng(0).permutation(len(data))[N_TRAIN:]
+    pick = np.random.default_rng(0).permutation(len(data))[n_train:]
     texts = [data.texts[i] for i in pick]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(t.replace("\n", " ") + "\n" for t in texts), encoding="utf-8")
@@ -173,6 +173,7 @@ def main():
     parser.add_argument("--data", default=os.environ.get("DISTILL_DATA_DIR", ROOT.parent / "shared" / "data"))
     parser.add_argument("--teacher", default=str(ROOT / "models" / "sst2-teacher"))
     parser.add_argument("--runs", default=None, help="comma-separated subset of: " + ", ".join(DESCRIPTIONS))
+    parser.add_argument("--n-train", type=int, default=N_TRAIN, help="labelled rows: the teacher's subset")
     parser.add_argument("--n-unlabeled", type=int, default=32000, help="unlabelled texts in the kd_unlabeled runs")
     parser.add_argument("--out-dir", default=str(ROOT / "models" / "sst2-ablation"))
     parser.add_argument("--cache-dir", default=str(RESULTS / "cache"))
@@ -186,10 +187,11 @@ def main():
     RESULTS.mkdir(parents=True, exist_ok=True)
     if not args.speedup_only:
         unlabeled = RESULTS / "unlabeled.txt"
-        n_unl = write_unlabeled(data / "train.tsv", unlabeled)
-        print(f"unlabelled transfer texts: {n_unl} SST-2 training rows outside the 16k subset -> {unlabeled}")
+        n_unl = write_unlabeled(data / "train.tsv", unlabeled, args.n_train)
+        print(f"unlabelled transfer texts: {n_unl} SST-2 training rows outside the {args.n_train}-row subset "
+              f"-> {unlabeled}")
         common = ["--teacher", args.teacher, "--train", str(data / "train.tsv"), "--eval", str(data / "dev.tsv"),
-                  "--text-column", "sentence", "--max-train-samples", str(N_TRAIN), "--seed", "0",
+                  "--text-column", "sentence", "--max-train-samples", str(args.n_train), "--seed", "0",
                   "--cache-dir", args.cache_dir, "--force", "--quiet"]
         plan = runs(unlabeled, args.n_unlabeled)
         chosen = args.runs.split(",") if args.runs else list(plan)
@@ -199,7 +201,7 @@ def main():
         for name in chosen:
             rows[name] = run_student(name, plan[name], common, Path(args.out_dir))
             ordered = [rows[n] for n in plan if n in rows]
-            results_file.write_text(json.dumps({"teacher": args.teacher, "n_train": N_TRAIN, "runs": ordered}, indent=2))
+            results_file.write_text(json.dumps({"teacher": args.teacher, "n_train": args.n_train, "runs": ordered}, indent=2))
         print("\n" + table(ordered))
         print(f"\nresults: {results_file}")
         if args.save:

@@ -236,6 +236,18 @@ def side_by_side(teacher_entry: dict, student_entry: dict) -> dict:
             "speedup": ratio(s.get("samples_per_second"), t.get("samples_per_second"))}
 
 
+def unlabeled_options(path, options: DataOptions) -> DataOptions:
+    """The data options for the unlabelled file: a .txt file is one text per line (its column
+    can only be an index), whatever --text-column names the labelled files' column."""
+    from dataclasses import replace
+
+    from .data import resolve_format
+
+    if resolve_format(path, options) == "txt" and not str(options.text_column).isdigit():
+        return replace(options, text_column="text")
+    return options
+
+
 def read_student_data(config: StudentConfig, labels: list[str]):
     """(train, dev, unlabelled texts, unlabelled file sha256), in the teacher's label order."""
     import numpy as np
@@ -246,7 +258,7 @@ def read_student_data(config: StudentConfig, labels: list[str]):
     dev = load_labelled(config.eval, config.data, labels=labels) if config.eval else None
     unlabeled, sha = [], None
     if config.unlabeled:
-        unlabeled = load_texts(config.unlabeled, config.data)
+        unlabeled = load_texts(config.unlabeled, unlabeled_options(config.unlabeled, config.data))
         sha = file_sha256(config.unlabeled)
         if config.max_unlabeled is not None and config.max_unlabeled < len(unlabeled):
             pick = np.random.default_rng(config.seed).permutation(len(unlabeled))[:config.max_unlabeled]

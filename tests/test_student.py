@@ -222,3 +222,15 @@ def test_torchrun_two_processes(trained, tmp_path):
     report = json.loads((out / "training.json").read_text())
     assert report["world_size"] == 2 and report["final_eval"]["n"] == 60
     assert AutoModelForSequenceClassification.from_pretrained(out).config.num_hidden_layers == 2
+
+
+def test_unlabelled_txt_is_one_text_per_line_whatever_the_text_column(tmp_path):
+    from distill.data import load_texts
+    from distill.student import unlabeled_options
+
+    txt = tmp_path / "unlabeled.txt"
+    txt.write_text("a gripping film\n\nthe plot was dull\n", encoding="utf-8")
+    options = DataOptions(text_column="sentence")
+    assert load_texts(txt, unlabeled_options(txt, options)) == ["a gripping film", "the plot was dull"]
+    tsv = write_csv(tmp_path / "unlabeled.tsv", [("fine acting",)], header=("sentence",), delimiter="\t")
+    assert unlabeled_options(tsv, options) == options and load_texts(tsv, options) == ["fine acting"]
