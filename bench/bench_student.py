@@ -27,9 +27,9 @@ RESULTS = ROOT / "bench" / "results" / "student"
 N_TRAIN = 16000
 
 
-def runs(unlabeled: Path, n_unlabeled: int) -> dict[str, list[str]]:
-    """name -> extra `distill student` arguments; each trains on ~48k samples."""
-    unl = ["--unlabeled", str(unlabeled), "--max-unlabeled", str(n_unlabeled), "--augment-factor", "0"]
+def runs(unlabeled: Path) -> dict[str, list[str]]:
+    """name -> extra `distill student` arguments; each trains on ~48k samples (the last on 80k)."""
+    unl = ["--unlabeled", str(unlabeled), "--augment-factor", "0"]
     return {
         "ce_only": ["--alpha", "0", "--augment-factor", "0", "--epochs", "3"],
         "kd_labelled": ["--augment-factor", "0", "--epochs", "3"],
@@ -50,18 +50,19 @@ DESCRIPTIONS = {
     "kd_unlabeled_random_init": "as kd_unlabeled, random init",
     "kd_unlabeled_2_layers": "as kd_unlabeled, 2 layers (0,3)",
     "kd_unlabeled_trim_vocab": "as kd_unlabeled, --trim-vocab",
-    "default_plus_unlabeled": "defaults (aug x2) + 40k unlabelled, 1 epoch",
+    "default_plus_unlabeled": "defaults (aug x2) + 32k unlabelled, 1 epoch",
 }
 
 
-def write_unlabeled(train_tsv: Path, path: Path, n_train: int = N_TRAIN) -> int:
-    """SST-2 training texts outside the 16k subset (the same permutation as subsample), no labels."""
+def write_unlabeled(train_tsv: Path, path: Path, n_train: int, n_unlabeled: int) -> int:
+    """n_unlabeled SST-2 training texts outside the teacher's subset (the permutation subsample
+    uses), without labels."""
     import numpy as np
 
     from distill.data import DataOptions, load_labelled
 
     data = load_labelled(train_tsv, DataOptions(text_column="sentence"))
-    pick = np.random.default_rng(0).permutation(len(data))[n_train:]
+    pick = np.random.default_rng(0).permutation(len(data))[n_train:n_train + n_unlabeled]
     texts = [data.texts[i] for i in pick]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(t.replace("\n", " ") + "\n" for t in texts), encoding="utf-8")
@@ -95,11 +96,13 @@ def run_student(name, extra, common, out_dir: Path) -> dict:
 
 
 def table(rows: list[dict]) -> str:
-    head = f"{'run':28}{'dev acc':>9}{'retain':>8}{'macro-F1':>9}{'samples':>9}{'train s':>9}{'params':>12}{'MB':>7}"
+    head = (f"{'run':28}{'dev acc':>9}{'retain':>8}{'macro-F1':>9}{'samples':>9}{'train s':>9}{'teacher s':>10}"
+            f"{'params':>12}{'MB':>7}")
     lines = [head, "-" * len(head)]
     for r in rows:
         lines.append(f"{r['name']:28}{100 * r['accuracy']:9.2f}{100 * r['retention']:8.1f}{r['macro_f1']:9.4f}"
-                     f"{r['samples_seen']:9d}{r['train_seconds']:9.0f}{r['parameters']:12,}{r['size_bytes'] / 1e6:7.1f}")
+                     f"{r['samples_seen']:9d}{r['train_seconds']:9.0f}{r['teacher_logit_seconds']:10.0f}"
+                     f"{r['parameters']:12,}{r['size_bytes'] / 1e6:7.1f}")
     return "\n".join(lines)
 
 
@@ -174,7 +177,7 @@ def main():
     parser.add_argument("--teacher", default=str(ROOT / "models" / "sst2-teacher"))
     parser.add_argument("--runs", default=None, help="comma-separated subset of: " + ", ".join(DESCRIPTIONS))
     parser.add_argument("--n-train", type=int, default=N_TRAIN, help="labelled rows: the teacher's subset")
-    parser.add_argument("--n-unlabeled", type=int, default=32000, help="unlabelled texts in the kd_unlabeled runs")
+    parser.add_argument("--n-unlabeled", type=int, default=32000, help="unlabelled transfer texts")
     parser.add_argument("--out-dir", default=str(ROOT / "models" / "sst2-ablation"))
     parser.add_argument("--cache-dir", default=str(RESULTS / "cache"))
     parser.add_argument("--save", default=None, metavar="RUN:DIR",
@@ -187,13 +190,13 @@ def main():
     RESULTS.mkdir(parents=True, exist_ok=True)
     if not args.speedup_only:
         unlabeled = RESULTS / "unlabeled.txt"
-        n_unl = write_unlabeled(data / "train.tsv", unlabeled, args.n_train)
+        n_unl = write_unlabeled(data / "train.tsv", unlabeled, args.n_train, args.n_unlabeled)
         print(f"unlabelled transfer texts: {n_unl} SST-2 training rows outside the {args.n_train}-row subset "
               f"-> {unlabeled}")
         common = ["--teacher", args.teacher, "--train", str(data / "train.tsv"), "--eval", str(data / "dev.tsv"),
                   "--text-column", "sentence", "--max-train-samples", str(args.n_train), "--seed", "0",
                   "--cache-dir", args.cache_dir, "--force", "--quiet"]
-        plan = runs(unlabeled, args.n_unlabeled)
+        plan = runs(unlabeled)
         chosen = args.runs.split(",") if args.runs else list(plan)
         results_file = RESULTS / "ablation.json"
         previous = json.loads(results_file.read_text()) if results_file.exists() else {}
