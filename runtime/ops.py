@@ -160,8 +160,9 @@ def erf(x, out=None):
         return _same_dtype(erf(x.astype(np.float64)), x.dtype)
     if out is None or not out.flags.c_contiguous:
         out = np.empty(x.shape, x.dtype)
-    src, dst = x.reshape(-1), out.reshape(-1)       # dst is a view: out is contiguous
-    n = src.size
+    np.clip(x, -4.0, 4.0, out=out)                  # one whole-array call: np.clip is costly per call
+    flat = out.reshape(-1)                          # a view: out is contiguous
+    n = flat.size
     if n == 0:
         return out
     block = min(n, _ERF_BLOCK)
@@ -169,7 +170,7 @@ def erf(x, out=None):
     for start in range(0, n, block):
         stop = min(n, start + block)
         zb, tb, pb = z[:stop - start], t[:stop - start], p[:stop - start]
-        np.clip(src[start:stop], -4.0, 4.0, out=zb)
+        np.copyto(zb, flat[start:stop])             # widen to float64
         np.multiply(zb, zb, out=tb)
         np.multiply(tb, _ERF_P[6], out=pb)
         for c in _ERF_P[5:0:-1]:
@@ -182,7 +183,7 @@ def erf(x, out=None):
             zb += c
             zb *= tb
         zb += _ERF_Q[0]
-        np.divide(pb, zb, out=dst[start:stop], casting="same_kind")
+        np.divide(pb, zb, out=flat[start:stop], casting="same_kind")
     return out
 
 

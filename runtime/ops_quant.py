@@ -11,7 +11,6 @@ from __future__ import annotations
 import numpy as np
 
 EXACT_F32 = 1 << 24                          # float32 represents every integer below this
-BLOCK = 1 << 14                              # elements per cache-sized block of elementwise work
 
 
 def _int_range(dtype) -> tuple:
@@ -30,22 +29,18 @@ def _range_and_scale(x):
     return scale, zero_point
 
 
-def _quantize_blocks(x, scale, low, high, out):
-    """out = clip(rint(x / scale), low, high) block by block (cache-sized passes)."""
-    src, dst = x.reshape(-1), out.reshape(-1)
-    for start in range(0, src.size, BLOCK):
-        block = dst[start:start + BLOCK]
-        np.divide(src[start:start + BLOCK], scale, out=block)
-        np.rint(block, out=block)                # half to even
-        np.clip(block, low, high, out=block)
-    return out
+def _quantize(x, scale, low, high):
+    """clip(rint(x / scale), low, high) as float32 (three whole-array passes measured faster
+    than cache-sized blocks here: np.clip's per-call cost is high)."""
+    y = np.divide(x, scale, dtype=np.float32)
+    np.rint(y, out=y)                            # half to even
+    return np.clip(y, low, high, out=y)
 
 
 def dynamic_quantize_linear(x):
     """x float32 -> (y uint8, y_scale float32 scalar, y_zero_point uint8 scalar)."""
     scale, zero_point = _range_and_scale(x)
-    y = _quantize_blocks(x, scale, -zero_point, np.float32(255) - zero_point,
-                         np.empty(x.shape, np.float32))
+    y = _quantize(x, scale, -zero_point, np.float32(255) - zero_point)
     y += zero_point
     return y.astype(np.uint8), np.array(scale, np.float32), np.array(zero_point, np.uint8)
 
@@ -54,8 +49,7 @@ def dynamic_quantize_linear_shifted(x):
     """DynamicQuantizeLinear for MatMulInteger consumers that subtract its zero point:
     (float32 y - y_zero_point, y_scale, y_zero_point), the same integers as float32."""
     scale, zero_point = _range_and_scale(x)
-    y = _quantize_blocks(x, scale, -zero_point, np.float32(255) - zero_point,
-                         np.empty(x.shape, np.float32))
+    y = _quantize(x, scale, -zero_point, np.float32(255) - zero_point)
     return y, np.array(scale, np.float32), np.array(zero_point, np.uint8)
 
 
