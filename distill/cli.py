@@ -90,6 +90,13 @@ def teach_options(f):
         click.option("--resample", type=click.Choice(["none", "over", "under"]), default=C.resample,
                      show_default=True, help="Random over-sampling to the largest class, or under-sampling "
                      "to the smallest, of the training rows."),
+        click.option("--extend-vocab", is_flag=True,
+                     help="Add the characters of the training texts that the vocabulary lacks (e.g. CJK "
+                          "characters for an English teacher), so no training text maps to [UNK]; the "
+                          "embeddings grow, new rows mean-initialised; the extended vocab.txt is saved."),
+        click.option("--extend-vocab-words", type=int, default=C.extend_vocab_words, show_default=True,
+                     metavar="N", help="With --extend-vocab: also add the N most frequent training words "
+                     "that WordPiece splits into pieces (row = mean of the pieces' rows)."),
         click.option("--few-shot", type=click.Choice(["prompt", "contrastive", "pet"]), default=None,
                      help="Teach from a few labelled rows: prompt (cosine similarity to label "
                           "descriptions, no training), contrastive (SetFit-style pair tuning + logistic "
@@ -154,6 +161,10 @@ def summary(report: dict, out: str) -> str:
              f"labels: {', '.join(report['labels'])}",
              f"train: {report['data']['train']['rows']} rows ({report['data']['train_rows_used']} used), "
              f"{report['train_seconds']:.0f} s, {report['train_samples_per_second'] or 0:.1f} samples/s"]
+    if report.get("vocab_extension"):
+        v = report["vocab_extension"]
+        lines.append(f"vocabulary extended: {v['vocab_before']:,} -> {v['vocab_after']:,} tokens "
+                     f"({v['added_characters']} characters, {v['added_words']} words)")
     for epoch in report["epochs"]:
         parts = [f"{k}={v:.4f}" for k, v in epoch.items() if k not in ("epoch", "step") and isinstance(v, float)]
         lines.append(f"  epoch {epoch['epoch']}: " + "  ".join(parts))

@@ -43,6 +43,8 @@ class TeachConfig:
     force: bool = False
     keep_checkpoints: bool = False
     progress: bool = True
+    extend_vocab: bool = False          # add the training texts' missing characters (distill/vocab_extend.py)
+    extend_vocab_words: int = 0         # with extend_vocab: also the N most frequent split words
     # --few-shot prompt|contrastive|pet (distill/fewshot*.py); None: ordinary fine-tuning
     few_shot: str | None = None
     shots: int | None = None            # rows per class drawn from --train (seeded); 0: zero-shot
@@ -73,6 +75,8 @@ def _check(config: TeachConfig) -> None:
         raise TeachError(f"--class-weights must be none or balanced, not {config.class_weights!r}")
     if config.resample not in ("none", "over", "under"):
         raise TeachError(f"--resample must be none, over or under, not {config.resample!r}")
+    if config.extend_vocab and config.freeze_encoder:
+        raise TeachError("--extend-vocab with --freeze-encoder: the new embedding rows would never train")
     if config.dropout is not None and not 0 <= config.dropout < 1:
         raise TeachError("--dropout must be in [0, 1)")
     if config.epochs <= 0 or config.lr <= 0 or config.batch_size <= 0 or config.max_length < 2:
@@ -137,6 +141,10 @@ def teach(config: TeachConfig, callbacks=()) -> dict:
     labels = train.label_names
     source = config.model or default_teacher_path()
     model, tokenizer = load_teacher_model(source, labels, config.dropout)
+    vocab_report = None
+    if config.extend_vocab:
+        from .vocab_extend import extend_vocabulary
+        tokenizer, vocab_report = extend_vocabulary(model, tokenizer, train.texts, config.extend_vocab_words)
     trainable = freeze_encoder(model) if config.freeze_encoder else None
 
     train_rows = encode_rows(tokenizer, train.texts, config.max_length, labels=train.labels)
@@ -194,6 +202,7 @@ def teach(config: TeachConfig, callbacks=()) -> dict:
                                                        minlength=len(labels)).tolist()},
             "class_weights": None if weights is None else weights.tolist(),
             "trainable_parameters": trainable,
+            "vocab_extension": vocab_report,
             "parameters": count_parameters(model),
             "epochs": history.epochs,
             "final_eval": final,
@@ -209,6 +218,9 @@ def teach(config: TeachConfig, callbacks=()) -> dict:
         with atomic_directory(config.out, force=config.force) as tmp:
             model.save_pretrained(tmp)
             tokenizer.save_pretrained(tmp)
+            if vocab_report is not None:
+                from .vocab_trim import write_vocab_txt
+                write_vocab_txt(tokenizer, tmp)   # the extended vocabulary, in id order
             report["wall_seconds"] = round(time.time() - started, 2)
             write_json(Path(tmp) / "training.json", report)
         if not config.keep_checkpoints:
