@@ -358,5 +358,14 @@ def _attach_optional_groups():
 _attach_optional_groups()
 
 
+def _attach_pipeline():
+    from .pipeline import pipeline_command
+
+    main.add_command(pipeline_command)
+
+
+_attach_pipeline()
+
+
 if __name__ == "__main__":
     sys.exit(main())

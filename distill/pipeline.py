@@ -1,0 +1,284 @@
+"""`distill pipeline`: labelled file -> teacher -> student -> fp32 and int8 bundles -> report card.
+
+Stages, each writing one output under OUT:
+
+    teacher      OUT/teacher/        distill teach
+    student      OUT/student/        distill student (teacher: OUT/teacher)
+    export_fp32  OUT/student-fp32/   distill export onnx (validated on the eval file)
+    export_int8  OUT/student-int8/   distill export onnx --int8 (accuracy gate on the eval file)
+    baseline     OUT/baseline/       TF-IDF + linear SVM on the teacher's training rows
+    report       OUT/report.md, OUT/report.json, OUT/plots/*.png
+
+A stage runs only when its fingerprint (its resolved settings, the input files' SHA-256 and the
+digests of the outputs it reads) differs from the recorded one, or its output is missing or was
+changed (OUT/pipeline.json, see pipeline_state). An interrupted training stage resumes from its
+last epoch checkpoint. Settings: pipeline_config (TOML file, flags, --set).
+"""
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from .options import data_options
+
+STAGES = ("teacher", "student", "export_fp32", "export_int8", "baseline", "report")
+OUTPUTS = {"teacher": "teacher", "student": "student", "export_fp32": "student-fp32",
+           "export_int8": "student-int8", "baseline": "baseline", "report": "report.json"}
+
+
+class PipelineError(Exception):
+    """A stage failed; the message names it."""
+
+
+def _log(message: str) -> None:
+    click.echo(message, err=True)
+
+
+# ---------------------------------------------------------------- fingerprints
+
+def stage_inputs(stage: str, settings, files: dict, digests: dict) -> dict:
+    """Everything that decides a stage's output (hashed into its fingerprint)."""
+    from dataclasses import asdict
+
+    data = asdict(settings.data)
+    if stage == "teacher":
+        return {"settings": settings.teach_settings(), "data": data, "train": files["train"],
+                "eval": files["eval"], "model": files["model"]}
+    if stage == "student":
+        return {"settings": settings.student_settings(), "data": data, "train": files["train"],
+                "eval": files["eval"], "teacher": digests["teacher"], "unlabeled": files.get("unlabeled")}
+    if stage in ("export_fp32", "export_int8"):
+        return {"settings": settings.export_settings(int8=stage == "export_int8"), "data": data,
+                "eval": files["eval"], "student": digests["student"]}
+    if stage == "baseline":
+        teach = settings.teach_settings()
+        return {"settings": settings.baseline_settings(), "data": data, "train": files["train"],
+                "eval": files["eval"], "rows": {"max_train_samples": teach["max_train_samples"], "seed": teach["seed"]}}
+    return {"settings": settings.report_settings(), "data": data, "eval": files["eval"],
+            "artifacts": {name: digests.get(name) for name in STAGES[:-1]}}
+
+
+def input_files(settings) -> dict:
+    """SHA-256 of the data files and of the base teacher's weights (a local directory)."""
+    from .cache import weights_sha256
+    from .data import file_sha256
+    from .teacher import default_teacher_path
+
+    files = {"train": file_sha256(settings.train), "eval": file_sha256(settings.eval)}
+    model = settings.teach_settings()["model"] or default_teacher_path()
+    try:
+        files["model"] = {"source": str(model), "weights": weights_sha256(model)} if Path(model).is_dir() else str(model)
+    except FileNotFoundError:
+        files["model"] = str(model)
+    unlabeled = settings.student_settings().get("unlabeled")
+    if unlabeled:
+        files["unlabeled"] = file_sha256(unlabeled)
+    return files
+
+
+# ---------------------------------------------------------------- stage runners
+
+def run_teacher(settings, out: Path, resume: bool, callbacks) -> dict:
+    from .teacher import teach
+
+    report = teach(settings.teach_config(out / "teacher", resume), callbacks=callbacks)
+    final = report.get("final_eval") or {}
+    return {"accuracy": final.get("accuracy"), "parameters": report.get("parameters"),
+            "resumed_from": report.get("resumed_from")}
+
+
+def run_student(settings, out: Path, resume: bool, callbacks) -> dict:
+    from .student import distill_student
+
+    report = distill_student(settings.student_config(out / "teacher", out / "student", resume), callbacks=callbacks)
+    final = report.get("final_eval") or {}
+    return {"accuracy": final.get("accuracy"), "parameters": report.get("parameters"),
+            "retention": report.get("comparison", {}).get("retention"), "resumed_from": report.get("resumed_from")}
+
+
+def run_export(settings, out: Path, int8: bool) -> dict:
+    from export.cli import ExportSettings, export_bundle
+
+    values = settings.export_settings(int8=int8)
+    export = ExportSettings(model_dir=str(out / "student"), out=str(out / OUTPUTS["export_int8" if int8 else "export_fp32"]),
+                            int8=int8, eval_path=settings.eval, data_options=settings.data, force=True, **values)
+    report = export_bundle(export, log=lambda m: _log(f"  {m}"))
+    accuracy = (report.get("accuracy") or {}).get("onnx_int8" if int8 else "onnx_fp32") or {}
+    return {"accuracy": accuracy.get("accuracy"), "bytes": report["sizes"]["int8_bytes" if int8 else "fp32_bytes"],
+            "max_abs_logit_diff": report["parity"]["max_abs_logit_diff"]}
+
+
+def run_baseline_stage(settings, out: Path) -> dict:
+    from .data import load_labelled, subsample
+    from .evaluation import model_labels
+    from .pipeline_baseline import run_baseline
+
+    teach = settings.teach_settings()
+    labels = model_labels(out / "teacher") if (out / "teacher").is_dir() else None
+    train = load_labelled(settings.train, settings.data, labels=labels)
+    train = subsample(train, teach["max_train_samples"], teach["seed"])
+    dev = load_labelled(settings.eval, settings.data, labels=train.label_names)
+    report = run_baseline(train, dev, settings.baseline_settings(), out / "baseline")
+    return {"accuracy": report["final_eval"]["accuracy"], "features": report["features"]}
+
+
+# ---------------------------------------------------------------- the run
+
+def active_stages(settings) -> list[str]:
+    return [s for s in STAGES if s != "baseline" or settings.baseline_settings()["enabled"]]
+
+
+def checkpoint_exists(out: Path, stage: str) -> bool:
+    from .teacher import checkpoint_dir_for
+    from .training import last_checkpoint
+
+    return stage in ("teacher", "student") and last_checkpoint(checkpoint_dir_for(out / stage)) is not None
+
+
+def run_pipeline(settings, log=_log, callbacks: dict | None = None) -> dict:
+    """Run (or skip) every stage; returns report.json's dict. callbacks: {stage: [TrainerCallback]}
+    for the two training stages."""
+    from .pipeline_report import build_report, format_table
+    from .pipeline_state import PipelineState, fingerprint, path_digest
+
+    out = Path(settings.out)
+    out.mkdir(parents=True, exist_ok=True)
+    state = PipelineState(out)
+    files = input_files(settings)
+    stages = active_stages(settings)
+    digests, summary, report = {}, {}, None
+    for number, stage in enumerate(stages, 1):
+        inputs = stage_inputs(stage, settings, files, digests)
+        stage_fingerprint = fingerprint(inputs)
+        output = out / OUTPUTS[stage]
+        tag = f"[{number}/{len(stages)}] {stage}"
+        if not settings.force and state.is_current(stage, stage_fingerprint, output):
+            record = state.get(stage)
+            digests[stage] = record["digest"]
+            summary[stage] = {"status": "skipped", "seconds": record.get("seconds"), "summary": record.get("summary")}
+            log(f"{tag}: unchanged, skipped ({output})")
+            continue
+        record = state.get(stage)
+        resume = bool(record and record.get("status") == "running" and record.get("fingerprint") == stage_fingerprint
+                      and not settings.force and checkpoint_exists(out, stage))
+        reason = "--force" if settings.force else state.why_run(stage, stage_fingerprint, inputs, output)
+        log(f"{tag}: running ({reason}{', resuming from its last checkpoint' if resume else ''}) -> {output}")
+        state.start(stage, stage_fingerprint, inputs)
+        started = time.time()
+        try:
+            if stage == "teacher":
+                result = run_teacher(settings, out, resume, (callbacks or {}).get("teacher", ()))
+            elif stage == "student":
+                result = run_student(settings, out, resume, (callbacks or {}).get("student", ()))
+            elif stage.startswith("export"):
+                result = run_export(settings, out, int8=stage == "export_int8")
+            elif stage == "baseline":
+                result = run_baseline_stage(settings, out)
+            else:
+                summary[stage] = {"status": "ran", "seconds": None}
+                report = build_report(settings, out, summary, log)
+                result = {"rows": len(report["rows"])}
+        except Exception as error:
+            raise PipelineError(f"stage {stage} failed: {type(error).__name__}: {error}") from error
+        seconds = time.time() - started
+        digests[stage] = path_digest(output)
+        state.finish(stage, digests[stage], seconds, result)
+        summary[stage] = {"status": "ran", "seconds": round(seconds, 2), "summary": result}
+        details = ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
+                            for k, v in result.items() if v is not None)
+        log(f"{tag}: done in {seconds:.0f} s" + (f" ({details})" if details else ""))
+    if report is None:
+        import json
+        report = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    log("")
+    log(format_table(report))
+    log(f"\nreport: {out / 'report.md'}, {out / 'report.json'}; plots: {out / 'plots'}")
+    return report
+
+
+# ---------------------------------------------------------------- the command
+
+FLAG_KEYS = {  # flag -> the keys it sets
+    "model": [("teach", "model")],
+    "teacher_epochs": [("teach", "epochs")],
+    "student_epochs": [("student", "epochs")],
+    "layers": [("student", "layers")],
+    "max_train_samples": [("teach", "max_train_samples")],
+    "max_length": [("teach", "max_length")],
+    "seed": [("teach", "seed")],
+    "extend_vocab": [("teach", "extend_vocab")],
+    "unlabeled": [("student", "unlabeled")],
+}
+DATA_FLAGS = {"data_format": "format", "text_column": "text_column", "label_column": "label_column",
+              "label_names": "label_names", "skip_bad_rows": "skip_bad_rows"}
+
+
+def flags_from(ctx, kwargs: dict) -> dict:
+    """{section: {key: value}} for the flags given on the command line (not their defaults)."""
+    from click.core import ParameterSource
+
+    given = {name for name in kwargs if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE}
+    flags: dict = {"": {k: kwargs[k] for k in ("train", "eval", "out") if k in given and kwargs[k]}}
+    for name, targets in FLAG_KEYS.items():
+        if name in given:
+            for section, key in targets:
+                flags.setdefault(section, {})[key] = kwargs[name]
+    for name, key in DATA_FLAGS.items():
+        if name in given:
+            flags.setdefault("data", {})[key] = kwargs[name]
+    if "no_baseline" in given:
+        flags.setdefault("baseline", {})["enabled"] = False
+    return flags
+
+
+@click.command("pipeline", context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("--train", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Labelled training file (or `train` in --config).")
+@click.option("--eval", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Labelled evaluation file: every artifact is scored on it (or `eval` in --config).")
+@click.option("--out", type=click.Path(file_okay=False), default=None,
+              help="Output directory for every stage and the report (or `out` in --config).")
+@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="TOML file with [data] [teach] [student] [export] [baseline] [report] tables "
+                   "(see examples/pipeline.toml); flags override it.")
+@click.option("--set", "assignments", multiple=True, metavar="SECTION.KEY=VALUE",
+              help="Override any setting, e.g. --set student.temperature=4 (repeatable; applied last).")
+@click.option("--model", default=None, metavar="NAME_OR_PATH", help="Base checkpoint of the teacher (teach.model).")
+@click.option("--teacher-epochs", type=float, default=None, help="teach.epochs")
+@click.option("--student-epochs", type=float, default=None, help="student.epochs")
+@click.option("--layers", type=int, default=None, help="student.layers")
+@click.option("--max-train-samples", type=int, default=None,
+              help="teach.max_train_samples (the student and the baseline use the same rows).")
+@click.option("--max-length", type=int, default=None, help="teach.max_length (the student inherits it).")
+@click.option("--seed", type=int, default=None, help="teach.seed (the student inherits it).")
+@click.option("--extend-vocab", is_flag=True, default=False, help="teach.extend_vocab = true.")
+@click.option("--unlabeled", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="student.unlabeled: raw texts the teacher labels (transfer data).")
+@click.option("--no-baseline", is_flag=True, default=False, help="Skip the TF-IDF + linear SVM row.")
+@click.option("--force", is_flag=True, default=False, help="Rerun every stage, even unchanged ones.")
+@click.option("--quiet", is_flag=True, default=False, help="No training progress bars.")
+@data_options
+@click.pass_context
+def pipeline_command(ctx, config_file, assignments, force, quiet, **kwargs):
+    """Labelled file -> teacher -> student -> fp32 and int8 ONNX bundles -> report card.
+
+    Runs teach, student, export (fp32 and int8) and the TF-IDF + linear SVM baseline, then scores
+    every artifact on --eval through the engine it runs on (torch, onnxruntime, the numpy runtime),
+    one thread, side by side: OUT/report.md, OUT/report.json and OUT/plots/*.png. A stage whose
+    settings and inputs did not change since its last successful run is skipped, so running the
+    same command again continues after an interruption. Settings: defaults < --config < flags.
+    """
+    from .pipeline_config import PipelineConfigError, build_settings
+
+    try:
+        settings = build_settings(config_file, flags_from(ctx, kwargs), assignments, force=force, progress=not quiet)
+        run_pipeline(settings)
+    except (PipelineConfigError, PipelineError) as error:
+        raise click.ClickException(str(error)) from error
+
+
+if __name__ == "__main__":
+    sys.exit(pipeline_command())

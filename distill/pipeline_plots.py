@@ -1,0 +1,113 @@
+"""The report card's PNG plots (matplotlib Figure objects rendered with Agg; no pyplot state):
+
+    accuracy_vs_size.png        one point per artifact, size on disk (log scale)
+    accuracy_vs_throughput.png  one point per artifact and engine, sentences/s on one thread (log)
+    training_curves.png         loss and eval accuracy per epoch, teacher and student
+    confusion_int8.png          the int8 student's confusion matrix (numpy runtime)
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+COLOURS = {"teacher": "tab:blue", "student": "tab:orange", "student-fp32": "tab:green",
+           "student-int8": "tab:red", "baseline": "tab:gray"}
+MARKERS = {"torch": "o", "onnxruntime": "s", "numpy": "D", "scikit-learn": "^"}
+
+
+def _figure(width=6.4, height=4.4):
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width, height), dpi=100)
+
+
+def _label(row: dict, with_engine: bool) -> str:
+    from .pipeline_report import ENGINE_NAMES
+
+    return f"{row['name']} ({ENGINE_NAMES[row['engine']]})" if with_engine else row["name"]
+
+
+def _scatter(rows, x_key: str, x_label: str, title: str, path: Path, scale: float = 1.0, with_engine=True):
+    fig = _figure()
+    ax = fig.add_subplot()
+    for row in rows:
+        ax.scatter(row[x_key] * scale, 100 * row["accuracy"], s=60, color=COLOURS.get(row["artifact"], "black"),
+                   marker=MARKERS.get(row["engine"], "o"), label=_label(row, with_engine), zorder=3)
+    ax.set_xscale("log")
+    ax.set_xlabel(x_label)
+    ax.set_ylabel("accuracy on the eval file (%)")
+    ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    low = min(100 * r["accuracy"] for r in rows)
+    ax.set_ylim(max(0.0, low - 5), min(100.0, max(100 * r["accuracy"] for r in rows) + 3))
+    fig.tight_layout()
+    fig.savefig(path, format="png")
+    return path
+
+
+def plot_accuracy_vs_size(report: dict, path: Path) -> Path:
+    """One point per artifact: a bundle's row is the numpy runtime's (what ships)."""
+    rows = [r for r in report["rows"] if r["engine"] != "onnxruntime"]
+    return _scatter(rows, "size_bytes", "size on disk (MB, log scale)", "Accuracy against size", path,
+                    scale=1e-6, with_engine=False)
+
+
+def plot_accuracy_vs_throughput(report: dict, path: Path) -> Path:
+    return _scatter(report["rows"], "samples_per_second", "CPU throughput, one thread (sentences/s, log scale)",
+                    "Accuracy against throughput", path)
+
+
+def epoch_series(model_dir: Path) -> list[dict]:
+    report = Path(model_dir) / "training.json"
+    return json.loads(report.read_text(encoding="utf-8")).get("epochs", []) if report.is_file() else []
+
+
+def plot_training_curves(out: Path, path: Path) -> Path:
+    """Left: training loss (solid) and eval loss (dashed) per epoch; right: eval accuracy."""
+    from matplotlib.ticker import MaxNLocator
+
+    fig = _figure(10, 4)
+    loss_ax, acc_ax = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
+    for name, colour in (("teacher", COLOURS["teacher"]), ("student", COLOURS["student"])):
+        epochs = epoch_series(out / name)
+        if not epochs:
+            continue
+        x = [e["epoch"] for e in epochs]
+        train_label = f"{name} train loss" + (" (KD + CE)" if name == "student" else " (CE)")
+        for key, style, label in (("train_loss", "-", train_label), ("eval_loss", "--", f"{name} eval loss (CE)")):
+            points = [(xi, e[key]) for xi, e in zip(x, epochs) if e.get(key) is not None]
+            if points:
+                loss_ax.plot(*zip(*points), style, marker="o", color=colour, label=label)
+        points = [(xi, 100 * e["accuracy"]) for xi, e in zip(x, epochs) if e.get("accuracy") is not None]
+        if points:
+            acc_ax.plot(*zip(*points), "-", marker="o", color=colour, label=name)
+    loss_ax.set_title("Loss per epoch")
+    acc_ax.set_title("Eval accuracy per epoch")
+    loss_ax.set_ylabel("loss")
+    acc_ax.set_ylabel("accuracy (%)")
+    for ax in (loss_ax, acc_ax):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlabel("epoch")
+        ax.grid(True, alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, format="png")
+    return path
+
+
+def write_plots(report: dict, out: Path, plots_dir: Path) -> list[Path]:
+    from .metrics import plot_confusion_matrix
+
+    plots_dir.mkdir(parents=True, exist_ok=True)
+    written = [plot_accuracy_vs_size(report, plots_dir / "accuracy_vs_size.png"),
+               plot_accuracy_vs_throughput(report, plots_dir / "accuracy_vs_throughput.png"),
+               plot_training_curves(out, plots_dir / "training_curves.png")]
+    int8 = next((r for r in report["rows"] if r["artifact"] == "student-int8" and r["engine"] == "numpy"), None)
+    if int8:
+        path = plots_dir / "confusion_int8.png"
+        plot_confusion_matrix(int8["eval"], path, title=f"int8 student, numpy runtime (accuracy "
+                                                        f"{int8['accuracy']:.3f}, n={int8['eval']['n']})")
+        written.append(path)
+    return written
