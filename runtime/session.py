@@ -7,10 +7,14 @@
 At load the session checks that every node's op is known and that the graph is in
 topological order (before anything runs), then folds every node whose inputs are all
 constants (weight DequantizeLinear, weight transposes, shape arithmetic on constants) and
-prepares constant weights (Gemm's transposed B, MatMulInteger's widened B). At run time it
-frees each intermediate after its last use and lets elementwise ops write into a dying input
-whose buffer nothing else can see. `run` keeps no state between calls, so one Session may be
-used from several threads at once.
+prepares constant weights (Gemm's transposed B, MatMulInteger's widened B cut into exact
+chunks), with a few rewrites that change no value (see `Session._specialise`). At run time
+it frees each intermediate after its last use and lets elementwise ops write into a dying
+input whose buffer nothing else can see (`Session._reusable`). `run` keeps no state between
+calls, so one Session may be used from several threads at once.
+
+Malformed or unsupported models raise `runtime.onnx.ModelError` at load; bad feeds raise
+ValueError/TypeError; an op failing at run time raises RuntimeError naming the node.
 """
 from __future__ import annotations
 
@@ -109,6 +113,7 @@ def _too_big_to_fold(node: Node, args: list) -> bool:
 
 
 def _root(a) -> int:
+    """Identity of the buffer an array views (numpy collapses view chains to the owner)."""
     base = getattr(a, "base", None)
     return id(a if base is None else base)
 
