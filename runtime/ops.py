@@ -392,8 +392,8 @@ def slice_(x, starts, ends, axes=None, steps=None):
         end = end + dim if end < 0 else end
         if step > 0:                         # clamp like ONNX: [0, dim] forward
             start, end = min(max(start, 0), dim), min(max(end, 0), dim)
-        else:                                # [-1, dim-1] backward, -1 meaning "before 0"
-            start, end = min(max(start, -1), dim - 1), min(max(end, -1), dim - 1)
+        else:                                # start in [0, dim-1], end in [-1, dim-1] backward
+            start, end = min(max(start, 0), dim - 1), min(max(end, -1), dim - 1)
         index[axis] = slice(start, None if end < 0 else end, step)
     return x[tuple(index)]
 
