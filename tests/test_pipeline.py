@@ -1,0 +1,369 @@
+"""`distill pipeline` end to end on a tiny local model, stage skipping and resuming, settings
+precedence, and `distill teach --extend-vocab`."""
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from transformers import TrainerCallback
+
+from distill.cli import main
+from distill.pipeline import run_pipeline
+from distill.pipeline_config import PipelineConfigError, build_settings, parse_assignment
+from distill.pipeline_report import ROWS
+from distill.savedir import dir_size_bytes
+from tiny import make_reviews, make_tiny_model, write_csv
+
+ROOT = Path(__file__).resolve().parent.parent
+STAGES = ["teacher", "student", "export_fp32", "export_int8", "baseline", "report"]
+PNG = b"\x89PNG\r\n\x1a\n"
+
+CONFIG = """
+train = "train.csv"
+eval = "dev.csv"
+out = "run"
+
+[teach]
+model = "base"
+epochs = 4
+lr = 5e-3
+batch_size = 16
+max_length = 32
+
+[student]
+layers = 1
+epochs = 2
+lr = 5e-3
+batch_size = 16
+augment_factor = 1
+
+[export]
+max_accuracy_drop = 100.0   # 30 eval rows: one flipped label is 3.3 points
+"""
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models gain nothing from two threads on a shared 2-core machine."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    """A directory with a tiny 2-layer base model, 80 training and 30 eval rows, pipeline.toml."""
+    root = tmp_path_factory.mktemp("pipeline")
+    make_tiny_model(root / "base", layers=2)
+    write_csv(root / "train.csv", make_reviews(80, seed=1))
+    write_csv(root / "dev.csv", make_reviews(30, seed=2))
+    (root / "pipeline.toml").write_text(CONFIG, encoding="utf-8")
+    return root
+
+
+def run(project, out, sets=(), callbacks=None, lines=None):
+    """Run the pipeline from project/pipeline.toml into `out`; (report, log lines)."""
+    lines = [] if lines is None else lines
+    settings = build_settings(str(project / "pipeline.toml"), {"": {"out": str(out)}}, sets, progress=False)
+    report = run_pipeline(settings, log=lines.append, callbacks=callbacks)
+    return report, lines
+
+
+def statuses(lines) -> dict:
+    """{stage: 'ran' | 'skipped'} from the progress lines."""
+    found = {}
+    for line in lines:
+        for stage in STAGES:
+            if line.startswith("[") and f"] {stage}: " in line:
+                if "skipped" in line:
+                    found[stage] = "skipped"
+                elif ": done in" in line:
+                    found[stage] = "ran"
+    return found
+
+
+class InterruptAtFirstSave(TrainerCallback):
+    """Stops training like Ctrl-C right after the first epoch's checkpoint is written."""
+
+    def on_save(self, args, state, control, **kwargs):
+        raise KeyboardInterrupt
+
+
+@pytest.fixture(scope="module")
+def finished(project):
+    """The pipeline interrupted during the student's training (after its first epoch), then run
+    again to the end: (out, report, lines of the first run, lines of the second, state between)."""
+    out = project / "run"
+    first = []
+    with pytest.raises(KeyboardInterrupt):
+        run(project, out, callbacks={"student": [InterruptAtFirstSave()]}, lines=first)
+    between = {"state": read(out / "pipeline.json")["stages"],
+               "checkpoints": sorted(p.name for p in (out / "student.checkpoints").glob("checkpoint-*")),
+               "student_exists": (out / "student").exists()}
+    report, second = run(project, out)
+    return out, report, first, second, between
+
+
+def copy_of(finished, tmp_path) -> Path:
+    return Path(shutil.copytree(finished[0], tmp_path / "run"))
+
+
+def read(path):
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+# ---------------------------------------------------------------- end to end
+
+def test_every_artifact_report_and_plot_exists(finished):
+    out, report = finished[:2]
+    assert (out / "teacher" / "model.safetensors").is_file() and (out / "student" / "model.safetensors").is_file()
+    for bundle, quantization in (("student-fp32", None), ("student-int8", "int8-dynamic")):
+        for name in ("model.onnx", "vocab.txt", "runtime.json", "export.json"):
+            assert (out / bundle / name).is_file(), (bundle, name)
+        assert read(out / bundle / "runtime.json").get("quantization") == quantization
+    assert (out / "baseline" / "model.pkl").is_file()
+    for name in ("report.md", "report.json", "pipeline.json"):
+        assert (out / name).is_file()
+    plots = {"accuracy_vs_size.png", "accuracy_vs_throughput.png", "training_curves.png", "confusion_int8.png"}
+    assert {Path(p).name for p in report["plots"]} == plots
+    for name in plots:
+        assert (out / "plots" / name).read_bytes()[:8] == PNG
+    assert [(r["name"], r["artifact"], r["engine"]) for r in report["rows"]] == list(ROWS)
+
+
+def test_table_numbers_equal_the_stage_reports(finished):
+    out, report = finished[:2]
+    rows = {(r["artifact"], r["engine"]): r for r in report["rows"]}
+    teacher, student = read(out / "teacher" / "training.json"), read(out / "student" / "training.json")
+    fp32, int8 = read(out / "student-fp32" / "export.json"), read(out / "student-int8" / "export.json")
+    baseline = read(out / "baseline" / "baseline.json")
+    expected = {("teacher", "torch"): teacher["final_eval"], ("student", "torch"): student["final_eval"],
+                ("student-fp32", "onnxruntime"): fp32["accuracy"]["onnx_fp32"],
+                ("student-int8", "onnxruntime"): int8["accuracy"]["onnx_int8"],
+                ("baseline", "scikit-learn"): baseline["final_eval"]}
+    for key, stage in expected.items():
+        assert rows[key]["accuracy"] == stage["accuracy"], key
+        assert rows[key]["macro_f1"] == pytest.approx(stage["macro_f1"], abs=1e-12), key
+    assert rows["teacher", "torch"]["parameters"] == teacher["parameters"]
+    for engine in ("onnxruntime", "numpy"):
+        assert rows["student-int8", engine]["parameters"] == student["parameters"]
+    assert rows["baseline", "scikit-learn"]["parameters"] == baseline["parameters"]
+    for (artifact, _), row in rows.items():
+        assert row["size_bytes"] == dir_size_bytes(out / artifact)
+        assert row["samples_per_second"] > 0
+        assert row["retention"] == pytest.approx(row["accuracy"] / rows["teacher", "torch"]["accuracy"])
+    # the numpy runtime computes the fp32 bundle as onnxruntime does
+    assert report["agreement"]["student-fp32: numpy runtime vs onnxruntime"] == 1.0
+    # report.md shows the same figures
+    markdown = (out / "report.md").read_text(encoding="utf-8")
+    for row in report["rows"]:
+        assert f"| {row['name']} |" in markdown and f"{100 * row['accuracy']:.2f}%" in markdown
+
+
+# ---------------------------------------------------------------- skipping, resuming
+
+def test_rerun_without_changes_skips_every_stage(finished, tmp_path):
+    out = copy_of(finished, tmp_path)
+    before = (out / "report.json").read_bytes()
+    _, lines = run(finished[0].parent, out)
+    assert statuses(lines) == {stage: "skipped" for stage in STAGES}
+    assert (out / "report.json").read_bytes() == before
+
+
+def test_a_changed_setting_reruns_only_the_stages_it_affects(finished, tmp_path):
+    out = copy_of(finished, tmp_path)
+    teacher_weights = (out / "teacher" / "model.safetensors").read_bytes()
+    report, lines = run(finished[0].parent, out, sets=["baseline.C=2", "export.weight_type=qint8"])
+    assert statuses(lines) == {"teacher": "skipped", "student": "skipped", "export_fp32": "skipped",
+                               "export_int8": "ran", "baseline": "ran", "report": "ran"}
+    assert any("changed: settings.weight_type" in line for line in lines)
+    assert read(out / "student-int8" / "export.json")["quantization"]["weight_type"] == "qint8"
+    assert read(out / "baseline" / "baseline.json")["settings"]["C"] == 2.0
+    assert (out / "teacher" / "model.safetensors").read_bytes() == teacher_weights
+
+
+def test_an_interrupted_pipeline_resumes(finished):
+    out, report, first, second, between = finished
+    assert statuses(first) == {"teacher": "ran"}
+    assert between["state"]["teacher"]["status"] == "done" and between["state"]["student"]["status"] == "running"
+    assert between["checkpoints"] and not between["student_exists"]    # atomic save: no half-written model
+    assert statuses(second) == {"teacher": "skipped", **{stage: "ran" for stage in STAGES[1:]}}
+    assert any("student: running (interrupted, resuming from its last checkpoint)" in line for line in second)
+    student = read(out / "student" / "training.json")
+    assert student["resumed_from"] and student["resumed_from"].endswith(between["checkpoints"][-1])
+    assert student["epochs"][-1]["epoch"] == 2
+    assert not (out / "student.checkpoints").exists()
+    assert {name: r["status"] for name, r in read(out / "pipeline.json")["stages"].items()} == \
+        {stage: "done" for stage in STAGES}
+
+
+# ---------------------------------------------------------------- settings
+
+def test_config_file_flags_and_set_precedence(project, monkeypatch, tmp_path):
+    config = tmp_path / "sub" / "p.toml"
+    config.parent.mkdir()
+    shutil.copy(project / "train.csv", config.parent / "train.csv")
+    config.write_text(f'train = "train.csv"\neval = "{project / "dev.csv"}"\nout = "out"\n'
+                      '[data]\ntext-column = "text"\nlabel_column = "label"\n'
+                      '[teach]\nepochs = 2\nseed = 7\n[student]\nlayers = 1\nlayer_map = [0]\n'
+                      '[export]\nweight_type = "qint8"\n', encoding="utf-8")
+    seen = {}
+    monkeypatch.setattr("distill.pipeline.run_pipeline", lambda settings: seen.update(s=settings))
+    args = ["pipeline", "--config", str(config), "--teacher-epochs", "5", "--layers", "2",
+            "--set", "student.layer_map=[0, 1]", "--set", "student.temperature=3", "--set", "export.per_channel=true"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    s = seen["s"]
+    assert Path(s.train) == config.parent / "train.csv" and Path(s.out) == config.parent / "out"  # file-relative
+    teach, student = s.teach_settings(), s.student_settings()
+    assert teach["epochs"] == 5.0 and teach["seed"] == 7          # flag over file; file over default
+    assert teach["lr"] == 5e-5                                      # default
+    assert student["layers"] == 2 and student["layer_map"] == (0, 1) and student["temperature"] == 3.0
+    assert student["seed"] == 7                                     # inherited from [teach]
+    assert s.export_settings(int8=True)["weight_type"] == "qint8" and s.export_settings(int8=True)["per_channel"]
+    assert "weight_type" not in s.export_settings(int8=False)     # the fp32 export ignores int8 settings
+    assert s.data.text_column == "text"
+
+    # a flag left at its default does not override the file; one given does; --set beats flags
+    config.write_text(config.read_text().replace('text-column = "text"', 'text_column = "review"'))
+    CliRunner().invoke(main, ["pipeline", "--config", str(config)])
+    assert seen.pop("s").data.text_column == "review"
+    CliRunner().invoke(main, ["pipeline", "--config", str(config), "--text-column", "text",
+                              "--teacher-epochs", "5", "--set", "teach.epochs=9"])
+    assert seen["s"].data.text_column == "text" and seen["s"].teach_settings()["epochs"] == 9.0
+
+
+@pytest.mark.parametrize("text,message", [
+    ('[teach]\nepoch = 2\n', "unknown key 'epoch' in [teach]; valid keys:"),
+    ('[teacher]\nepochs = 2\n', "unknown section [teacher]"),
+    ('[teach]\nout = "x"\n', "unknown key 'out' in [teach]"),
+    ('[student]\nlayers = "two"\n', "student.layers: expected an integer"),
+    ('[report]\nplots = 1\n', "report.plots: expected true or false"),
+    ('[teach\n', "not valid TOML"),
+])
+def test_bad_config_files_name_the_problem(project, tmp_path, text, message):
+    config = tmp_path / "bad.toml"
+    config.write_text(f'train = "{project / "train.csv"}"\neval = "{project / "dev.csv"}"\nout = "o"\n{text}')
+    with pytest.raises(PipelineConfigError, match=re.escape(message)):
+        build_settings(str(config), {})
+
+
+def test_missing_inputs_and_set_syntax(project):
+    with pytest.raises(PipelineConfigError, match="missing --eval, --out"):
+        build_settings(None, {"": {"train": str(project / "train.csv")}})
+    with pytest.raises(PipelineConfigError, match="expected SECTION.KEY=VALUE"):
+        parse_assignment("student.layers")
+    assert parse_assignment("student.layer_map=[0, 2]") == ("student", "layer_map", [0, 2])
+    assert parse_assignment("teach.model=some/dir") == ("teach", "model", "some/dir")
+
+
+# ---------------------------------------------------------------- --extend-vocab
+
+NEW_CHARS = "鑫燚犇龘"   # not in the tiny vocabulary (tests/tiny.py CJK list)
+
+
+def test_extend_vocabulary_adds_tokens_and_mean_initialises_rows(tmp_path):
+    import torch
+
+    from distill.predict import load_model_dir
+    from distill.vocab_extend import extend_vocabulary
+
+    base = make_tiny_model(tmp_path / "base")
+    model, tokenizer, _ = load_model_dir(base)
+    old = model.get_input_embeddings().weight.detach().clone()
+    assert all(tokenizer.convert_tokens_to_ids(c) == tokenizer.unk_token_id for c in NEW_CHARS)
+    texts = [f"the film {NEW_CHARS[:2]} was great", f"好{NEW_CHARS[2:]}", "tokenizationism tokenizationism"]
+    new_tokenizer, report = extend_vocabulary(model, tokenizer, texts, words=1)
+    added = report["vocab_after"] - report["vocab_before"]
+    assert report["added_cjk_characters"] == 4 and report["added_words"] == 1 and added == 5
+    assert report["training_words_with_unk_before"] == 4 and report["training_words_with_unk_after"] == 0
+    weight = model.get_input_embeddings().weight.detach()
+    assert weight.shape == (old.shape[0] + added, old.shape[1]) and model.config.vocab_size == weight.shape[0]
+    assert torch.equal(weight[: old.shape[0]], old)                      # old rows untouched
+    ids = new_tokenizer.convert_tokens_to_ids(list(NEW_CHARS))
+    assert ids == list(range(old.shape[0], old.shape[0] + 4))            # appended in first-seen order
+    for i in ids:
+        assert torch.allclose(weight[i], old.mean(dim=0))
+    word_id = new_tokenizer.convert_tokens_to_ids("tokenizationism")
+    pieces = [t.id for t in tokenizer.backend_tokenizer.model.tokenize("tokenizationism")]
+    assert len(pieces) > 1 and torch.allclose(weight[word_id], old[pieces].mean(dim=0))
+    assert new_tokenizer.tokenize(f"a{NEW_CHARS[0]}b") == ["a", NEW_CHARS[0], "b"]
+
+
+def test_teach_extend_vocab_saves_a_tokenizer_that_splits_new_characters(tmp_path):
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    base = make_tiny_model(tmp_path / "base")
+    rows = make_reviews(24, seed=1) + [(f"这部电影{NEW_CHARS[0]}很好", "positive"), (f"{NEW_CHARS[1]}很不好", "negative")]
+    train = write_csv(tmp_path / "train.csv", rows)
+    result = CliRunner().invoke(main, ["teach", "--train", str(train), "--model", str(base), "--out",
+                                       str(tmp_path / "t"), "--epochs", "1", "--extend-vocab", "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert "vocabulary extended:" in result.output
+    report = read(tmp_path / "t" / "training.json")
+    extension = report["vocab_extension"]
+    assert extension["added_cjk_characters"] == 2 and report["config"]["extend_vocab"] is True
+    vocab = (tmp_path / "t" / "vocab.txt").read_text(encoding="utf-8").splitlines()
+    assert len(vocab) == extension["vocab_after"] and vocab[-2:] == [NEW_CHARS[0], NEW_CHARS[1]]
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "t")
+    ids = tokenizer(f"好{NEW_CHARS[0]}", add_special_tokens=False)["input_ids"]
+    assert ids[-1] == len(vocab) - 2 and tokenizer.unk_token_id not in ids
+    model = AutoModelForSequenceClassification.from_pretrained(tmp_path / "t")
+    assert model.get_input_embeddings().weight.shape[0] == len(vocab)
+
+
+def test_extend_vocab_refuses_a_frozen_encoder(tmp_path, reviews_csv):
+    train, _ = reviews_csv
+    result = CliRunner().invoke(main, ["teach", "--train", str(train), "--model", str(tmp_path), "--out",
+                                       str(tmp_path / "t"), "--extend-vocab", "--freeze-encoder"])
+    assert result.exit_code != 0 and "--freeze-encoder" in result.output
+
+
+# ---------------------------------------------------------------- the command line
+
+def test_pipeline_help_is_instant_and_lists_the_options():
+    code = ("import sys\nfrom click.testing import CliRunner\nfrom distill.cli import main\n"
+            "r = CliRunner().invoke(main, ['pipeline', '--help'])\nassert r.exit_code == 0, r.output\n"
+            "print(r.output)\nprint(sorted(m for m in ('torch', 'transformers', 'sklearn', 'onnx') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    for option in ("--train", "--eval", "--out", "--config", "--set", "--force", "--text-column"):
+        assert option in done.stdout
+    assert done.stdout.strip().splitlines()[-1] == "[]"
+
+
+# ---------------------------------------------------------------- bench/run.py thucnews (CI size)
+
+@pytest.mark.slow
+def test_thucnews_bench_runs_the_pipeline_on_a_tiny_chinese_vocabulary_model(shared_data, tmp_path):
+    out = tmp_path / "thucnews"
+    cmd = [sys.executable, "bench/run.py", "thucnews", "--data", str(shared_data), "--out", str(out),
+           "--n-train", "200", "--n-eval", "60", "--tiny-layers", "2", "--tiny-hidden", "32",
+           "--teacher-epochs", "1", "--student-epochs", "1", "--set", "export.max_accuracy_drop=100",
+           "--set", "student.augment_factor=0"]
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    bench = read(out / "bench.json")
+    tiny = bench["tiny_model"]     # the shared vocabulary file's damage, measured
+    assert tiny["lines"] == 21128 and tiny["crlf_lines"] >= 21127 and tiny["distinct_tokens"] == 6456
+    vocab = (out / "tiny-chinese-bert" / "vocab.txt").read_text(encoding="utf-8").splitlines()
+    assert len(vocab) == len(set(vocab)) == tiny["tokens_kept"] == 6456 - tiny["tokens_with_inner_space"]
+    assert all(len(t.split()) == 1 and t == t.strip() for t in vocab)
+    teacher = read(out / "teacher" / "training.json")
+    extension = teacher["vocab_extension"]
+    assert extension["added_cjk_characters"] > 100 and extension["training_words_with_unk_after"] == 0
+    assert teacher["labels"] == (shared_data / "thucnews" / "class.txt").read_text().split()
+    report = read(out / "report.json")
+    assert len(report["rows"]) == 7 and report["eval"]["rows"] == 60
+    assert report["agreement"]["student-fp32: numpy runtime vs onnxruntime"] == 1.0
+    bundle_vocab = (out / "student-int8" / "vocab.txt").read_text(encoding="utf-8").splitlines()
+    assert bundle_vocab == (out / "student" / "vocab.txt").read_text(encoding="utf-8").splitlines()
+    assert len(bundle_vocab) == extension["vocab_after"]
