@@ -131,7 +131,8 @@ def test_mean_pool_ignores_padding():
 
 def test_prompt_teacher_reproduces_scale_times_cosine(files, prompt_dir):
     """The saved directory's logits = scale * cos(mean-pooled text, label embedding), the label
-    embedding being the normalised mean of the description and the class's rows."""
+    embedding being the normalised mean of the description and the normalised centroid of the
+    class's rows."""
     report = json.loads((prompt_dir / "training.json").read_text())
     shots = report["few_shot"]
     assert shots["method"] == "prompt" and report["data"]["train_class_counts"] == [4, 4]
@@ -141,7 +142,8 @@ def test_prompt_teacher_reproduces_scale_times_cosine(files, prompt_dir):
     rows = per_class_sample(load_labelled(files["train"]), 4, seed=42)
     descriptions = _unit(mean_pooled(str(files["model"]), list(shots["label_descriptions"].values())))
     embedded = _unit(mean_pooled(str(files["model"]), rows.texts))
-    centres = _unit(descriptions + np.stack([embedded[np.asarray(rows.labels) == k].sum(0) for k in (0, 1)]))
+    centroids = _unit(np.stack([embedded[np.asarray(rows.labels) == k].mean(0) for k in (0, 1)]))
+    centres = _unit(descriptions + centroids)
     texts = [t for t, _ in make_reviews(12, seed=9)]
     want = shots["logit_scale"] * _unit(mean_pooled(str(files["model"]), texts)) @ centres.T
     np.testing.assert_allclose(saved_logits(prompt_dir, texts), want, atol=1e-5 * shots["logit_scale"])
@@ -201,7 +203,7 @@ def test_leave_one_out_cosines_match_recomputation():
     got = leave_one_out_cosines(desc, rows, y)
     for i in range(len(y)):
         keep = np.arange(len(y)) != i
-        centres = label_embeddings(desc, rows[keep], y[keep], 2)
+        centres = label_embeddings(desc, rows[keep], y[keep])
         np.testing.assert_allclose(got[i], rows[i] @ centres.T, atol=1e-12)
 
 
