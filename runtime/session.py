@@ -25,6 +25,7 @@ import numpy as np
 
 from .graph import DTYPE_NAMES, DTYPES, Graph, Model, Node, ValueInfo
 from .onnx import ModelError, load
+from .fusion import fuse
 from .ops import INPLACE, OPS
 from .ops_quant import dynamic_quantize_linear_shifted, prepare_matmul_integer
 
@@ -121,7 +122,8 @@ def _root(a) -> int:
 class Session:
     """An onnxruntime-shaped executor: `Session(path).run(output_names, feeds)`."""
 
-    def __init__(self, model):
+    def __init__(self, model, fuse: bool = True):
+        self.fuse = fuse
         if not isinstance(model, Model):
             model = load(model)
         self.model = model
@@ -173,7 +175,7 @@ class Session:
         used = {n for node in remaining for n in node.inputs} | {o.name for o in graph.outputs}
         return {k: v for k, v in constants.items() if k in used}, remaining
 
-    def _specialise(self, nodes: List[Node]) -> Dict[int, Any]:
+    def _specialise(self, nodes: List[Node], fns: Dict[int, Any]) -> Dict[int, Any]:
         """Per node index, a function replacing OPS[op_type] (the node's inputs may be
         rewritten to match). Every rewrite computes the same values as the graph says:
         - Gemm with a constant B and transB=1 gets B transposed once, at load;
@@ -181,8 +183,10 @@ class Session:
         - a MatMulInteger whose only reader is a Cast to float returns that float directly
           (the exact integer, rounded once, as the Cast would);
         - a DynamicQuantizeLinear whose y only feeds such MatMulIntegers, together with its
-          zero point, hands them y - zero_point as float32 (the same integers)."""
-        fns: Dict[int, Any] = {}
+          zero point, hands them y - zero_point as float32 (the same integers).
+        `fns` arrives holding the fused nodes' functions (runtime.fusion)."""
+        fns = dict(fns)
+        prepared = set()
         readers: Dict[str, list] = {}
         for i, node in enumerate(nodes):
             for p, name in enumerate(node.inputs):
@@ -200,9 +204,10 @@ class Session:
                 has_b_zero = len(node.inputs) > 3 and bool(node.inputs[3])
                 if not has_b_zero or const[3] is not None:
                     fns[i] = prepare_matmul_integer(const[1], const[3] if has_b_zero else None)
+                    prepared.add(i)
                     node.inputs = [node.inputs[0], node.inputs[2] if len(node.inputs) > 2 else ""]
-        for i, fn in fns.items():
-            out = nodes[i].outputs[0]
+        for i in prepared:
+            fn, out = fns[i], nodes[i].outputs[0]
             uses = readers.get(out, [])
             if out not in outputs and len(uses) == 1 and nodes[uses[0][0]].op_type == "Cast" \
                     and nodes[uses[0][0]].attrs.get("to") == 1:
@@ -213,7 +218,7 @@ class Session:
             y, zero = node.outputs[0], node.outputs[2]
             uses = readers.get(y, [])
             if y in outputs or not uses or any(
-                    j not in fns or p != 0 or nodes[j].inputs[1] != zero for j, p in uses):
+                    j not in prepared or p != 0 or nodes[j].inputs[1] != zero for j, p in uses):
                 continue
             shifted = y + "::shifted"
             node.outputs = [shifted] + node.outputs[1:]
@@ -226,8 +231,12 @@ class Session:
     def _plan(self, nodes: List[Node]) -> List[Step]:
         nodes = [Node(n.op_type, list(n.inputs), list(n.outputs), dict(n.attrs), n.name, n.domain)
                  for n in nodes]
-        fns = self._specialise(nodes)
         keep = {o.name for o in self._outputs}
+        fused: Dict[int, Any] = {}
+        if self.fuse:
+            nodes, by_id = fuse(nodes, self._constants, keep)
+            fused = {i: by_id[id(n)] for i, n in enumerate(nodes) if id(n) in by_id}
+        fns = self._specialise(nodes, fused)
         last_use = {}
         for i, node in enumerate(nodes):
             for name in node.inputs:
@@ -241,8 +250,9 @@ class Session:
                            and n not in keep and last_use.get(n) == i})
             dying = [p for p, n in enumerate(node.inputs) if n in free]
             attrs = {} if i in fns else node.attrs
-            steps.append(Step(node, fns.get(i, OPS[node.op_type]), inputs, attrs, free, dying,
-                              node.op_type in INPLACE and bool(dying)))
+            fn = fns.get(i, OPS.get(node.op_type))
+            inplace = node.op_type in INPLACE or getattr(fn, "inplace", False)
+            steps.append(Step(node, fn, inputs, attrs, free, dying, inplace and bool(dying)))
         # outputs nobody reads (e.g. LayerNormalization's Mean) are dropped right away
         read = {n for s in steps for n in s.node.inputs} | keep
         for s in steps:
