@@ -20,37 +20,52 @@ def _int_range(dtype) -> tuple:
 
 # ---------------------------------------------------------------- quantize / dequantize
 def _range_and_scale(x):
-    lo = np.float32(min(0.0, float(x.min()))) if x.size else np.float32(0)
-    hi = np.float32(max(0.0, float(x.max()))) if x.size else np.float32(0)
+    """-> (x_min, x_max, scale, zero_point as float32): the range widened to include 0."""
+    x_min = np.float32(x.min()) if x.size else np.float32(0)
+    x_max = np.float32(x.max()) if x.size else np.float32(0)
+    lo, hi = min(np.float32(0), x_min), max(np.float32(0), x_max)
     # The all-zero input has no range; like onnxruntime, use scale 1 (y and zero point are 0
     # either way, so downstream values do not depend on this choice).
     scale = np.float32(1.0) if hi == lo else np.float32(hi - lo) / np.float32(255)
     zero_point = np.float32(np.rint(np.clip(np.float32(0) - lo / scale, 0, 255)))
-    return scale, zero_point
+    return x_min, x_max, scale, zero_point
 
 
-def _quantize(x, scale, low, high):
-    """clip(rint(x / scale), low, high) as float32 (three whole-array passes measured faster
-    than cache-sized blocks here: np.clip's per-call cost is high)."""
-    y = np.divide(x, scale, dtype=np.float32)
+def _quantize(x, x_min, x_max, scale, low, high, out=None):
+    """clip(rint(x / scale), low, high) as float32, written to out (which may be x).
+    Division by a positive scale and rint are monotone, so y's extremes are those of x
+    divided and rounded: when they lie inside [low, high], nothing needs clipping (and
+    np.clip, a whole extra pass, is skipped)."""
+    y = np.divide(x, scale, out=out, dtype=np.float32)
     np.rint(y, out=y)                            # half to even
-    return np.clip(y, low, high, out=y)
+    if x.size and (np.rint(x_min / scale) < low or np.rint(x_max / scale) > high):
+        np.clip(y, low, high, out=y)
+    return y
+
+
+def _writable_out(x, out):
+    return out if out is not None and out.dtype == np.float32 and out.shape == x.shape else None
 
 
 def dynamic_quantize_linear(x):
     """x float32 -> (y uint8, y_scale float32 scalar, y_zero_point uint8 scalar)."""
-    scale, zero_point = _range_and_scale(x)
-    y = _quantize(x, scale, -zero_point, np.float32(255) - zero_point)
+    x_min, x_max, scale, zero_point = _range_and_scale(x)
+    y = _quantize(x, x_min, x_max, scale, -zero_point, np.float32(255) - zero_point)
     y += zero_point
     return y.astype(np.uint8), np.array(scale, np.float32), np.array(zero_point, np.uint8)
 
 
-def dynamic_quantize_linear_shifted(x):
+def dynamic_quantize_linear_shifted(x, out=None):
     """DynamicQuantizeLinear for MatMulInteger consumers that subtract its zero point:
-    (float32 y - y_zero_point, y_scale, y_zero_point), the same integers as float32."""
-    scale, zero_point = _range_and_scale(x)
-    y = _quantize(x, scale, -zero_point, np.float32(255) - zero_point)
+    (float32 y - y_zero_point, y_scale, y_zero_point), the same integers as float32.
+    `out` (a dying float32 buffer of x's shape, possibly x) receives the first result."""
+    x_min, x_max, scale, zero_point = _range_and_scale(x)
+    y = _quantize(x, x_min, x_max, scale, -zero_point, np.float32(255) - zero_point,
+                  _writable_out(x, out))
     return y, np.array(scale, np.float32), np.array(zero_point, np.uint8)
+
+
+dynamic_quantize_linear_shifted.inplace = True
 
 
 def _per_axis(param: np.ndarray, rank: int, axis: int) -> np.ndarray:

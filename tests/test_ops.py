@@ -368,6 +368,23 @@ def test_dynamic_quantize_linear_ties_and_saturation():
     assert y.max() == 255
 
 
+def test_dynamic_quantize_linear_saturates_when_the_rounded_range_overflows():
+    """rint(max / scale) + zero point can reach 256 when both sit near .5: y must saturate
+    (the runtime skips np.clip only when the rounded extremes are already in range)."""
+    lo, hi = np.float32(-0.034169212), np.float32(0.7234958)
+    scale = np.float32(hi - lo) / np.float32(255)
+    zero = np.rint(np.float32(0) - lo / scale)
+    assert np.rint(hi / scale) + zero == 256             # the case this test is about
+    x = np.concatenate([[lo, hi], randn(50) * 0.2]).astype(np.float32).clip(lo, hi)
+    y, y_scale, y_zero = dynamic_quantize_linear(x)
+    ref = ReferenceEvaluator(one_node("DynamicQuantizeLinear", [x], outputs=3)[0]).run(None, {"in0": x})
+    for got, want in zip((y, y_scale, y_zero), ref):
+        np.testing.assert_array_equal(got, want)
+    assert y.max() == 255 and y[1] == 255
+    shifted, _, _ = dynamic_quantize_linear_shifted(x, out=x.copy())
+    np.testing.assert_array_equal(shifted, y.astype(np.float32) - np.float32(y_zero))
+
+
 def test_dynamic_quantize_linear_all_zero_matches_onnxruntime():
     import onnxruntime as ort
 
