@@ -5,7 +5,10 @@ Two measures over fresh interpreters, minimum and median of --runs each:
 - `-X importtime`'s cumulative time of the `runtime` package imported after numpy
   (everything runtime pulls in beyond numpy: tokenizer, classifier, json, unicodedata, ...).
 The minimum is the figure on an idle machine; the median shows the noise of a shared one.
-Run: .venv/bin/python bench/bench_import.py [--runs 21]
+With --bundle DIR (repeatable) it also times `Classifier.load(DIR)` in fresh interpreters
+(after `import runtime`; issue 5: under 1 s for the int8 SST-2 bundle), split into reading
+model.onnx and building the Session.
+Run: .venv/bin/python bench/bench_import.py [--runs 21] [--bundle models/sst2-student-int8]
 """
 from __future__ import annotations
 
@@ -43,6 +46,25 @@ def importtime_ms(code: str, module: str) -> float:
     raise RuntimeError(f"{module} not in -X importtime output")
 
 
+LOAD = """
+import time, runtime, runtime.session, runtime.onnx
+t0 = time.perf_counter()
+clf = runtime.Classifier.load({bundle!r})
+t1 = time.perf_counter()
+runtime.onnx.load({model!r})
+t2 = time.perf_counter()
+print((t1 - t0) * 1000, (t2 - t1) * 1000)
+"""
+
+
+def load_ms(bundle: Path) -> tuple:
+    """(Classifier.load ms, runtime.onnx.load ms of model.onnx) in a fresh interpreter."""
+    code = LOAD.format(bundle=str(bundle), model=str(bundle / "model.onnx"))
+    out = subprocess.run([sys.executable, "-c", code], check=True, env=ENV, cwd=ROOT,
+                         capture_output=True, text=True).stdout.split()
+    return float(out[0]), float(out[1])
+
+
 def summary(values) -> str:
     return f"min {min(values):6.1f} ms  median {statistics.median(values):6.1f} ms"
 
@@ -50,7 +72,10 @@ def summary(values) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=21)
-    runs = parser.parse_args().runs
+    parser.add_argument("--bundle", type=Path, action="append", default=[],
+                        help="also time Classifier.load of this bundle")
+    args = parser.parse_args()
+    runs = args.runs
     wall_ms("import numpy, runtime, runtime.session")  # warm the file cache, write .pyc files
     numpy, both, added, session = [], [], [], []
     for _ in range(runs):  # interleaved, so load changes hit both sides alike
@@ -64,6 +89,12 @@ def main() -> None:
     print(f"wall  difference (runtime over numpy):          {summary(diff)}")
     print(f"-X importtime: runtime after numpy:             {summary(added)}")
     print(f"-X importtime: runtime.session (lazy, on load): {summary(session)}")
+    for bundle in args.bundle:
+        times = [load_ms(bundle.resolve()) for _ in range(max(3, runs // 3))]
+        size = (bundle / "model.onnx").stat().st_size / 1e6
+        print(f"Classifier.load({bundle}) ({size:.1f} MB model.onnx): "
+              f"{summary([t[0] for t in times])}; of which reading model.onnx alone "
+              f"{summary([t[1] for t in times])}")
     shutil.rmtree(ENV["PYTHONPYCACHEPREFIX"], ignore_errors=True)
     print(f"{runs} fresh interpreters per row; limit: import runtime adds at most 50 ms; "
           f"load average now {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")

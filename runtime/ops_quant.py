@@ -138,9 +138,12 @@ def column_chunks(bf: np.ndarray) -> list:
     B is then an integer float32 holds exactly, whatever order BLAS adds in. Real weights
     rarely need more than one chunk."""
     k = bf.shape[0]
-    prefix = np.zeros((k + 1, bf.shape[1]))
-    np.cumsum(np.abs(bf), axis=0, dtype=np.float64, out=prefix[1:])
     limit = (EXACT_F32 - 1) / A_BOUND
+    magnitude = np.abs(bf).astype(np.float64)
+    if k == 0 or bf.shape[1] == 0 or magnitude.sum(axis=0).max() <= limit:
+        return [0, k]                             # the usual case: one chunk (a cheap check)
+    prefix = np.zeros((k + 1, bf.shape[1]))
+    np.cumsum(magnitude, axis=0, out=prefix[1:])
     bounds = [0]
     while bounds[-1] < k:
         start = bounds[-1]
