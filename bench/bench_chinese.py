@@ -15,7 +15,9 @@
    of the numpy runtime against onnxruntime (issue 5 bounds: fp32 1e-4; int8 5e-3 and the
    same labels), and every MatMulInteger the int8 graph runs, checked against exact integer
    arithmetic (float64 products of the integer operands taken from the ONNX initializers,
-   exact below 2^53) on the real activations, inner dimensions 768 and 3072.
+   exact below 2^53) on the real activations, inner dimensions 768 and 3072. For scale, also
+   onnxruntime with graph optimisations off against its default session, and with
+   --diagnose N bench_parity's per-node diagnosis of the int8 graph on N short batches.
 Writes JSON to bench/results/.
 """
 from __future__ import annotations
@@ -39,7 +41,8 @@ import numpy as np  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
-from bench_parity import BOUNDS, classifier_batches, compare, describe, logits_of, ort_session  # noqa: E402
+from bench_parity import (BOUNDS, classifier_batches, compare, describe, diagnose, logits_of,  # noqa: E402
+                          ort_session)
 from bench_runtime import DATA  # noqa: E402
 
 SHAPE = dict(num_hidden_layers=12, hidden_size=768, num_attention_heads=12, intermediate_size=3072,
@@ -140,6 +143,7 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--check-batches", type=int, default=4,
                     help="batches whose MatMulIntegers are checked against exact arithmetic (0: all)")
+    ap.add_argument("--diagnose", type=int, default=0, help="int8: batches for the per-node diagnosis")
     ap.add_argument("--rebuild", action="store_true", help="build and export again")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     args = ap.parse_args(argv)
@@ -183,17 +187,29 @@ def main(argv=None) -> int:
         t1 = time.perf_counter()
         theirs = logits_of(lambda f: ort.run(None, f)[0], batches, n, width)
         t2 = time.perf_counter()
+        ort_plain = ort_session(bundle / "model.onnx", optimise=False)
+        plain = logits_of(lambda f: ort_plain.run(None, f)[0], batches, n, width)
         c = compare(ours, theirs, BOUNDS[kind])
         entry = {"bundle": str(bundle), "model_mb": (bundle / "model.onnx").stat().st_size / 1e6,
                  "load_s": load_s, "numpy_s": t1 - t0, "onnxruntime_s": t2 - t1,
                  "numpy_vs_onnxruntime": c, "logit_std": float(theirs.std()),
+                 "onnxruntime_vs_itself_unoptimised": compare(plain, theirs, BOUNDS[kind]),
                  "meets_issue_bound": c["max_abs_logit_diff"] <= BOUNDS[kind]
                  and (kind == "fp32" or c["label_agreement"] == 1.0)}
-        print(f"{bundle} ({entry['model_mb']:.0f} MB, loaded in {load_s:.2f} s), {n} titles, "
+        print(f"{bundle} ({entry['model_mb']:.0f} MB, loaded in {load_s:.2f} s), {n} titles, logit std "
+              f"{entry['logit_std']:.3g}, "
               f"{len(batches)} batches; one pass each: numpy {n / (t1 - t0):.1f} titles/s, "
               f"onnxruntime {n / (t2 - t1):.1f} titles/s (ratio {(t2 - t1) / (t1 - t0):.2f}x, "
               f"load average {os.getloadavg()[0]:.1f})")
         print(describe("numpy vs onnxruntime", c))
+        print(describe("onnxruntime unoptimised vs optimised", entry["onnxruntime_vs_itself_unoptimised"]))
+        if kind == "int8" and args.diagnose:
+            short = batches[:args.diagnose]
+            d = entry["diagnosis"] = diagnose(bundle / "model.onnx", short, args.diagnose)
+            print(f"  per node, recomputed from onnxruntime's inputs ({len(short)} batches): "
+                  + ", ".join(f"{op} {s['bit_identical']}/{s['nodes']}" for op, s in d["per_op_teacher_forced"].items()
+                              if op in ("DynamicQuantizeLinear", "MatMulInteger", "Erf", "LayerNormalization",
+                                        "MatMul", "Softmax")) + " bit-identical")
         if kind == "int8":
             picked = batches if not args.check_batches else batches[::max(1, len(batches) // args.check_batches)][:args.check_batches]
             checks = check_integer_matmuls(clf.session, picked)
