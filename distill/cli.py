@@ -105,11 +105,12 @@ def teach_options(f):
                      help="With --few-shot: N rows per class drawn (seeded) from --train; 0: zero-shot "
                           "(prompt), the file then only names the labels."),
         click.option("--template", default=None,
-                     help="prompt: label description with {label} (default 'This review is {label}.'); "
-                          "pet: cloze pattern with {text} and [MASK] (default '{text} It was [MASK].')."),
+                     help="prompt, contrastive: label description with {label} (default 'This review "
+                          "is {label}.'); pet: cloze pattern with {text} and [MASK] (default '{text} It "
+                          "was [MASK].')."),
         click.option("--label-descriptions", type=click.Path(exists=True, dir_okay=False), default=None,
-                     help="prompt: one description per label (label<TAB>description lines, or one line "
-                          "per label in label order), instead of --template."),
+                     help="prompt, contrastive: one description per label (label<TAB>description "
+                          "lines, or one line per label in label order), instead of --template."),
         click.option("--logit-scale", type=float, default=None,
                      help="prompt: logits = scale * cosine (a temperature). Default: fitted on the "
                           "labelled rows (leave-one-out); zero-shot 50."),

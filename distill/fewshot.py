@@ -2,8 +2,8 @@
 
 - prompt (fewshot_prompt.py): label descriptions from a template, cosine similarity of
   mean-pooled embeddings; no gradient steps.
-- contrastive (fewshot_contrastive.py): SetFit-style pair fine-tuning of the encoder, then a
-  logistic-regression head on the tuned embeddings.
+- contrastive (fewshot_contrastive.py): SetFit-style pair fine-tuning of the encoder (the label
+  descriptions join the rows), then a logistic-regression head on the tuned embeddings.
 - pet (fewshot_pet.py): cloze pattern + verbaliser on a masked-language model, then PET's own
   last step, a sequence classifier trained on the cloze model's soft labels.
 
@@ -24,7 +24,8 @@ from .data import LabelledData, load_labelled
 from .teacher import TeachConfig, TeachError, default_teacher_path
 
 METHODS = ("prompt", "contrastive", "pet")
-DEFAULT_TEMPLATES = {"prompt": "This review is {label}.", "pet": "{text} It was [MASK]."}
+DEFAULT_TEMPLATES = {"prompt": "This review is {label}.", "contrastive": "This review is {label}.",
+                     "pet": "{text} It was [MASK]."}
 
 
 class FewShotError(TeachError):
@@ -42,7 +43,7 @@ def check_few_shot(config: TeachConfig) -> None:
     method = config.few_shot
     if method not in METHODS:
         raise FewShotError(f"--few-shot must be one of {', '.join(METHODS)}, not {method!r}")
-    only = {"label_descriptions": ("--label-descriptions", ("prompt",)),
+    only = {"label_descriptions": ("--label-descriptions", ("prompt", "contrastive")),
             "logit_scale": ("--logit-scale", ("prompt",)),
             "pairs": ("--pairs", ("contrastive",)),
             "verbalizer": ("--verbalizer", ("pet",)),
@@ -50,8 +51,6 @@ def check_few_shot(config: TeachConfig) -> None:
     for field, (flag, methods) in only.items():
         if getattr(config, field) is not None and method not in methods:
             raise FewShotError(f"{flag} applies to --few-shot {' or '.join(methods)}, not {method}")
-    if config.template is not None and method == "contrastive":
-        raise FewShotError("--template applies to --few-shot prompt or pet, not contrastive")
     unsupported = {"freeze_encoder": config.freeze_encoder, "resume": config.resume,
                    "early_stopping": config.early_stopping is not None,
                    "class_weights": config.class_weights != "none", "resample": config.resample != "none",

@@ -2,7 +2,12 @@
 
 1. Pairs from the few labelled rows: half similar (two different rows of one class, target
    cosine 1), half dissimilar (rows of two classes, target 0); seeded. Default 40 per row, as
-   SetFit's 20 iterations of one positive and one negative pair per sentence.
+   SetFit's 20 iterations of one positive and one negative pair per sentence. The label
+   descriptions of `--few-shot prompt` (--template, default "This review is {label}.", or
+   --label-descriptions; none for numeric labels without either) join the rows as one more
+   example of their label, in the pairs and in the head: they carry the zero-shot prior. (On
+   SST-2, 16 rows per class, seed 0: 72.0% dev accuracy with them, 68.8% without; SetFit's own
+   settings, lr 2e-5 and batch 16, gave 68.9%.)
 2. The encoder is fine-tuned so the cosine similarity of the two rows' mean-pooled embeddings
    matches the target (mean squared error: sentence-transformers' CosineSimilarityLoss).
 3. A multinomial logistic regression (L2, C = HEAD_C as scikit-learn counts it) is fitted on the
@@ -140,24 +145,30 @@ def contrastive_teacher(config, source: str, train: LabelledData, dev) -> dict:
     missing = [name for k, name in enumerate(labels) if not (y == k).any()]
     if missing:
         raise FewShotError(f"{train.path}: no labelled rows for {', '.join(missing)}")
-    n_pairs = config.pairs or PAIRS_PER_ROW * len(train)
+    from .fewshot_prompt import label_descriptions
+
+    descriptions = label_descriptions(config, labels, required=False) or []
+    texts = list(train.texts) + descriptions
+    y = np.concatenate([y, np.arange(len(descriptions))]).astype(np.int64)
+    n_pairs = config.pairs or PAIRS_PER_ROW * len(texts)
     pairs = make_pairs(y, n_pairs, config.seed)
     encoder, tokenizer = load_encoder(source)
-    history = tune_encoder(encoder, tokenizer, train.texts, pairs, config, progress=config.progress)
-    x = normalise(embed_texts(encoder, tokenizer, train.texts, config.max_length, config.eval_batch_size))
+    history = tune_encoder(encoder, tokenizer, texts, pairs, config, progress=config.progress)
+    x = normalise(embed_texts(encoder, tokenizer, texts, config.max_length, config.eval_batch_size))
     weights, bias = fit_logistic_regression(x, y, len(labels), seed=config.seed)
     model, head = linear_head_model(encoder, weights, bias, labels)
 
     from .predict import predict_logits
-    saved = predict_logits(model, tokenizer, train.texts, config.max_length, config.eval_batch_size)
+    saved = predict_logits(model, tokenizer, texts, config.max_length, config.eval_batch_size)
     direct = direct_logits(x, weights, bias)
     few_shot = {"method": "contrastive", "shots_per_class": config.shots, "rows": len(train),
+                "label_descriptions": dict(zip(labels, descriptions)) if descriptions else None,
                 "pairs": {"total": int(len(pairs)), "similar": int(pairs[:, 2].sum()),
                           "dissimilar": int(len(pairs) - pairs[:, 2].sum()), "seed": config.seed},
                 "contrastive_epochs": config.contrastive_epochs, "loss": "MSE(cos(u, v), same class)",
                 "classifier": {"type": "logistic regression on normalised mean-pooled embeddings",
                                "C": HEAD_C, "train_accuracy": float((direct.argmax(1) == y).mean())},
-                "head": head, "head_check": {"texts": len(train), "max_abs_logit_diff":
+                "head": head, "head_check": {"texts": len(texts), "max_abs_logit_diff":
                                              float(np.abs(saved - direct).max())}}
     return {"model": model, "tokenizer": tokenizer, "few_shot": few_shot, "epochs": history,
             "train_seconds": time.time() - start}

@@ -66,13 +66,18 @@ def read_label_descriptions(path, labels: list[str]) -> list[str]:
     return [text.replace("{label}", name) for text, name in zip(texts, labels)]
 
 
-def label_descriptions(config, labels: list[str]) -> list[str]:
+def label_descriptions(config, labels: list[str], required: bool = True) -> list[str] | None:
+    """One description per label from --label-descriptions or the template. Numeric labels
+    cannot be described by a template: an error, or None when not `required` and neither
+    --template nor --label-descriptions was given."""
     if config.label_descriptions:
         return read_label_descriptions(config.label_descriptions, labels)
     template = template_for(config)
     if "{label}" not in template:
         raise FewShotError(f"--template {template!r} has no {{label}} placeholder")
     if all(_NUMBER.fullmatch(name) for name in labels):
+        if not required and config.template is None:
+            return None
         raise FewShotError(f"the labels are numbers ({', '.join(labels)}): a description such as "
                            f"{template.replace('{label}', labels[0])!r} says nothing; name them with "
                            "--label-names FILE or describe them with --label-descriptions FILE")

@@ -282,8 +282,10 @@ def test_contrastive_teacher_end_to_end(files, tmp_path):
                                   strict=False)
     from transformers import AutoTokenizer
     tokenizer = AutoTokenizer.from_pretrained(out)
-    x = _unit(_mean_pooled_with(tuned_encoder, tokenizer, rows.texts))
-    W, b = fit_logistic_regression(x, np.asarray(rows.labels), 2)
+    descriptions = ["This review is negative.", "This review is positive."]   # join the rows
+    assert shots["label_descriptions"] == dict(zip(["negative", "positive"], descriptions))
+    x = _unit(_mean_pooled_with(tuned_encoder, tokenizer, rows.texts + descriptions))
+    W, b = fit_logistic_regression(x, np.concatenate([rows.labels, [0, 1]]), 2)
     texts = [t for t, _ in make_reviews(10, seed=11)]
     want = _unit(_mean_pooled_with(tuned_encoder, tokenizer, texts)) @ W.T + b
     np.testing.assert_allclose(saved_logits(out, texts), want, atol=1e-4)
@@ -367,6 +369,7 @@ def test_pet_teacher_end_to_end(files, tmp_path):
 
 @pytest.mark.parametrize("extra, message", [
     (["--few-shot", "prompt", "--pairs", "10"], "--pairs applies to --few-shot contrastive"),
+    (["--few-shot", "pet", "--label-descriptions", __file__], "--label-descriptions applies to --few-shot prompt or contrastive"),
     (["--few-shot", "contrastive", "--shots", "0"], "zero-shot"),
     (["--few-shot", "prompt", "--freeze-encoder"], "--freeze-encoder: not used by --few-shot"),
     (["--few-shot", "contrastive", "--verbalizer", "a=b"], "--verbalizer applies to --few-shot pet"),
