@@ -44,6 +44,31 @@ class Step:
     free: List[str] = field(default_factory=list)          # values whose last use is here
     dying: List[int] = field(default_factory=list)         # input positions freed here
     inplace: bool = False
+    # filled by Session._plan for the run loop: the argument list with constants in place
+    # (trailing omitted inputs dropped), the (position, name) of the values to fetch, the
+    # keyword arguments with `opset`/`num_outputs` included, the positions `out=` may reuse
+    template: List[Any] = field(default_factory=list)
+    slots: List[Any] = field(default_factory=list)
+    call_kwargs: Dict[str, Any] = field(default_factory=dict)
+    reuse: List[int] = field(default_factory=list)
+
+    def prepare(self, opset: int) -> None:
+        args = [None if x is None or x[0] == "v" else x[1] for x in self.inputs]
+        while args and args[-1] is None and self.inputs[len(args) - 1] is None:
+            args.pop()
+        self.template = args
+        self.slots = [(p, x[1]) for p, x in enumerate(self.inputs) if x is not None and x[0] == "v"]
+        kwargs = dict(self.kwargs)
+        extras = getattr(self.fn, "extras", ())
+        if "opset" in extras:
+            kwargs["opset"] = opset
+        if "num_outputs" in extras and "num_outputs" not in kwargs:
+            kwargs["num_outputs"] = len(self.node.outputs)
+        self.call_kwargs = kwargs
+        if self.node.op_type == "Pow":                      # only the base's buffer can hold x^y
+            self.reuse = [0] if 0 in self.dying else []
+        else:
+            self.reuse = list(self.dying)
 
 
 def check_ops(graph: Graph) -> None:
@@ -253,6 +278,7 @@ class Session:
             fn = fns.get(i, OPS.get(node.op_type))
             inplace = node.op_type in INPLACE or getattr(fn, "inplace", False)
             steps.append(Step(node, fn, inputs, attrs, free, dying, inplace and bool(dying)))
+            steps[-1].prepare(self.opset)
         # outputs nobody reads (e.g. LayerNormalization's Mean) are dropped right away
         read = {n for s in steps for n in s.node.inputs} | keep
         for s in steps:
@@ -306,53 +332,68 @@ class Session:
         env: Dict[str, Any] = dict(self._check_feeds(feeds))
         foreign = {_root(a) for a in env.values()}       # the caller's buffers: never written
         live: Dict[int, int] = {}                        # buffer -> live values viewing it
-        opset = self.opset
+        reusable = self._reusable
         for step in self._steps:
-            args = [None if x is None else x[1] if x[0] == "c" else env[x[1]] for x in step.inputs]
-            kwargs = step.kwargs
+            args = step.template.copy()
+            for position, name in step.slots:
+                args[position] = env[name]
+            kwargs = step.call_kwargs
             if step.inplace:
-                out = self._reusable(step, args, live, foreign)
+                out = reusable(step, args, live, foreign)
                 if out is not None:
                     kwargs = dict(kwargs, out=out)
             try:
-                results = _call(step.fn, args, kwargs, step.node, opset)
+                results = step.fn(*args, **kwargs)
             except Exception as e:
                 node = step.node
                 raise RuntimeError(f"{node.op_type} node {node.name!r} failed: "
                                    f"{type(e).__name__}: {e}") from e
             del args
+            if not isinstance(results, tuple):
+                results = (results,)
             for name, value in zip(step.node.outputs, results):
                 if name:
                     env[name] = value
-                    key = _root(value)
+                    base = getattr(value, "base", None)
+                    key = id(value if base is None else base)
                     live[key] = live.get(key, 0) + 1
             for name in step.free:
                 value = env.pop(name, None)
                 if value is not None:
-                    key = _root(value)
-                    if live.get(key, 0) <= 1:
+                    base = getattr(value, "base", None)
+                    key = id(value if base is None else base)
+                    count = live.get(key, 0)
+                    if count <= 1:
                         live.pop(key, None)
                     else:
-                        live[key] -= 1
+                        live[key] = count - 1
         return [env[n] if n in env else self._constants[n] for n in wanted]
 
     @staticmethod
     def _reusable(step: Step, args: list, live: Dict[int, int], foreign: set):
         """A dying input buffer the elementwise op may overwrite, or None."""
-        arrays = [a for a in args if a is not None]
-        dtype = arrays[0].dtype
-        if any(a.dtype != dtype for a in arrays) and step.node.op_type != "Pow":
+        first = args[0]
+        if first is None:
             return None
-        positions = [0] if step.node.op_type == "Pow" else step.dying
-        shape = arrays[0].shape if len(arrays) == 1 else np.broadcast_shapes(*(a.shape for a in arrays))
-        for p in positions:
-            if p not in step.dying:
+        dtype = first.dtype
+        shape = first.shape
+        pow_ = step.node.op_type == "Pow"
+        for a in args[1:]:
+            if a is None:
                 continue
+            if a.dtype != dtype and not pow_:
+                return None
+            other = a.shape
+            if other != shape and not (len(other) <= len(shape) and (
+                    other == shape[len(shape) - len(other):] or a.size == 1)):
+                shape = np.broadcast_shapes(shape, other)        # (a bias or scalar keeps shape)
+        for p in step.reuse:
             a = args[p]
             if not isinstance(a, np.ndarray) or a.shape != shape or a.dtype != dtype or \
                     not a.flags.writeable or not a.flags.c_contiguous:
                 continue
-            key = _root(a)
+            base = a.base
+            key = id(a if base is None else base)
             if key in foreign or live.get(key, 0) != 1:
                 continue
             return a
