@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
-# The README's demo: labelled reviews -> teacher -> evaluation report.
-# Run through `make demo` (which sets up .venv first); outputs go to models/demo/.
+# The README's demo: labelled reviews -> teacher -> student -> int8 bundle -> report card, then
+# the numpy-only runtime classifies a few sentences. Run through `make demo` (which sets up .venv
+# first); outputs go to models/demo/ (report.md, plots/, student-int8/ ...). Running it again
+# skips every stage whose settings and inputs did not change.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-out=models/demo
-mkdir -p "$out"
 
-distill teach --train examples/reviews_train.csv --eval examples/reviews_test.csv \
-  --out "$out/teacher" --epochs 6 --lr 1e-4 --batch-size 16 --max-length 64 --force --quiet
+distill pipeline --config examples/pipeline.toml --quiet
 
-distill eval "$out/teacher" --data examples/reviews_test.csv \
-  --json "$out/teacher-eval.json" --plot "$out/teacher-confusion.png"
+python -m runtime models/demo/student-int8 \
+  "Absolutely loved it, the battery lasts for days." \
+  "It broke after two days and support never answered." \
+  "It arrived on Tuesday and does what the box says."
