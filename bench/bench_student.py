@@ -32,9 +32,11 @@ def runs(unlabeled: Path) -> dict[str, list[str]]:
     unl = ["--unlabeled", str(unlabeled), "--augment-factor", "0"]
     return {
         "ce_only": ["--alpha", "0", "--augment-factor", "0", "--epochs", "3"],
+        "ce_only_1_epoch": ["--alpha", "0", "--augment-factor", "0", "--epochs", "1"],
         "kd_labelled": ["--augment-factor", "0", "--epochs", "3"],
         "kd_augment": ["--augment-factor", "2", "--epochs", "1"],
         "kd_unlabeled": [*unl, "--epochs", "1"],
+        "kd_unlabeled_alpha1": [*unl, "--epochs", "1", "--alpha", "1"],
         "kd_unlabeled_random_init": [*unl, "--epochs", "1", "--init", "random"],
         "kd_unlabeled_2_layers": [*unl, "--epochs", "1", "--layers", "2"],
         "kd_unlabeled_trim_vocab": [*unl, "--epochs", "1", "--trim-vocab"],
@@ -44,9 +46,11 @@ def runs(unlabeled: Path) -> dict[str, list[str]]:
 
 DESCRIPTIONS = {
     "ce_only": "CE only, 16k labelled rows, 3 epochs",
+    "ce_only_1_epoch": "CE only, 16k labelled rows, 1 epoch (16k samples)",
     "kd_labelled": "KD (alpha 0.5, T 2), 16k labelled rows, 3 epochs",
     "kd_augment": "KD + augmentation x2 (32k texts), 1 epoch",
     "kd_unlabeled": "KD + 32k unlabelled SST-2 texts, 1 epoch",
+    "kd_unlabeled_alpha1": "as kd_unlabeled, pure KD (alpha 1)",
     "kd_unlabeled_random_init": "as kd_unlabeled, random init",
     "kd_unlabeled_2_layers": "as kd_unlabeled, 2 layers (0,3)",
     "kd_unlabeled_trim_vocab": "as kd_unlabeled, --trim-vocab",
