@@ -8,7 +8,9 @@ At load the session checks that every node's op is known and that the graph is i
 topological order (before anything runs), then folds every node whose inputs are all
 constants (weight DequantizeLinear, weight transposes, shape arithmetic on constants) and
 prepares constant weights (Gemm's transposed B, MatMulInteger's widened B cut into exact
-chunks), with a few rewrites that change no value (see `Session._specialise`). At run time
+chunks), with a few rewrites that change no value (see `Session._specialise`), and replaces
+the erf-GELU chains by one blocked function with bit-identical results (`runtime.fusion`;
+`Session(path, fuse=False)` runs the nodes one by one). At run time
 it frees each intermediate after its last use and lets elementwise ops write into a dying
 input whose buffer nothing else can see (`Session._reusable`). `run` keeps no state between
 calls, so one Session may be used from several threads at once.
@@ -145,7 +147,9 @@ def _root(a) -> int:
 
 
 class Session:
-    """An onnxruntime-shaped executor: `Session(path).run(output_names, feeds)`."""
+    """An onnxruntime-shaped executor: `Session(path).run(output_names, feeds)`.
+
+    `model` is a path or a `runtime.graph.Model`; `fuse=False` turns off load-time fusion."""
 
     def __init__(self, model, fuse: bool = True):
         self.fuse = fuse
