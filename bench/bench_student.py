@@ -75,7 +75,8 @@ def write_unlabeled(train_tsv: Path, path: Path, n_train: int, n_unlabeled: int)
 
 def run_student(name, extra, common, out_dir: Path) -> dict:
     out = out_dir / name
-    cmd = [sys.executable, "-m", "distill.cli", "student", *common, "--out", str(out), *extra]
+    resume = ["--resume"] if list((out_dir / f"{name}.checkpoints").glob("checkpoint-*")) else []
+    cmd = [sys.executable, "-m", "distill.cli", "student", *common, "--out", str(out), *extra, *resume]
     print(f"\n### {name}: {DESCRIPTIONS.get(name, '')}\n$ {' '.join(cmd)}", flush=True)
     start = time.time()
     done = subprocess.run(cmd, capture_output=True, text=True)
