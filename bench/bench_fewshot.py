@@ -204,7 +204,8 @@ def student_run(runs, train_texts, train_labels, drawn: dict) -> dict:
         teach_run(rows_file, DEV, teacher_dir, few_shot=best, seed=0, **extra)
     t_acc = next(r["accuracy"] for r in runs if (r["method"], r["shots"], r["seed"]) == (best, 16, 0))
     if (WORK / "student-int8.json").exists():   # done by an earlier run of this script
-        return student_summary(best, t_acc, "-")
+        how = (WORK / "student-how.txt").read_text().strip() if (WORK / "student-how.txt").exists() else "-"
+        return student_summary(best, t_acc, how)
     rng = np.random.default_rng(0)
     others = np.setdiff1d(np.arange(len(train_texts)), drawn[(16, 0)])
     pick = rng.choice(others, UNLABELED, replace=False)
@@ -225,6 +226,7 @@ def student_run(runs, train_texts, train_labels, drawn: dict) -> dict:
     cli("export", "onnx", WORK / "student", "--out", WORK / "student-int8", "--int8", "--force", "--eval", DEV, *common)
     cli("eval", WORK / "student-int8", "--data", DEV, "--engine", "numpy", "--json", WORK / "student-int8.json", *common)
     how = "distill student" if handled else "distill student in process, head re-initialised"
+    (WORK / "student-how.txt").write_text(how + "\n")
     return student_summary(best, t_acc, how, round(student_s, 1))
 
 
