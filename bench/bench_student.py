@@ -28,7 +28,8 @@ N_TRAIN = 16000
 
 
 def runs(unlabeled: Path) -> dict[str, list[str]]:
-    """name -> extra `distill student` arguments; each trains on ~48k samples (the last on 80k)."""
+    """name -> extra `distill student` arguments; each trains on ~48k samples, except
+    ce_only_1_epoch (16k), default_plus_unlabeled (80k) and defaults (144k)."""
     unl = ["--unlabeled", str(unlabeled), "--augment-factor", "0"]
     return {
         "ce_only": ["--alpha", "0", "--augment-factor", "0", "--epochs", "3"],
@@ -41,6 +42,7 @@ def runs(unlabeled: Path) -> dict[str, list[str]]:
         "kd_unlabeled_2_layers": [*unl, "--epochs", "1", "--layers", "2"],
         "kd_unlabeled_trim_vocab": [*unl, "--epochs", "1", "--trim-vocab"],
         "default_plus_unlabeled": ["--unlabeled", str(unlabeled), "--epochs", "1"],
+        "defaults": [],
     }
 
 
@@ -55,6 +57,7 @@ DESCRIPTIONS = {
     "kd_unlabeled_2_layers": "as kd_unlabeled, 2 layers (0,3)",
     "kd_unlabeled_trim_vocab": "as kd_unlabeled, --trim-vocab",
     "default_plus_unlabeled": "defaults (aug x2) + 32k unlabelled, 1 epoch",
+    "defaults": "all defaults: KD + augmentation x2, 3 epochs (144k samples)",
 }
 
 
