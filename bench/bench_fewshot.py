@@ -160,40 +160,6 @@ def cli(*args) -> str:
     return done.stdout
 
 
-def in_process_student(student_args):
-    """`distill student` run in this process, its pooler and classifier re-initialised after the
-    copy from the teacher (which distill/student.py does not do yet for a teacher marked
-    few_shot_head in config.json: see distill/fewshot_head.py)."""
-    from click.testing import CliRunner
-
-    import distill.student as student_module
-    from distill.cli import main as distill_main
-
-    original = student_module.build_student
-
-    def build_student(teacher, config):
-        student, layer_map, init = original(teacher, config)
-        if getattr(teacher.config, "few_shot_head", None):
-            del student.config.few_shot_head
-            import torch
-            with torch.no_grad():
-                for module in (student.bert.pooler.dense, student.classifier):
-                    module.weight.normal_(0.0, student.config.initializer_range)
-                    module.bias.zero_()
-        return student, layer_map, init
-
-    print("$ distill", " ".join(map(str, student_args)), "  (in process: pooler and classifier re-initialised)",
-          flush=True)
-    student_module.build_student = build_student
-    try:
-        result = CliRunner().invoke(distill_main, [str(a) for a in student_args], catch_exceptions=False)
-    finally:
-        student_module.build_student = original
-    print(result.output[-6000:], flush=True)
-    if result.exit_code != 0:
-        raise SystemExit(f"distill student failed ({result.exit_code})")
-
-
 def student_run(runs, train_texts, train_labels, drawn: dict) -> dict:
     best = max(("prompt", "contrastive"),
                key=lambda m: np.mean([r["accuracy"] for r in runs if r["method"] == m and r["shots"] == 16] or [0]))
@@ -204,8 +170,7 @@ def student_run(runs, train_texts, train_labels, drawn: dict) -> dict:
         teach_run(rows_file, DEV, teacher_dir, few_shot=best, seed=0, **extra)
     t_acc = next(r["accuracy"] for r in runs if (r["method"], r["shots"], r["seed"]) == (best, 16, 0))
     if (WORK / "student-int8.json").exists():   # done by an earlier run of this script
-        how = (WORK / "student-how.txt").read_text().strip() if (WORK / "student-how.txt").exists() else "-"
-        return student_summary(best, t_acc, how)
+        return student_summary(best, t_acc)
     rng = np.random.default_rng(0)
     others = np.setdiff1d(np.arange(len(train_texts)), drawn[(16, 0)])
     pick = rng.choice(others, UNLABELED, replace=False)
@@ -217,23 +182,29 @@ def student_run(runs, train_texts, train_labels, drawn: dict) -> dict:
     student_args = ["student", "--teacher", teacher_dir, "--train", rows_file, "--unlabeled", unlabeled,
                     "--eval", DEV, "--layers", 3, "--epochs", STUDENT_EPOCHS, "--out", WORK / "student", "--force",
                     "--quiet", *common]
-    handled = "few_shot_head" in (ROOT / "distill" / "student.py").read_text()
-    if handled:
-        cli(*student_args)
-    else:
-        in_process_student(student_args)
+    cli(*student_args)      # re-initialises the few-shot teacher's hand-set pooler and classifier
     student_s = time.time() - started
     cli("export", "onnx", WORK / "student", "--out", WORK / "student-int8", "--int8", "--force", "--eval", DEV, *common)
     cli("eval", WORK / "student-int8", "--data", DEV, "--engine", "numpy", "--json", WORK / "student-int8.json", *common)
-    how = "distill student" if handled else "distill student in process, head re-initialised"
-    (WORK / "student-how.txt").write_text(how + "\n")
-    return student_summary(best, t_acc, how, round(student_s, 1))
+    return student_summary(best, t_acc, round(student_s, 1))
 
 
-def student_summary(best: str, t_acc: float, how: str, seconds=None) -> dict:
+def student_head(student: dict) -> str:
+    """How the student's pooler and classifier started, from its training.json (a student made
+    before distill student recorded it was run in process with the head re-initialised there,
+    as its student-how.txt says)."""
+    head = student["distillation"].get("head")
+    if head:
+        return f"distill student: pooler and classifier {head['pooler_classifier']}"
+    how = WORK / "student-how.txt"
+    return how.read_text().strip() if how.exists() else "-"
+
+
+def student_summary(best: str, t_acc: float, seconds=None) -> dict:
     int8 = json.loads((WORK / "student-int8.json").read_text())
     student = json.loads((WORK / "student" / "training.json").read_text())
     fp32 = student["final_eval"]
+    how = student_head(student)
     return {"teacher_method": best, "teacher_accuracy": t_acc,
             "teacher_accuracy_in_student_report": student["comparison"]["teacher"]["accuracy"],
             "student_fp32_accuracy": fp32["accuracy"], "student_int8_accuracy": int8["accuracy"],

@@ -126,16 +126,58 @@ def teacher_key(student_key: str, layer_map: list[int]) -> str:
     return _LAYER_KEY.sub(lambda m: f"{m.group(1)}{layer_map[int(m.group(2))]}{m.group(3)}", student_key, count=1)
 
 
+HEAD_REINIT_REASON = (
+    "the teacher's pooler and classifier are a hand-set mean-pooling cosine head (config.json "
+    "few_shot_head, distill/fewshot_head.py): their extreme weights only reproduce the scores on top "
+    "of the teacher's own pooling layer, and copied into a layer-subset student they blow the logits up")
+
+
+def few_shot_head(model_config) -> str | None:
+    """The teacher's few_shot_head mark (distill/fewshot_head.py), None for a plain teacher."""
+    from .fewshot_head import HEAD_MARK
+
+    mark = getattr(model_config, "few_shot_head", None)
+    if mark not in (None, HEAD_MARK):
+        raise StudentError(f"--teacher: config.json few_shot_head {mark!r} is not a head this version "
+                           f"knows ({HEAD_MARK!r})")
+    return mark
+
+
+def head_init(teacher_config, init: str) -> dict:
+    """How the student's pooler and classifier start, for training.json."""
+    if init == "random":
+        return {"pooler_classifier": "random"}
+    if few_shot_head(teacher_config):
+        return {"pooler_classifier": "reinitialised", "std": teacher_config.initializer_range, "bias": 0.0,
+                "teacher_few_shot_head": few_shot_head(teacher_config), "reason": HEAD_REINIT_REASON}
+    return {"pooler_classifier": "copied"}
+
+
+def reinitialise_head(student) -> None:
+    """Pooler and classifier weights ~ normal(0, initializer_range), biases 0 (BERT's own init)."""
+    import torch
+
+    with torch.no_grad():
+        for layer in (student.bert.pooler.dense, student.classifier):
+            layer.weight.normal_(0.0, student.config.initializer_range)
+            layer.bias.zero_()
+
+
 def build_student(teacher, config: StudentConfig):
     """(student model, layer map, init). The teacher's config with fewer layers (and, when
     asked, narrower); with init 'teacher' every weight is copied: the chosen layers, embeddings,
-    pooler and classifier."""
+    pooler and classifier, except that a few-shot teacher's hand-set pooler and classifier
+    (config few_shot_head) are re-initialised. The student's config never carries few_shot_head:
+    it is a plain BertForSequenceClassification."""
     import copy
 
     import torch
     from transformers import AutoModelForSequenceClassification
 
+    special_head = few_shot_head(teacher.config)
     student_config = copy.deepcopy(teacher.config)
+    if special_head:
+        delattr(student_config, "few_shot_head")
     layer_map = resolve_layer_map(config, teacher.config.num_hidden_layers)
     student_config.num_hidden_layers = len(layer_map)
     narrower = {"hidden_size": config.hidden_size, "intermediate_size": config.intermediate_size,
@@ -156,6 +198,8 @@ def build_student(teacher, config: StudentConfig):
         source = teacher.state_dict()
         state = {key: source[teacher_key(key, layer_map)].clone() for key in student.state_dict()}
         student.load_state_dict(state)
+        if special_head:
+            reinitialise_head(student)
     return student, layer_map, init
 
 
@@ -286,6 +330,7 @@ def distill_student(config: StudentConfig, callbacks=()) -> dict | None:
     check_writable_target(config.out, config.force)
     started = time.time()
     teacher, teacher_tokenizer, labels = load_model_dir(config.teacher)
+    few_shot_head(teacher.config)          # an unknown head mark fails before the teacher pass
     max_length = config.max_length or default_max_length(config.teacher, teacher_tokenizer)
     train, dev, unlabeled, unlabeled_sha = read_student_data(config, labels)
 
@@ -376,7 +421,7 @@ def distill_student(config: StudentConfig, callbacks=()) -> dict | None:
                 "temperature": config.temperature, "alpha": config.alpha, "kd_loss": config.kd_loss,
                 "alpha_weights": "the KD term; (1 - alpha) weights cross-entropy on labelled rows; rows "
                                  "without a label get KD at weight 1",
-                "layer_map": layer_map, "init": init,
+                "layer_map": layer_map, "init": init, "head": head_init(teacher.config, init),
                 "teacher_parameters": teacher_entry["parameters"], "student_parameters": student_entry["parameters"],
                 "teacher_eval": teacher_eval,
                 "teacher_logits": {name: {"rows": len(p["texts"]), "cache_hit": p["hit"], "key": p["key"],

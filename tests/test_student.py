@@ -15,8 +15,8 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer, Trai
 from distill.cli import main
 from distill.data import DataOptions
 from distill.predict import load_model_dir, predict_logits
-from distill.student import (StudentConfig, StudentError, build_student, distill_student, even_layer_map,
-                             teacher_key)
+from distill.student import (HEAD_REINIT_REASON, StudentConfig, StudentError, build_student, distill_student,
+                             even_layer_map, head_init, teacher_key)
 from distill.teacher import TeachConfig, checkpoint_dir_for, teach
 from distill.vocab_trim import trim_vocab, write_vocab_txt
 from tiny import make_reviews, make_tiny_model, write_csv
@@ -86,6 +86,78 @@ def test_layer_selection_copies_exactly_the_chosen_teacher_weights(teacher4, lay
         assert torch.equal(value, t_state[source]), key
     assert {k for k in s_state if "layer." in k} and len(s_state) < len(t_state)
     assert student.config.id2label == teacher.config.id2label
+    assert head_init(teacher.config, init) == {"pooler_classifier": "copied"}   # a plain teacher's head
+
+
+@pytest.fixture(scope="module")
+def few_shot_teacher(tmp_path_factory):
+    """A `distill teach --few-shot prompt` teacher on a random 4-layer tiny encoder (no training):
+    5 layers (the last one pools), a hand-set pooler and classifier, config few_shot_head."""
+    root = tmp_path_factory.mktemp("few_shot")
+    train = write_csv(root / "train.csv", make_reviews(40, seed=1))
+    dev = write_csv(root / "dev.csv", make_reviews(24, seed=2))
+    base = make_tiny_model(root / "encoder", layers=4, seed=3)
+    teach(TeachConfig(train=str(train), model=str(base), out=str(root / "teacher"), few_shot="prompt", shots=4,
+                      progress=False))
+    return {"teacher": root / "teacher", "train": train, "dev": dev}
+
+
+HEAD_KEYS = ("bert.pooler.dense.weight", "bert.pooler.dense.bias", "classifier.weight", "classifier.bias")
+
+
+def test_few_shot_teacher_head_is_reinitialised_not_copied(few_shot_teacher):
+    teacher, _, _ = load_model_dir(few_shot_teacher["teacher"])
+    assert teacher.config.few_shot_head == "mean-pooling" and teacher.config.num_hidden_layers == 5
+    student, layer_map, init = build_student(teacher, StudentConfig(layers=2, seed=7))
+    assert (layer_map, init) == ([0, 2], "teacher")
+    assert "few_shot_head" not in student.config.to_dict() and not hasattr(student.config, "few_shot_head")
+    assert "few_shot_head" in teacher.config.to_dict()                   # the teacher is left as it was
+    t_state, s_state = teacher.state_dict(), student.state_dict()
+    for key, value in s_state.items():                                   # everything else is still copied
+        if key not in HEAD_KEYS:
+            assert torch.equal(value, t_state[teacher_key(key, layer_map)]), key
+    for key in ("bert.pooler.dense.weight", "classifier.weight"):
+        assert not torch.equal(s_state[key], t_state[key]), key
+    assert not s_state["bert.pooler.dense.bias"].any() and not s_state["classifier.bias"].any()
+    # weights ~ normal(0, initializer_range): 32*32 + 2*32 draws, so the sample std is within
+    # 10% (about 5 standard errors) and the mean within 5 standard errors of 0
+    weights = torch.cat([s_state["bert.pooler.dense.weight"].flatten(), s_state["classifier.weight"].flatten()])
+    std = student.config.initializer_range
+    assert abs(weights.std().item() / std - 1) < 0.1
+    assert abs(weights.mean().item()) < 5 * std / len(weights) ** 0.5
+    assert t_state["classifier.weight"].abs().max() > 100 * weights.abs().max()   # the hand-set head is extreme
+    again, _, _ = build_student(teacher, StudentConfig(layers=2, seed=7))           # seeded
+    assert all(torch.equal(again.state_dict()[k], s_state[k]) for k in HEAD_KEYS)
+    record = head_init(teacher.config, init)
+    assert record["pooler_classifier"] == "reinitialised" and record["reason"] == HEAD_REINIT_REASON
+    assert record["std"] == std and record["teacher_few_shot_head"] == "mean-pooling"
+    random_student, _, init = build_student(teacher, StudentConfig(layers=2, init="random"))
+    assert "few_shot_head" not in random_student.config.to_dict()
+    assert head_init(teacher.config, init) == {"pooler_classifier": "random"}
+
+    teacher.config.few_shot_head = "attention-pooling"                   # a mark this version does not know
+    with pytest.raises(StudentError, match="few_shot_head 'attention-pooling'"):
+        build_student(teacher, StudentConfig(layers=2))
+
+
+def test_student_of_a_few_shot_teacher_is_a_plain_classifier_that_learns(few_shot_teacher, tmp_path):
+    """Copied, the hand-set head sends the student's loss and logits into the thousands; re-initialised,
+    the student ends below the loss of a uniform guess."""
+    out = tmp_path / "student"
+    config = StudentConfig(teacher=str(few_shot_teacher["teacher"]), train=str(few_shot_teacher["train"]),
+                           eval=str(few_shot_teacher["dev"]), out=str(out), layers=2, augment_factor=1, epochs=2,
+                           lr=3e-3, batch_size=16, cache_dir=str(tmp_path / "cache"), progress=False)
+    report = distill_student(config)
+    head = report["distillation"]["head"]
+    assert head["pooler_classifier"] == "reinitialised" and head["reason"] == HEAD_REINIT_REASON
+    saved = json.loads((out / "training.json").read_text())["distillation"]["head"]
+    assert saved == head
+    assert "few_shot_head" not in json.loads((out / "config.json").read_text())
+    model = AutoModelForSequenceClassification.from_pretrained(out)
+    assert type(model).__name__ == "BertForSequenceClassification" and model.config.num_hidden_layers == 2
+    # loss = alpha T^2 KL + (1 - alpha) CE; a uniform student has KL <= log 2 and CE = log 2 (2 classes)
+    uniform = (config.alpha * config.temperature ** 2 + 1 - config.alpha) * np.log(2)
+    assert np.isfinite(report["epochs"][-1]["train_loss"]) and report["epochs"][-1]["train_loss"] < uniform
 
 
 def test_random_init_and_narrower_students(teacher4):
