@@ -20,7 +20,11 @@ def _int_range(dtype) -> tuple:
 
 # ---------------------------------------------------------------- quantize / dequantize
 def _range_and_scale(x):
-    """-> (x_min, x_max, scale, zero_point as float32): the range widened to include 0."""
+    """-> (x_min, x_max, scale, zero_point as float32): the range widened to include 0.
+    The arithmetic is onnxruntime's (GetQuantizationParameter, MlasQuantizeLinear): scale =
+    (max - min) / 255 in float32, zero point = round half to even of 0 - min / scale, and
+    y = rint(x / scale), a division (x * (1 / scale) rounds differently); any other rounding
+    of these would show at every layer (tests/test_int8_parity.py)."""
     x_min = np.float32(x.min()) if x.size else np.float32(0)
     x_max = np.float32(x.max()) if x.size else np.float32(0)
     lo, hi = min(np.float32(0), x_min), max(np.float32(0), x_max)
