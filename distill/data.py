@@ -67,6 +67,10 @@ class LabelledData:
     def __len__(self) -> int:
         return len(self.texts)
 
+    def summary(self) -> dict:
+        """What training.json records about the file: path, sha256, rows, skipped rows."""
+        return {"path": str(self.path), "sha256": self.sha256, "rows": len(self), "skipped": self.skipped}
+
     def counts(self) -> list[int]:
         """Rows per class, in label_names order."""
         return np.bincount(np.asarray(self.labels, dtype=np.int64),

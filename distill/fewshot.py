@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import time
 from dataclasses import asdict, replace
-from pathlib import Path
 
 import numpy as np
 
@@ -173,7 +172,7 @@ def save_teacher(config: TeachConfig, source: str, train: LabelledData, dev, res
     """result: {'model', 'tokenizer', 'few_shot' (method report), 'epochs', 'train_seconds'}."""
     from .metrics import evaluate
     from .predict import predict_logits, softmax
-    from .savedir import atomic_directory, library_versions, write_json
+    from .savedir import library_versions, save_model_dir
     from .training import count_parameters
 
     model, tokenizer = result["model"].eval(), result["tokenizer"]
@@ -187,7 +186,7 @@ def save_teacher(config: TeachConfig, source: str, train: LabelledData, dev, res
         "config": {**asdict(config), "model": source, "template": template_for(config)},
         "model_source": source,
         "labels": labels,
-        "data": {"train": _data_entry(train), "eval": _data_entry(dev) if dev else None,
+        "data": {"train": train.summary(), "eval": dev.summary() if dev else None,
                  "train_rows_used": len(train),
                  "train_class_counts": train.counts() if len(train) else [0] * len(labels)},
         "few_shot": result["few_shot"],
@@ -200,14 +199,6 @@ def save_teacher(config: TeachConfig, source: str, train: LabelledData, dev, res
         "world_size": 1,
         "versions": library_versions(),
     }
-    tokenizer.model_max_length = config.max_length
-    with atomic_directory(config.out, force=config.force) as tmp:
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        report["wall_seconds"] = round(time.time() - started, 2)
-        write_json(Path(tmp) / "training.json", report)
+    save_model_dir(config.out, config.force, model, tokenizer, config.max_length, report, started)
     return report
 
-
-def _data_entry(data: LabelledData) -> dict:
-    return {"path": str(data.path), "sha256": data.sha256, "rows": len(data), "skipped": data.skipped}

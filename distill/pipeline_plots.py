@@ -2,7 +2,7 @@
 
     accuracy_vs_size.png        one point per artifact, size on disk (log scale)
     accuracy_vs_throughput.png  one point per artifact and engine, sentences/s on one thread (log)
-    training_curves.png         loss and eval accuracy per epoch, teacher and student
+    training_curves.png         training loss (logged every few steps), eval loss and accuracy per epoch
     confusion_int8.png          the int8 student's confusion matrix (numpy runtime)
 """
 from __future__ import annotations
@@ -61,37 +61,48 @@ def plot_accuracy_vs_throughput(report: dict, path: Path) -> Path:
                     "Accuracy against throughput", path)
 
 
-def epoch_series(model_dir: Path) -> list[dict]:
+def training_report(model_dir: Path) -> dict:
     report = Path(model_dir) / "training.json"
-    return json.loads(report.read_text(encoding="utf-8")).get("epochs", []) if report.is_file() else []
+    return json.loads(report.read_text(encoding="utf-8")) if report.is_file() else {}
 
 
 def plot_training_curves(out: Path, path: Path) -> Path:
-    """Left: training loss (solid) and eval loss (dashed) per epoch; right: eval accuracy."""
-    from matplotlib.ticker import MaxNLocator
-
+    """Left: the training loss as logged every few steps (solid; per-epoch means for reports
+    without that curve) and the eval loss after each epoch (dashed, markers); right: eval
+    accuracy after each epoch. x is the (fractional) epoch, so a one-epoch run still shows how
+    its loss fell."""
     fig = _figure(10, 4)
     loss_ax, acc_ax = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
+    accuracies = []
     for name, colour in (("teacher", COLOURS["teacher"]), ("student", COLOURS["student"])):
-        epochs = epoch_series(out / name)
-        if not epochs:
-            continue
-        x = [e["epoch"] for e in epochs]
+        report = training_report(out / name)
+        epochs, curve = report.get("epochs", []), report.get("loss_curve", [])
         train_label = f"{name} train loss" + (" (KD + CE)" if name == "student" else " (CE)")
-        for key, style, label in (("train_loss", "-", train_label), ("eval_loss", "--", f"{name} eval loss (CE)")):
-            points = [(xi, e[key]) for xi, e in zip(x, epochs) if e.get(key) is not None]
+        if curve:
+            loss_ax.plot([c["epoch"] for c in curve], [c["loss"] for c in curve], "-", color=colour,
+                         label=train_label)
+        else:
+            points = [(e["epoch"], e["train_loss"]) for e in epochs if e.get("train_loss") is not None]
             if points:
-                loss_ax.plot(*zip(*points), style, marker="o", color=colour, label=label)
-        points = [(xi, 100 * e["accuracy"]) for xi, e in zip(x, epochs) if e.get("accuracy") is not None]
+                loss_ax.plot(*zip(*points), "-", marker="o", color=colour, label=train_label)
+        points = [(e["epoch"], e["eval_loss"]) for e in epochs if e.get("eval_loss") is not None]
+        if points:
+            loss_ax.plot(*zip(*points), "--", marker="o", color=colour, label=f"{name} eval loss (CE)")
+        points = [(e["epoch"], 100 * e["accuracy"]) for e in epochs if e.get("accuracy") is not None]
         if points:
             acc_ax.plot(*zip(*points), "-", marker="o", color=colour, label=name)
-    loss_ax.set_title("Loss per epoch")
-    acc_ax.set_title("Eval accuracy per epoch")
+            accuracies += [a for _, a in points]
+    if accuracies:   # at least a 2-point window, so one or two epochs do not fill the axis with noise
+        low, high = min(accuracies), max(accuracies)
+        pad = max(1.0, (2.0 - (high - low)) / 2)
+        acc_ax.set_ylim(low - pad, high + pad)
+    loss_ax.set_title("Training and eval loss")
+    acc_ax.set_title("Eval accuracy after each epoch")
     loss_ax.set_ylabel("loss")
     acc_ax.set_ylabel("accuracy (%)")
     for ax in (loss_ax, acc_ax):
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("epoch")
+        ax.set_xlim(left=0)
         ax.grid(True, alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8)

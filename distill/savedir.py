@@ -7,6 +7,7 @@ import os
 import platform
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 
@@ -47,6 +48,24 @@ def atomic_directory(out: str | os.PathLike, force: bool = False):
     os.replace(tmp, out)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def save_model_dir(out, force: bool, model, tokenizer, max_length: int, report: dict, started: float,
+                   vocab_txt: bool = False, complete_report=None) -> None:
+    """Write a model directory (DESIGN.md) atomically: weights, tokenizer (its max length set to
+    the training one), vocab.txt in id order when the vocabulary was changed, and training.json
+    with the wall time. `complete_report(tmp)` may add to the report from the written files."""
+    tokenizer.model_max_length = max_length
+    with atomic_directory(out, force=force) as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        if vocab_txt:
+            from .vocab_trim import write_vocab_txt
+            write_vocab_txt(tokenizer, tmp)
+        if complete_report is not None:
+            complete_report(tmp)
+        report["wall_seconds"] = round(time.time() - started, 2)
+        write_json(Path(tmp) / "training.json", report)
 
 
 def library_versions() -> dict:

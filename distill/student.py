@@ -319,12 +319,12 @@ def distill_student(config: StudentConfig, callbacks=()) -> dict | None:
     from .losses import IGNORE
     from .metrics import evaluate
     from .predict import default_max_length, load_model_dir, softmax
-    from .savedir import atomic_directory, check_writable_target, dir_size_bytes, library_versions, write_json
+    from .savedir import check_writable_target, dir_size_bytes, save_model_dir
     from .teacher import checkpoint_dir_for
     from .trainer import DistillationArguments, DistillationTrainer
     from .training import (EncodedRows, EpochHistory, count_parameters, encode_rows, last_checkpoint,
-                           metrics_function, training_arguments)
-    from .vocab_trim import trim_vocab, write_vocab_txt
+                           metrics_function, run_record, training_arguments)
+    from .vocab_trim import trim_vocab
 
     _check(config)
     check_writable_target(config.out, config.force)
@@ -410,7 +410,7 @@ def distill_student(config: StudentConfig, callbacks=()) -> dict | None:
             "config": resolved,
             "model_source": f"{config.teacher} (layers {layer_map}, init {init})",
             "labels": labels,
-            "data": {"train": _data_entry(train), "eval": _data_entry(dev) if dev else None,
+            "data": {"train": train.summary(), "eval": dev.summary() if dev else None,
                      "unlabeled": {"path": config.unlabeled, "sha256": unlabeled_sha, "rows": len(unlabeled)}
                      if config.unlabeled else None,
                      "rows": {"labelled": len(train), "augmented": len(parts.get("augmented", {}).get("texts", [])),
@@ -433,30 +433,18 @@ def distill_student(config: StudentConfig, callbacks=()) -> dict | None:
             "training_args": {k: v for k, v in args.to_dict().items()
                               if isinstance(v, (str, int, float, bool, type(None)))},
             "parameters": student_entry["parameters"],
-            "epochs": history.epochs,
             "final_eval": final,
-            "best_checkpoint": trainer.state.best_model_checkpoint,
-            "resumed_from": str(resume_from) if resume_from else None,
-            "train_seconds": round(train_seconds, 2),
-            "train_samples_per_second": result.metrics.get("train_samples_per_second"),
-            "wall_seconds": None,
-            "world_size": args.world_size,
-            "versions": library_versions(),
+            **run_record(trainer, history, result, train_seconds, resume_from),
         }
-        tokenizer.model_max_length = max_length
-        with atomic_directory(config.out, force=config.force) as tmp:
-            student.save_pretrained(tmp)
-            tokenizer.save_pretrained(tmp)
-            write_vocab_txt(tokenizer, tmp)
-            student_entry["size_bytes"] = dir_size_bytes(tmp, "*.safetensors")
+
+        def add_comparison(saved_dir):   # the student's size is known once it is written
+            student_entry["size_bytes"] = dir_size_bytes(saved_dir, "*.safetensors")
             report["comparison"] = side_by_side(teacher_entry, student_entry)
-            report["wall_seconds"] = round(time.time() - started, 2)
-            write_json(Path(tmp) / "training.json", report)
+
+        save_model_dir(config.out, config.force, student, tokenizer, max_length, report, started,
+                       vocab_txt=True, complete_report=add_comparison)
         if not config.keep_checkpoints:
             shutil.rmtree(checkpoints, ignore_errors=True)
     trainer.accelerator.wait_for_everyone()
     return report
 
-
-def _data_entry(data: LabelledData) -> dict:
-    return {"path": str(data.path), "sha256": data.sha256, "rows": len(data), "skipped": data.skipped}

@@ -127,9 +127,9 @@ def teach(config: TeachConfig, callbacks=()) -> dict:
 
     from .predict import predict_logits, softmax
     from .metrics import evaluate
-    from .savedir import atomic_directory, check_writable_target, library_versions, write_json
+    from .savedir import check_writable_target, save_model_dir
     from .training import (EncodedRows, EpochHistory, WeightedTrainer, count_parameters, encode_rows,
-                           last_checkpoint, metrics_function, training_arguments)
+                           last_checkpoint, metrics_function, run_record, training_arguments)
 
     if config.few_shot:
         from .fewshot import teach_few_shot
@@ -196,7 +196,7 @@ def teach(config: TeachConfig, callbacks=()) -> dict:
             "config": {**asdict(config), "model": source},
             "model_source": source,
             "labels": labels,
-            "data": {"train": _data_entry(train), "eval": _data_entry(dev) if dev else None,
+            "data": {"train": train.summary(), "eval": dev.summary() if dev else None,
                      "train_rows_used": len(train_rows),
                      "train_class_counts": np.bincount([int(r) for r in train_rows.extras["labels"]],
                                                        minlength=len(labels)).tolist()},
@@ -204,30 +204,13 @@ def teach(config: TeachConfig, callbacks=()) -> dict:
             "trainable_parameters": trainable,
             "vocab_extension": vocab_report,
             "parameters": count_parameters(model),
-            "epochs": history.epochs,
             "final_eval": final,
-            "best_checkpoint": trainer.state.best_model_checkpoint,
-            "resumed_from": str(resume_from) if resume_from else None,
-            "train_seconds": round(train_seconds, 2),
-            "train_samples_per_second": result.metrics.get("train_samples_per_second"),
-            "wall_seconds": None,
-            "world_size": args.world_size,
-            "versions": library_versions(),
+            **run_record(trainer, history, result, train_seconds, resume_from),
         }
-        tokenizer.model_max_length = config.max_length
-        with atomic_directory(config.out, force=config.force) as tmp:
-            model.save_pretrained(tmp)
-            tokenizer.save_pretrained(tmp)
-            if vocab_report is not None:
-                from .vocab_trim import write_vocab_txt
-                write_vocab_txt(tokenizer, tmp)   # the extended vocabulary, in id order
-            report["wall_seconds"] = round(time.time() - started, 2)
-            write_json(Path(tmp) / "training.json", report)
+        save_model_dir(config.out, config.force, model, tokenizer, config.max_length, report, started,
+                       vocab_txt=vocab_report is not None)   # an extended vocabulary, in id order
         if not config.keep_checkpoints:
             shutil.rmtree(checkpoints, ignore_errors=True)
     trainer.accelerator.wait_for_everyone()
     return report
 
-
-def _data_entry(data: LabelledData) -> dict:
-    return {"path": str(data.path), "sha256": data.sha256, "rows": len(data), "skipped": data.skipped}

@@ -56,10 +56,12 @@ def metrics_function(label_names):
 
 class EpochHistory(TrainerCallback):
     """Per-epoch record for training.json: mean training losses (every batch, read from the
-    trainer's `batch_losses`) and the eval metrics."""
+    trainer's `batch_losses`) and the eval metrics; and `steps`, the training loss the Trainer
+    logs every `logging_steps` (a curve inside an epoch, for one-epoch runs)."""
 
     def __init__(self):
         self.epochs: list[dict] = []
+        self.steps: list[dict] = []
         self.trainer = None  # set by attach(); its compute_loss appends to trainer.batch_losses
 
     def attach(self, trainer) -> "EpochHistory":
@@ -80,6 +82,11 @@ class EpochHistory(TrainerCallback):
         if self.trainer:
             self.trainer.batch_losses = {}
 
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs and "loss" in logs:
+            self.steps.append({"step": state.global_step, "epoch": round(float(state.epoch or 0), 4),
+                               "loss": float(logs["loss"])})
+
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):
         entry = self._entry(state)
         for key, value in (metrics or {}).items():
@@ -87,6 +94,18 @@ class EpochHistory(TrainerCallback):
                 value = float(value)
                 name = "eval_loss" if key == "eval_loss" else key[len("eval_"):]
                 entry[name] = None if math.isnan(value) else value
+
+
+def run_record(trainer, history: EpochHistory, result, train_seconds: float, resume_from) -> dict:
+    """The part of training.json that describes the Trainer run, the same for teach and student."""
+    from .savedir import library_versions
+
+    return {"epochs": history.epochs, "loss_curve": history.steps,
+            "best_checkpoint": trainer.state.best_model_checkpoint,
+            "resumed_from": str(resume_from) if resume_from else None,
+            "train_seconds": round(train_seconds, 2),
+            "train_samples_per_second": result.metrics.get("train_samples_per_second"),
+            "wall_seconds": None, "world_size": trainer.args.world_size, "versions": library_versions()}
 
 
 def record_losses(trainer, model, **losses) -> None:

@@ -159,6 +159,10 @@ def test_early_stopping_keeps_best_and_stops(tiny_model_dir, reviews_csv, tmp_pa
     # accuracy cannot improve at lr 1e-9: epoch 1 is best, epoch 2 exhausts the patience
     assert [e["epoch"] for e in report["epochs"]] == [1, 2]
     assert report["best_checkpoint"].endswith("checkpoint-5")
+    # the loss the Trainer logs at the first step and every logging_steps (5 = one epoch here);
+    # the step-10 entry averages steps 6..10, the whole of epoch 2
+    assert [(c["step"], c["epoch"]) for c in report["loss_curve"]] == [(1, 0.2), (5, 1.0), (10, 2.0)]
+    assert report["loss_curve"][-1]["loss"] == pytest.approx(report["epochs"][1]["train_loss"], rel=1e-3)
     with pytest.raises(TeachError, match="--early-stopping needs --eval"):
         teach(config(tiny_model_dir, train, None, tmp_path / "x", early_stopping=1))
 
