@@ -221,6 +221,9 @@ def student_options(f):
                      help="Keep only the WordPiece tokens of the training, augmented and unlabelled "
                           "texts, the special tokens and every single-character token; shrinks the "
                           "embedding table."),
+        click.option("--trim-min-count", type=click.IntRange(min=1), default=C.trim_min_count, show_default=True,
+                     help="With --trim-vocab: keep a multi-character token only if those texts use it at "
+                          "least this often; rarer words then split into the longest kept pieces."),
         click.option("--temperature", type=float, default=C.temperature, show_default=True,
                      help="Softmax temperature T of the KD term (scaled by T^2)."),
         click.option("--alpha", type=float, default=C.alpha, show_default=True,

@@ -34,6 +34,7 @@ class StudentConfig:
     heads: int | None = None
     init: str | None = None              # teacher | random; None: teacher unless narrower
     trim_vocab: bool = False
+    trim_min_count: int = 1              # with trim_vocab: keep a multi-character token seen this often
     # the loss
     temperature: float = 2.0
     alpha: float = 0.5                   # weight of the KD term; 1 - alpha weights cross-entropy
@@ -91,6 +92,8 @@ def _check(config: StudentConfig) -> None:
         raise StudentError("--epochs, --lr and --batch-size must be positive")
     if config.max_length is not None and config.max_length < 2:
         raise StudentError("--max-length must be at least 2")
+    if config.trim_min_count < 1 or (config.trim_min_count > 1 and not config.trim_vocab):
+        raise StudentError("--trim-min-count must be at least 1, and more than 1 only with --trim-vocab")
     try:
         config.augment_options()
     except ValueError as error:
@@ -362,7 +365,8 @@ def distill_student(config: StudentConfig, callbacks=()) -> dict | None:
     tokenizer, vocab_report = teacher_tokenizer, None
     transfer_rows = [t for name in ("augmented", "unlabeled") if name in parts for t in parts[name]["texts"]]
     if config.trim_vocab:
-        tokenizer, vocab_report = trim_vocab(student, teacher_tokenizer, train.texts + transfer_rows, max_length)
+        tokenizer, vocab_report = trim_vocab(student, teacher_tokenizer, train.texts + transfer_rows, max_length,
+                                             config.trim_min_count)
 
     texts = train.texts + transfer_rows
     row_labels = list(train.labels) + [IGNORE] * len(transfer_rows)

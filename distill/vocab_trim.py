@@ -1,12 +1,19 @@
 """--trim-vocab: keep only the WordPiece tokens a student needs, and shrink its embeddings.
 
-Kept: every token the texts use, the special tokens, and every single-character token of the
-vocabulary (plain and ## forms), so an unseen word still breaks into characters instead of
-[UNK]. Kept tokens keep their relative order. WordPiece is greedy longest-match-first, so a
-text whose tokens are all kept tokenizes to the same pieces with the trimmed vocabulary, and
-the trimmed model gives it the same logits.
+Kept: every token the texts use (with `min_count` N > 1, every token they use at least N
+times), the special tokens, and every single-character token of the vocabulary (plain and ##
+forms), so an unseen word still breaks into characters instead of [UNK]. Kept tokens keep their
+relative order. WordPiece is greedy longest-match-first, so a text whose tokens are all kept
+tokenizes to the same pieces with the trimmed vocabulary, and the trimmed model gives it the
+same logits; a word whose token was dropped as rare splits into the longest kept pieces.
+
+Why min_count: the embedding table of a 3-layer, 384-wide student is 11.7M of its 17.4M
+parameters; the SST-2 training texts use about 11,500 WordPiece tokens, so keeping them all
+shrinks the student only 1.6x, while a third of them occur once or twice.
 """
 from __future__ import annotations
+
+from collections import Counter
 
 import numpy as np
 
@@ -15,20 +22,23 @@ def is_single_character(token: str) -> bool:
     return len(token) == 1 or (token.startswith("##") and len(token) == 3)
 
 
-def used_token_ids(tokenizer, texts, max_length: int, batch_size: int = 4096) -> set[int]:
-    used: set[int] = set()
+def token_counts(tokenizer, texts, max_length: int, batch_size: int = 4096) -> Counter:
+    """How often each token id occurs in the tokenized texts."""
+    counts: Counter = Counter()
     texts = list(texts)
     for start in range(0, len(texts), batch_size):
         enc = tokenizer(texts[start:start + batch_size], truncation=True, max_length=max_length)
         for ids in enc["input_ids"]:
-            used.update(ids)
-    return used
+            counts.update(ids)
+    return counts
 
 
-def kept_token_ids(tokenizer, texts, max_length: int) -> np.ndarray:
+def kept_token_ids(tokenizer, texts, max_length: int, min_count: int = 1) -> np.ndarray:
     """Sorted old ids to keep (see the module docstring)."""
+    if min_count < 1:
+        raise ValueError(f"min_count must be at least 1, not {min_count}")
     vocab = tokenizer.get_vocab()
-    keep = used_token_ids(tokenizer, texts, max_length)
+    keep = {i for i, n in token_counts(tokenizer, texts, max_length).items() if n >= min_count}
     keep.update(tokenizer.all_special_ids)
     keep.update(i for t, i in vocab.items() if is_single_character(t))
     return np.array(sorted(keep), dtype=np.int64)
@@ -69,14 +79,14 @@ def trim_embeddings(model, kept_ids: np.ndarray) -> None:
             setattr(model.config, name, remap[int(value)])
 
 
-def trim_vocab(model, tokenizer, texts, max_length: int):
+def trim_vocab(model, tokenizer, texts, max_length: int, min_count: int = 1):
     """(trimmed tokenizer, report) after trimming model's embeddings in place."""
     before = model.get_input_embeddings().weight.shape[0]
-    kept = kept_token_ids(tokenizer, texts, max_length)
+    kept = kept_token_ids(tokenizer, texts, max_length, min_count)
     new_tokenizer = trimmed_tokenizer(tokenizer, kept)
     trim_embeddings(model, kept)
     hidden = model.get_input_embeddings().weight.shape[1]
-    report = {"vocab_before": int(before), "vocab_after": int(len(kept)),
+    report = {"vocab_before": int(before), "vocab_after": int(len(kept)), "min_count": min_count,
               "embedding_parameters_before": int(before * hidden),
               "embedding_parameters_after": int(len(kept) * hidden)}
     return new_tokenizer, report

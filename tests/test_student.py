@@ -1,4 +1,5 @@
 """`distill student`: student construction, vocabulary trimming, the CLI end to end, resume."""
+import copy
 import json
 import os
 import subprocess
@@ -196,6 +197,8 @@ def test_trim_vocab_keeps_predictions_and_saves_a_loadable_vocab(teacher4, tmp_p
     assert "zebra" not in new_tokenizer.get_vocab() and pieces == ["z", "##e", "##b", "##r", "##a"]
     assert all(t in new_tokenizer.get_vocab() for t in tokenizer.all_special_tokens)
 
+    _check_min_count_trimming(student, tokenizer)
+
     out = tmp_path / "trimmed"
     trimmed.save_pretrained(out)
     new_tokenizer.save_pretrained(out)
@@ -207,6 +210,35 @@ def test_trim_vocab_keeps_predictions_and_saves_a_loadable_vocab(teacher4, tmp_p
     assert reloaded(texts)["input_ids"] == new_tokenizer(texts)["input_ids"]
     model = AutoModelForSequenceClassification.from_pretrained(out)
     np.testing.assert_allclose(predict_logits(model, reloaded, texts, 32), before, atol=1e-5)
+
+
+def _check_min_count_trimming(student, tokenizer):
+    """min_count=2: a word used once loses its token and splits into kept pieces; a word used
+    twice keeps it; single characters and special tokens stay whatever their count."""
+    texts = ["great movie", "great plot", "boring"]
+    counts = {t: n for t, n in [("great", 2), ("movie", 1), ("plot", 1), ("boring", 1)]}
+    assert all(t in tokenizer.get_vocab() for t in counts)
+    def copy_of_student():      # from_config shares the config object, which trimming changes
+        model = AutoModelForSequenceClassification.from_config(copy.deepcopy(student.config))
+        model.config.vocab_size = student.get_input_embeddings().weight.shape[0]
+        model = AutoModelForSequenceClassification.from_config(model.config)
+        model.load_state_dict(student.state_dict())
+        return model
+
+    model = copy_of_student()
+    every, _ = trim_vocab(copy_of_student(), tokenizer, texts, 32)
+    frequent, report = trim_vocab(model, tokenizer, texts, 32, min_count=2)
+    kept = frequent.get_vocab()
+    assert report["min_count"] == 2 and report["vocab_after"] == len(every.get_vocab()) - 3
+    assert "great" in kept and not {"movie", "plot", "boring"} & set(kept)
+    assert frequent.tokenize("boring") == ["b", "##o", "##r", "##i", "##n", "##g"]
+    assert all(t in kept for t in tokenizer.all_special_tokens)
+    # the kept rows are the teacher's rows for the same tokens
+    old, new = tokenizer.get_vocab(), model.get_input_embeddings().weight.detach()
+    np.testing.assert_array_equal(new[kept["great"]].numpy(),
+                                  student.get_input_embeddings().weight.detach()[old["great"]].numpy())
+    with pytest.raises(ValueError, match="min_count"):
+        trim_vocab(model, tokenizer, texts, 32, min_count=0)
 
 
 def test_cli_student_end_to_end(trained, tmp_path):
@@ -254,7 +286,9 @@ def test_cli_rejects_bad_settings(trained, tmp_path):
                            (["--early-stopping", "1"], "--early-stopping needs --eval"),
                            (["--augment-ops", "shuffle"], "unknown augmentation op"),
                            (["--hidden-size", "16", "--init", "teacher"], "--init random"),
-                           (["--back-translate", "only-one"], "FORWARD_MODEL,BACKWARD_MODEL")):
+                           (["--back-translate", "only-one"], "FORWARD_MODEL,BACKWARD_MODEL"),
+                           (["--trim-min-count", "2"], "only with --trim-vocab"),
+                           (["--trim-vocab", "--trim-min-count", "0"], "--trim-min-count")):
         result = runner.invoke(main, base + extra)
         assert result.exit_code != 0 and message in result.output, (extra, result.output)
     assert not (tmp_path / "x").exists()
