@@ -7,7 +7,8 @@ Every run is `distill student` on the teacher's 16k training subset (--max-train
 --seed 0: the rows `distill teach` used), evaluated on SST-2 dev, at a comparable budget of
 about 48k training samples each (3 epochs of the 16k labelled rows, or 1 epoch of 16k rows plus
 32k transfer texts). Unlabelled transfer texts are other SST-2 training rows, outside the
-subset, written without their labels to bench/results/student/unlabeled.txt. The teacher
+subset, written without their labels to bench/results/student/unlabeled.txt (32k; all 51k of them
+in unlabeled_all.txt for kd_all_unlabeled). The teacher
 scores each text once; the runs share its logits through the cache (bench/results/student/cache).
 Results: a table on stdout and bench/results/student/ablation.json (speedup.json for the
 teacher-in-the-loop comparison).
@@ -27,9 +28,9 @@ RESULTS = ROOT / "bench" / "results" / "student"
 N_TRAIN = 16000
 
 
-def runs(unlabeled: Path) -> dict[str, list[str]]:
+def runs(unlabeled: Path, all_unlabeled: Path) -> dict[str, list[str]]:
     """name -> extra `distill student` arguments; each trains on ~48k samples, except
-    ce_only_1_epoch (16k), default_plus_unlabeled (80k) and defaults (144k)."""
+    ce_only_1_epoch (16k), kd_all_unlabeled (67k), default_plus_unlabeled (80k) and defaults (144k)."""
     unl = ["--unlabeled", str(unlabeled), "--augment-factor", "0"]
     return {
         "ce_only": ["--alpha", "0", "--augment-factor", "0", "--epochs", "3"],
@@ -41,6 +42,8 @@ def runs(unlabeled: Path) -> dict[str, list[str]]:
         "kd_unlabeled_random_init": [*unl, "--epochs", "1", "--init", "random"],
         "kd_unlabeled_2_layers": [*unl, "--epochs", "1", "--layers", "2"],
         "kd_unlabeled_trim_vocab": [*unl, "--epochs", "1", "--trim-vocab"],
+        "kd_unlabeled_trim_min10": [*unl, "--epochs", "1", "--trim-vocab", "--trim-min-count", "10"],
+        "kd_all_unlabeled": ["--unlabeled", str(all_unlabeled), "--augment-factor", "0", "--epochs", "1"],
         "default_plus_unlabeled": ["--unlabeled", str(unlabeled), "--epochs", "1"],
         "defaults": [],
     }
@@ -56,6 +59,8 @@ DESCRIPTIONS = {
     "kd_unlabeled_random_init": "as kd_unlabeled, random init",
     "kd_unlabeled_2_layers": "as kd_unlabeled, 2 layers (0,3)",
     "kd_unlabeled_trim_vocab": "as kd_unlabeled, --trim-vocab",
+    "kd_unlabeled_trim_min10": "as kd_unlabeled, --trim-vocab --trim-min-count 10",
+    "kd_all_unlabeled": "KD + all 51k other SST-2 training texts, unlabelled, 1 epoch",
     "default_plus_unlabeled": "defaults (aug x2) + 32k unlabelled, 1 epoch",
     "defaults": "all defaults: KD + augmentation x2, 3 epochs (144k samples)",
 }
@@ -204,7 +209,9 @@ def main():
         common = ["--teacher", args.teacher, "--train", str(data / "train.tsv"), "--eval", str(data / "dev.tsv"),
                   "--text-column", "sentence", "--max-train-samples", str(args.n_train), "--seed", "0",
                   "--cache-dir", args.cache_dir, "--force", "--quiet"]
-        plan = runs(unlabeled)
+        all_unlabeled = RESULTS / "unlabeled_all.txt"
+        write_unlabeled(data / "train.tsv", all_unlabeled, args.n_train, 10**9)
+        plan = runs(unlabeled, all_unlabeled)
         chosen = args.runs.split(",") if args.runs else list(plan)
         results_file = RESULTS / "ablation.json"
         previous = json.loads(results_file.read_text()) if results_file.exists() else {}
