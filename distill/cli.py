@@ -93,7 +93,11 @@ def teach_options(f):
         click.option("--extend-vocab", is_flag=True,
                      help="Add the characters of the training texts that the vocabulary lacks (e.g. CJK "
                           "characters for an English teacher), so no training text maps to [UNK]; the "
-                          "embeddings grow, new rows mean-initialised; the extended vocab.txt is saved."),
+                          "embeddings grow (see --extend-vocab-init); the extended vocab.txt is saved."),
+        click.option("--extend-vocab-init", type=click.Choice(["sample", "mean"]), default=C.extend_vocab_init,
+                     show_default=True, help="With --extend-vocab, a new character's row: sample draws it "
+                     "from a normal with the old rows' mean and per-dimension variance (seeded); mean gives "
+                     "every new character the same mean row, which the encoder cannot tell apart at first."),
         click.option("--extend-vocab-words", type=int, default=C.extend_vocab_words, show_default=True,
                      metavar="N", help="With --extend-vocab: also add the N most frequent training words "
                      "that WordPiece splits into pieces (row = mean of the pieces' rows)."),

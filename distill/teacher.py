@@ -45,6 +45,7 @@ class TeachConfig:
     progress: bool = True
     extend_vocab: bool = False          # add the training texts' missing characters (distill/vocab_extend.py)
     extend_vocab_words: int = 0         # with extend_vocab: also the N most frequent split words
+    extend_vocab_init: str = "sample"   # new character rows: sample (N(mean, var) of old rows) | mean
     # --few-shot prompt|contrastive|pet (distill/fewshot*.py); None: ordinary fine-tuning
     few_shot: str | None = None
     shots: int | None = None            # rows per class drawn from --train (seeded); 0: zero-shot
@@ -144,7 +145,8 @@ def teach(config: TeachConfig, callbacks=()) -> dict:
     vocab_report = None
     if config.extend_vocab:
         from .vocab_extend import extend_vocabulary
-        tokenizer, vocab_report = extend_vocabulary(model, tokenizer, train.texts, config.extend_vocab_words)
+        tokenizer, vocab_report = extend_vocabulary(model, tokenizer, train.texts, config.extend_vocab_words,
+                                                    config.extend_vocab_init, config.seed)
     trainable = freeze_encoder(model) if config.freeze_encoder else None
 
     train_rows = encode_rows(tokenizer, train.texts, config.max_length, labels=train.labels)

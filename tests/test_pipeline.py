@@ -290,12 +290,32 @@ def test_extend_vocabulary_adds_tokens_and_mean_initialises_rows(tmp_path):
     assert torch.equal(weight[: old.shape[0]], old)                      # old rows untouched
     ids = new_tokenizer.convert_tokens_to_ids(list(NEW_CHARS))
     assert ids == list(range(old.shape[0], old.shape[0] + 4))            # appended in first-seen order
-    for i in ids:
-        assert torch.allclose(weight[i], old.mean(dim=0))
+    mean, std = old.mean(dim=0), old.std(dim=0)
+    rows = weight[ids]                                                    # default init "sample"
+    assert report["init"] == "sample" and not torch.allclose(rows[0], rows[1])
+    assert torch.allclose(((rows - mean) / std).pow(2).mean(), torch.tensor(1.0), atol=0.35)  # 4 x 32 draws
     word_id = new_tokenizer.convert_tokens_to_ids("tokenizationism")
     pieces = [t.id for t in tokenizer.backend_tokenizer.model.tokenize("tokenizationism")]
     assert len(pieces) > 1 and torch.allclose(weight[word_id], old[pieces].mean(dim=0))
     assert new_tokenizer.tokenize(f"a{NEW_CHARS[0]}b") == ["a", NEW_CHARS[0], "b"]
+
+
+def test_extend_vocabulary_mean_init_gives_every_new_character_the_mean_row(tmp_path):
+    import torch
+
+    from distill.predict import load_model_dir
+    from distill.vocab_extend import extend_vocabulary
+
+    model, tokenizer, _ = load_model_dir(make_tiny_model(tmp_path / "base"))
+    old = model.get_input_embeddings().weight.detach().clone()
+    new_tokenizer, report = extend_vocabulary(model, tokenizer, [NEW_CHARS], init="mean")
+    weight = model.get_input_embeddings().weight.detach()
+    assert report["init"] == "mean"
+    for i in new_tokenizer.convert_tokens_to_ids(list(NEW_CHARS)):
+        assert torch.allclose(weight[i], old.mean(dim=0))
+    fresh_model, fresh_tokenizer, _ = load_model_dir(tmp_path / "base")
+    with pytest.raises(ValueError, match="init must be one of"):
+        extend_vocabulary(fresh_model, fresh_tokenizer, [NEW_CHARS], init="zeros")
 
 
 def test_teach_extend_vocab_saves_a_tokenizer_that_splits_new_characters(tmp_path):
