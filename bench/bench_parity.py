@@ -52,6 +52,8 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 from bench_runtime import DATA, read_texts  # noqa: E402
 
+from export.inspect_graph import with_all_outputs  # noqa: E402
+
 BOUNDS = {"fp32": 1e-4, "int8": 5e-3}
 
 
@@ -254,21 +256,6 @@ def _unoptimised_options():
     options.intra_op_num_threads = 1
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     return options
-
-
-def with_all_outputs(path):
-    """The ONNX model with every node output exposed as a graph output (types inferred)."""
-    import onnx
-
-    model = onnx.shape_inference.infer_shapes(onnx.load(str(path)))
-    typed = {v.name: v for v in list(model.graph.value_info) + list(model.graph.output)}
-    existing = {o.name for o in model.graph.output}
-    for node in model.graph.node:
-        for name in node.output:
-            if name and name not in existing and name in typed:
-                model.graph.output.append(typed[name])
-                existing.add(name)
-    return model
 
 
 def diagnose(path, batches, limit) -> dict:

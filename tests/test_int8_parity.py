@@ -37,6 +37,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from onnx import helper
 
+from export.inspect_graph import with_all_outputs
 from onnx_models import exported_models, random_feeds
 from runtime import onnx as ronnx
 from runtime.ops import OPS
@@ -67,18 +68,6 @@ def unoptimised(model) -> ort.InferenceSession:
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     source = model.SerializeToString() if isinstance(model, onnx.ModelProto) else str(model)
     return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
-
-
-def with_all_outputs(path) -> onnx.ModelProto:
-    model = onnx.shape_inference.infer_shapes(onnx.load(str(path)))
-    typed = {v.name: v for v in list(model.graph.value_info) + list(model.graph.output)}
-    present = {o.name for o in model.graph.output}
-    for node in model.graph.node:
-        for name in node.output:
-            if name and name not in present and name in typed:
-                model.graph.output.append(typed[name])
-                present.add(name)
-    return model
 
 
 def onnxruntime_kernel(node, opset: int):
