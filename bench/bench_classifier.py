@@ -8,8 +8,9 @@ model are all inside the timed region. One thread each: OMP/OpenBLAS set to 1 be
 loads, onnxruntime intra_op_num_threads=1, the Rust tokenizer RAYON_NUM_THREADS=1. Rounds
 alternate the order of the paths; each path's figure is its fastest round (wall and CPU
 time). The runtime's tokenizer caches WordPiece results per word; it is rebuilt (untimed)
-before each round, so repeated rounds over the same texts do not flatter it. Also timed, for context: the user path with length-sorted batches (what the
-Classifier does internally), and each tokenizer alone. Prints texts/s and ratios and label
+before each round, so repeated rounds over the same texts do not flatter it. Also timed, for
+context: the user path with length-sorted batches (what the Classifier does internally), and
+each tokenizer alone. Prints texts/s and ratios and label
 agreement, and writes JSON to bench/results/.
 """
 from __future__ import annotations

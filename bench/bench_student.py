@@ -210,9 +210,10 @@ def main():
                   "--text-column", "sentence", "--max-train-samples", str(args.n_train), "--seed", "0",
                   "--cache-dir", args.cache_dir, "--force", "--quiet"]
         all_unlabeled = RESULTS / "unlabeled_all.txt"
-        write_unlabeled(data / "train.tsv", all_unlabeled, args.n_train, 10**9)
         plan = runs(unlabeled, all_unlabeled)
         chosen = args.runs.split(",") if args.runs else list(plan)
+        if "kd_all_unlabeled" in chosen:           # only that run reads it
+            write_unlabeled(data / "train.tsv", all_unlabeled, args.n_train, 10**9)
         results_file = RESULTS / "ablation.json"
         previous = json.loads(results_file.read_text()) if results_file.exists() else {}
         rows = {r["name"]: r for r in previous.get("runs", [])}

@@ -150,9 +150,10 @@ def head_init(teacher_config, init: str) -> dict:
     """How the student's pooler and classifier start, for training.json."""
     if init == "random":
         return {"pooler_classifier": "random"}
-    if few_shot_head(teacher_config):
+    mark = few_shot_head(teacher_config)
+    if mark:
         return {"pooler_classifier": "reinitialised", "std": teacher_config.initializer_range, "bias": 0.0,
-                "teacher_few_shot_head": few_shot_head(teacher_config), "reason": HEAD_REINIT_REASON}
+                "teacher_few_shot_head": mark, "reason": HEAD_REINIT_REASON}
     return {"pooler_classifier": "copied"}
 
 

@@ -9,7 +9,8 @@ same logits; a word whose token was dropped as rare splits into the longest kept
 
 Why min_count: the embedding table of a 3-layer, 384-wide student is 11.7M of its 17.4M
 parameters; the SST-2 training texts use about 11,500 WordPiece tokens, so keeping them all
-shrinks the student only 1.6x, while a third of them occur once or twice.
+shrinks the student only 1.6x. Most of those tokens recur (SST-2 holds overlapping phrases):
+on 48k SST-2 texts, min_count 2 drops ~500 tokens and min_count 10 keeps 7,624 (2.0x).
 """
 from __future__ import annotations
 
