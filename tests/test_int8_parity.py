@@ -37,7 +37,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from onnx import helper
 
-from export.inspect_graph import with_all_outputs
+from export.inspect_graph import onnxruntime_kernel, with_all_outputs
 from onnx_models import exported_models, random_feeds
 from runtime import onnx as ronnx
 from runtime.ops import OPS
@@ -68,31 +68,6 @@ def unoptimised(model) -> ort.InferenceSession:
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     source = model.SerializeToString() if isinstance(model, onnx.ModelProto) else str(model)
     return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
-
-
-def onnxruntime_kernel(node, opset: int):
-    """fn(*args) computing `node` with onnxruntime's own kernel (one-node graphs, one per
-    input signature)."""
-    sessions = {}
-
-    def run(*args, **_):
-        key = tuple((a.dtype.str, a.ndim) if a is not None else None for a in args)
-        if key not in sessions:
-            names = [f"in{i}" if a is not None else "" for i, a in enumerate(args)]
-            inputs = [helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(a.dtype),
-                                                    [None] * a.ndim)
-                      for n, a in zip(names, args) if a is not None]
-            outputs = [helper.make_tensor_value_info(f"out{i}", helper.np_dtype_to_tensor_dtype(args[0].dtype), None)
-                       for i in range(len(node.outputs))]
-            attrs = {k: v.decode() if isinstance(v, bytes) else v for k, v in node.attrs.items()}
-            graph = helper.make_graph([helper.make_node(node.op_type, names, [o.name for o in outputs], **attrs)],
-                                      "one", inputs, outputs)
-            model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
-            model.ir_version = 9
-            sessions[key] = unoptimised(model)
-        result = sessions[key].run(None, {f"in{i}": a for i, a in enumerate(args) if a is not None})
-        return tuple(result) if len(result) > 1 else result[0]
-    return run
 
 
 def exact_matmul_integer(a, b, a_zero=None, b_zero=None):
