@@ -40,8 +40,8 @@ SST2_PRESETS = {
     "quick": {"teach": {"epochs": 1, "max_train_samples": 6000, "seed": 0},
               "student": {"layers": 3, "trim_vocab": True, "epochs": 1, "augment_factor": 0},
               "n_unlabeled": 12000},
-    "full": {"teach": {"epochs": 1, "seed": 0},
-             "student": {"layers": 3, "trim_vocab": True, "epochs": 1, "augment_factor": 1},
+    "full": {"teach": {"epochs": 2, "seed": 0},
+             "student": {"layers": 3, "trim_vocab": True, "trim_min_count": 8, "epochs": 1, "augment_factor": 1},
              "n_unlabeled": 0},
 }
 
@@ -107,7 +107,9 @@ def sst2_targets(report: dict) -> list[dict]:
     targets = [("teacher dev accuracy", teacher["accuracy"], 0.89),
                ("int8 student (numpy runtime) retention of the teacher's accuracy", int8["retention"], 0.98),
                ("int8 bundle smaller than the teacher directory (x)", int8["smaller_than_teacher"], 8.0),
-               ("int8 student (numpy) faster than the teacher (torch fp32, batch 32) (x)", int8["faster_than_teacher"], 3.0)]
+               ("int8 student (numpy) faster than the teacher run as a user would (torch fp32, batches of 32 "
+                "in input order) (x)", int8["faster_than_user_path"], 3.0),
+               ("  the same against the teacher given length-sorted batches too (x)", int8["faster_than_teacher"], 3.0)]
     worst = min(r["accuracy"] for r in report["rows"] if r["artifact"] != "baseline")
     targets.append(("lowest distilled/teacher row above TF-IDF + SVM on the same rows", worst, baseline["accuracy"]))
     targets.append(("lowest distilled/teacher row above TF-IDF + SVM on the full set (83.0%)", worst, TFIDF_SST2_FULL))

@@ -12,7 +12,7 @@ from pathlib import Path
 
 COLOURS = {"teacher": "tab:blue", "student": "tab:orange", "student-fp32": "tab:green",
            "student-int8": "tab:red", "baseline": "tab:gray"}
-MARKERS = {"torch": "o", "onnxruntime": "s", "numpy": "D", "scikit-learn": "^"}
+MARKERS = {"torch": "o", "torch-input-order": "P", "onnxruntime": "s", "numpy": "D", "scikit-learn": "^"}
 
 
 def _figure(width=6.4, height=4.4):
@@ -51,7 +51,7 @@ def _scatter(rows, x_key: str, x_label: str, title: str, path: Path, scale: floa
 
 def plot_accuracy_vs_size(report: dict, path: Path) -> Path:
     """One point per artifact: a bundle's row is the numpy runtime's (what ships)."""
-    rows = [r for r in report["rows"] if r["engine"] != "onnxruntime"]
+    rows = [r for r in report["rows"] if r["engine"] not in ("onnxruntime", "torch-input-order")]
     return _scatter(rows, "size_bytes", "size on disk (MB, log scale)", "Accuracy against size", path,
                     scale=1e-6, with_engine=False)
 

@@ -50,14 +50,19 @@ def length_sorted_batches(lengths, batch_size: int):
 
 
 def predict_logits(model, tokenizer, texts, max_length: int, batch_size: int = 64,
-                   progress: bool = False) -> np.ndarray:
-    """Logits (n, n_labels) float32 in input order; no grad, dynamic padding per batch."""
+                   progress: bool = False, sort: bool = True) -> np.ndarray:
+    """Logits (n, n_labels) float32 in input order; no grad, dynamic padding per batch. Batches
+    hold texts of similar length (sort=True) or consecutive texts (sort=False, what a plain
+    Hugging Face loop does)."""
     import torch
     from tqdm.auto import tqdm
 
     rows = encode(tokenizer, texts, max_length)
     out = np.zeros((len(rows), model.config.num_labels), dtype=np.float32)
-    batches = length_sorted_batches([len(r["input_ids"]) for r in rows], batch_size)
+    if sort:
+        batches = length_sorted_batches([len(r["input_ids"]) for r in rows], batch_size)
+    else:
+        batches = [np.arange(i, min(i + batch_size, len(rows))) for i in range(0, len(rows), batch_size)]
     model.eval()
     with torch.inference_mode():
         for idx in tqdm(batches, desc="predict", unit="batch", disable=not progress):

@@ -145,7 +145,8 @@ def test_table_numbers_equal_the_stage_reports(finished):
     teacher, student = read(out / "teacher" / "training.json"), read(out / "student" / "training.json")
     fp32, int8 = read(out / "student-fp32" / "export.json"), read(out / "student-int8" / "export.json")
     baseline = read(out / "baseline" / "baseline.json")
-    expected = {("teacher", "torch"): teacher["final_eval"], ("student", "torch"): student["final_eval"],
+    expected = {("teacher", "torch"): teacher["final_eval"], ("teacher", "torch-input-order"): teacher["final_eval"],
+                ("student", "torch"): student["final_eval"],
                 ("student-fp32", "onnxruntime"): fp32["accuracy"]["onnx_fp32"],
                 ("student-int8", "onnxruntime"): int8["accuracy"]["onnx_int8"],
                 ("baseline", "scikit-learn"): baseline["final_eval"]}
@@ -160,6 +161,10 @@ def test_table_numbers_equal_the_stage_reports(finished):
         assert row["size_bytes"] == dir_size_bytes(out / artifact)
         assert row["samples_per_second"] > 0
         assert row["retention"] == pytest.approx(row["accuracy"] / rows["teacher", "torch"]["accuracy"])
+        assert row["faster_than_teacher"] == pytest.approx(
+            row["samples_per_second"] / rows["teacher", "torch"]["samples_per_second"])
+        assert row["faster_than_user_path"] == pytest.approx(
+            row["samples_per_second"] / rows["teacher", "torch-input-order"]["samples_per_second"])
     # the numpy runtime computes the fp32 bundle as onnxruntime does
     assert report["agreement"]["student-fp32: numpy runtime vs onnxruntime"] == 1.0
     # report.md shows the same figures
@@ -382,7 +387,7 @@ def test_thucnews_bench_runs_the_pipeline_on_a_tiny_chinese_vocabulary_model(sha
     assert extension["added_cjk_characters"] > 100 and extension["training_words_with_unk_after"] == 0
     assert teacher["labels"] == (shared_data / "thucnews" / "class.txt").read_text().split()
     report = read(out / "report.json")
-    assert len(report["rows"]) == 7 and report["eval"]["rows"] == 60
+    assert len(report["rows"]) == len(ROWS) == 8 and report["eval"]["rows"] == 60
     assert report["agreement"]["student-fp32: numpy runtime vs onnxruntime"] == 1.0
     bundle_vocab = (out / "student-int8" / "vocab.txt").read_text(encoding="utf-8").splitlines()
     assert bundle_vocab == (out / "student" / "vocab.txt").read_text(encoding="utf-8").splitlines()

@@ -262,3 +262,27 @@ def test_real_teacher_on_sst2_slice(shared_data, tmp_path):
     report = teach(cfg)
     assert report["labels"] == ["0", "1"]
     assert report["final_eval"]["accuracy"] > 0.72
+
+
+def test_predict_logits_in_input_order_batches_match_sorted(tiny_model_dir):
+    """sort=False (a plain Hugging Face loop: consecutive batches) pads differently but gives the
+    same logits, in input order, as the length-sorted batches."""
+    from distill.predict import load_model_dir, predict_logits
+
+    model, tokenizer, _ = load_model_dir(tiny_model_dir)
+    reviews = [row[0] for row in make_reviews(24, seed=5)]
+    texts = [" ".join([r] * (1 + 2 * (i % 2))) for i, r in enumerate(reviews)] + [""]   # short, long, ...
+    calls = []
+    handle = model.register_forward_hook(lambda m, args, kwargs, out: calls.append(kwargs["input_ids"].shape),
+                                         with_kwargs=True)
+    plain = predict_logits(model, tokenizer, texts, 32, batch_size=4, sort=False)
+    n_plain = list(calls)
+    calls.clear()
+    ordered = predict_logits(model, tokenizer, texts, 32, batch_size=4, sort=True)
+    handle.remove()
+    np.testing.assert_allclose(plain, ordered, atol=1e-5)
+    one_by_one = np.concatenate([predict_logits(model, tokenizer, [t], 32, batch_size=1) for t in texts])
+    np.testing.assert_allclose(plain, one_by_one, atol=1e-5)
+    assert [shape[0] for shape in n_plain] == [4] * 6 + [1]
+    # every consecutive batch holds a long text and pads its short ones; sorted batches pad less
+    assert sum(a * b for a, b in n_plain) > sum(a * b for a, b in calls)
