@@ -1,7 +1,7 @@
 """`distill student` on SST-2: the ablation table of issue 3, and the teacher-in-the-loop speed-up.
 
 usage: python bench/bench_student.py [--data DIR] [--teacher models/sst2-teacher] [--runs NAME,...]
-                                     [--save RUN:models/sst2-student] [--speedup-only]
+                                     [--save RUN:models/sst2-student] [--speedup-only | --no-speedup]
 
 Every run is `distill student` on the teacher's 16k training subset (--max-train-samples 16000
 --seed 0: the rows `distill teach` used), evaluated on SST-2 dev, at a comparable budget of
@@ -36,6 +36,7 @@ def runs(unlabeled: Path, all_unlabeled: Path) -> dict[str, list[str]]:
         "ce_only": ["--alpha", "0", "--augment-factor", "0", "--epochs", "3"],
         "ce_only_1_epoch": ["--alpha", "0", "--augment-factor", "0", "--epochs", "1"],
         "kd_labelled": ["--augment-factor", "0", "--epochs", "3"],
+        "kd_labelled_trim_min4": ["--augment-factor", "0", "--epochs", "3", "--trim-vocab", "--trim-min-count", "4"],
         "kd_augment": ["--augment-factor", "2", "--epochs", "1"],
         "kd_unlabeled": [*unl, "--epochs", "1"],
         "kd_unlabeled_alpha1": [*unl, "--epochs", "1", "--alpha", "1"],
@@ -53,6 +54,7 @@ DESCRIPTIONS = {
     "ce_only": "CE only, 16k labelled rows, 3 epochs",
     "ce_only_1_epoch": "CE only, 16k labelled rows, 1 epoch (16k samples)",
     "kd_labelled": "KD (alpha 0.5, T 2), 16k labelled rows, 3 epochs",
+    "kd_labelled_trim_min4": "as kd_labelled, --trim-vocab --trim-min-count 4",
     "kd_augment": "KD + augmentation x2 (32k texts), 1 epoch",
     "kd_unlabeled": "KD + 32k unlabelled SST-2 texts, 1 epoch",
     "kd_unlabeled_alpha1": "as kd_unlabeled, pure KD (alpha 1)",
@@ -196,6 +198,7 @@ def main():
     parser.add_argument("--save", default=None, metavar="RUN:DIR",
                         help="copy one run's student to DIR, e.g. default_plus_unlabeled:models/sst2-student")
     parser.add_argument("--speedup-only", action="store_true", help="only the teacher-in-the-loop comparison")
+    parser.add_argument("--no-speedup", action="store_true", help="skip the teacher-in-the-loop comparison")
     parser.add_argument("--speedup-rows", type=int, default=2000)
     args = parser.parse_args()
 
@@ -232,6 +235,8 @@ def main():
                 shutil.rmtree(target)
             shutil.copytree(rows[name]["out"], target)
             print(f"{name} student saved to {target}")
+    if args.no_speedup:
+        return
     speed = measure_speedup(args.teacher, data, args.speedup_rows)
     (RESULTS / "speedup.json").write_text(json.dumps(speed, indent=2))
     print(json.dumps(speed, indent=2))

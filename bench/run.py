@@ -42,6 +42,7 @@ SST2_PRESETS = {
               "n_unlabeled": 12000},
     "full": {"teach": {"epochs": 2, "seed": 0},
              "student": {"layers": 3, "trim_vocab": True, "trim_min_count": 8, "epochs": 1, "augment_factor": 1},
+             "report": {"rounds": 3},
              "n_unlabeled": 0},
 }
 
@@ -153,7 +154,8 @@ def bench_sst2(args) -> dict:
                                                    teach["max_train_samples"], preset["n_unlabeled"], teach["seed"]))
     config = write_toml(out / "pipeline.toml", {"train": str(data / "train.tsv"), "eval": str(data / "dev.tsv"),
                                                 "out": str(out)},
-                        {"data": {"text_column": "sentence"}, "teach": teach, "student": student})
+                        {"data": {"text_column": "sentence"}, "teach": teach, "student": student,
+                         "report": preset.get("report", {})})
     report, seconds = run_pipeline_file(config, out, args.pipeline_args)
     targets = sst2_targets(report)
     print(f"\n{name}: {seconds / 60:.1f} minutes\n\n{format_targets(targets)}")
