@@ -35,8 +35,8 @@ ROWS = (("teacher", "teacher", "torch"),
         ("student int8 ONNX", "student-int8", "onnxruntime"),
         ("student int8 ONNX", "student-int8", "numpy"),
         ("TF-IDF + linear SVM", "baseline", "scikit-learn"))
-ENGINE_NAMES = {"torch": "torch", "torch-input-order": "torch, input order", "onnxruntime": "onnxruntime", "numpy": "numpy runtime",
-                "scikit-learn": "scikit-learn"}
+ENGINE_NAMES = {"torch": "torch", "torch-input-order": "torch, input order", "onnxruntime": "onnxruntime",
+                "numpy": "numpy runtime", "scikit-learn": "scikit-learn"}
 
 
 def row_key(artifact: str, engine: str) -> str:
