@@ -195,6 +195,8 @@ def main():
     parser.add_argument("--n-unlabeled", type=int, default=32000, help="unlabelled transfer texts")
     parser.add_argument("--out-dir", default=str(ROOT / "models" / "sst2-ablation"))
     parser.add_argument("--cache-dir", default=str(RESULTS / "cache"))
+    parser.add_argument("--results", default=str(RESULTS / "ablation.json"),
+                        help="the table's JSON (runs already in it are kept; rerun ones replaced)")
     parser.add_argument("--save", default=None, metavar="RUN:DIR",
                         help="copy one run's student to DIR, e.g. default_plus_unlabeled:models/sst2-student")
     parser.add_argument("--speedup-only", action="store_true", help="only the teacher-in-the-loop comparison")
@@ -217,7 +219,7 @@ def main():
         chosen = args.runs.split(",") if args.runs else list(plan)
         if "kd_all_unlabeled" in chosen:           # only that run reads it
             write_unlabeled(data / "train.tsv", all_unlabeled, args.n_train, 10**9)
-        results_file = RESULTS / "ablation.json"
+        results_file = Path(args.results)
         previous = json.loads(results_file.read_text()) if results_file.exists() else {}
         rows = {r["name"]: r for r in previous.get("runs", [])}
         for name in chosen:
