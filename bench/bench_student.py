@@ -199,8 +199,9 @@ def main():
                         help="the table's JSON (runs already in it are kept; rerun ones replaced)")
     parser.add_argument("--save", default=None, metavar="RUN:DIR",
                         help="copy one run's student to DIR, e.g. default_plus_unlabeled:models/sst2-student")
-    parser.add_argument("--speedup-only", action="store_true", help="only the teacher-in-the-loop comparison")
-    parser.add_argument("--no-speedup", action="store_true", help="skip the teacher-in-the-loop comparison")
+    speedup = parser.add_mutually_exclusive_group()
+    speedup.add_argument("--speedup-only", action="store_true", help="only the teacher-in-the-loop comparison")
+    speedup.add_argument("--no-speedup", action="store_true", help="skip the teacher-in-the-loop comparison")
     parser.add_argument("--speedup-rows", type=int, default=2000)
     args = parser.parse_args()
 

@@ -10,9 +10,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from .pipeline_report import ENGINE_NAMES, USER_PATH
+
 COLOURS = {"teacher": "tab:blue", "student": "tab:orange", "student-fp32": "tab:green",
            "student-int8": "tab:red", "baseline": "tab:gray"}
-MARKERS = {"torch": "o", "torch-input-order": "P", "onnxruntime": "s", "numpy": "D", "scikit-learn": "^"}
+MARKERS = {"torch": "o", USER_PATH: "P", "onnxruntime": "s", "numpy": "D", "scikit-learn": "^"}
 
 
 def _figure(width=6.4, height=4.4):
@@ -22,8 +24,6 @@ def _figure(width=6.4, height=4.4):
 
 
 def _label(row: dict, with_engine: bool) -> str:
-    from .pipeline_report import ENGINE_NAMES
-
     return f"{row['name']} ({ENGINE_NAMES[row['engine']]})" if with_engine else row["name"]
 
 
@@ -51,7 +51,7 @@ def _scatter(rows, x_key: str, x_label: str, title: str, path: Path, scale: floa
 
 def plot_accuracy_vs_size(report: dict, path: Path) -> Path:
     """One point per artifact: a bundle's row is the numpy runtime's (what ships)."""
-    rows = [r for r in report["rows"] if r["engine"] not in ("onnxruntime", "torch-input-order")]
+    rows = [r for r in report["rows"] if r["engine"] not in ("onnxruntime", USER_PATH)]
     return _scatter(rows, "size_bytes", "size on disk (MB, log scale)", "Accuracy against size", path,
                     scale=1e-6, with_engine=False)
 

@@ -27,15 +27,17 @@ from pathlib import Path
 
 import numpy as np
 
+USER_PATH = "torch-input-order"     # the teacher in torch, consecutive batches in input order
+TORCH_ENGINES = ("torch", USER_PATH)
 ROWS = (("teacher", "teacher", "torch"),
-        ("teacher", "teacher", "torch-input-order"),
+        ("teacher", "teacher", USER_PATH),
         ("student", "student", "torch"),
         ("student fp32 ONNX", "student-fp32", "onnxruntime"),
         ("student fp32 ONNX", "student-fp32", "numpy"),
         ("student int8 ONNX", "student-int8", "onnxruntime"),
         ("student int8 ONNX", "student-int8", "numpy"),
         ("TF-IDF + linear SVM", "baseline", "scikit-learn"))
-ENGINE_NAMES = {"torch": "torch", "torch-input-order": "torch, input order", "onnxruntime": "onnxruntime",
+ENGINE_NAMES = {"torch": "torch", USER_PATH: "torch, input order", "onnxruntime": "onnxruntime",
                 "numpy": "numpy runtime", "scikit-learn": "scikit-learn"}
 
 
@@ -116,8 +118,8 @@ def baseline_predictor(directory, n_labels: int):
 
 
 def load_predictor(path, engine: str, batch_size: int, n_labels: int):
-    if engine in ("torch", "torch-input-order"):
-        return torch_predictor(path, batch_size, sort=engine == "torch")
+    if engine in TORCH_ENGINES:
+        return torch_predictor(path, batch_size, sort=engine != USER_PATH)
     if engine == "onnxruntime":
         return onnxruntime_predictor(path, batch_size)
     if engine == "numpy":
@@ -152,7 +154,7 @@ def stage_scores(out: Path, artifact: str, engine: str) -> dict | None:
     def pick(report):
         return None if not report else {"accuracy": report["accuracy"], "macro_f1": report["macro_f1"]}
 
-    if artifact in ("teacher", "student") and engine in ("torch", "torch-input-order"):
+    if artifact in ("teacher", "student") and engine in TORCH_ENGINES:
         return pick(_read_json(out / artifact / "training.json").get("final_eval"))
     if artifact == "baseline":
         return pick(_read_json(out / artifact / "baseline.json")["final_eval"])
@@ -255,7 +257,7 @@ def add_ratios(rows: list[dict]) -> None:
     / teacher's, both length-sorted) against the teacher row; faster than the user's path
     (sentences/s / the teacher's in input order) against the teacher's input-order row."""
     teacher = next((r for r in rows if r["artifact"] == "teacher" and r["engine"] == "torch"), None)
-    user = next((r for r in rows if r["artifact"] == "teacher" and r["engine"] == "torch-input-order"), None)
+    user = next((r for r in rows if r["artifact"] == "teacher" and r["engine"] == USER_PATH), None)
     for row in rows:
         row["retention"] = row["accuracy"] / teacher["accuracy"] if teacher and teacher["accuracy"] else None
         row["smaller_than_teacher"] = teacher["size_bytes"] / row["size_bytes"] if teacher and row["size_bytes"] else None
@@ -293,7 +295,7 @@ def table_rows(report: dict) -> list[list[str]]:
                       f"{r['parameters']:,}", _mb(r["size_bytes"]), f"{r['samples_per_second']:,.1f}",
                       "-" if r["retention"] is None else f"{100 * r['retention']:.1f}%",
                       _x(r["smaller_than_teacher"]), _x(r["faster_than_teacher"]),
-                      _x(r.get("faster_than_user_path"))])
+                      _x(r.get("faster_than_user_path"))])   # absent from reports made before that row
     return lines
 
 
@@ -321,8 +323,8 @@ def markdown(report: dict) -> str:
         f"- date: {report['date']}; machine: {m['cpu']}, {m['cores']} CPU cores available, "
         f"{'a GPU present (not used)' if m['gpu'] else 'no GPU'}; {m['platform']}",
         f"- every row measured in one process on one thread, batches of {report['batch_size']} texts "
-        f"sorted by length (except the teacher's input-order row), raw text to logits (tokenizing included, loading excluded), best of "
-        f"{report['rounds']} pass(es) over all eval texts",
+        f"sorted by length (except the teacher's input-order row), raw text to logits (tokenizing "
+        f"included, loading excluded), best of {report['rounds']} pass(es) over all eval texts",
         "- retention: accuracy / the teacher's; smaller: the teacher directory's size on disk / this "
         "artifact's directory; faster: sentences/s / the teacher's (torch, fp32, same sorted batches); "
         "vs user path: sentences/s / the teacher's in torch with consecutive batches in input order "
