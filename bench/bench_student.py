@@ -30,7 +30,7 @@ N_TRAIN = 16000
 
 def runs(unlabeled: Path, all_unlabeled: Path) -> dict[str, list[str]]:
     """name -> extra `distill student` arguments; each trains on ~48k samples, except
-    ce_only_1_epoch (16k), kd_all_unlabeled (67k), default_plus_unlabeled (80k) and defaults (144k)."""
+    ce_only_1_epoch (16k), kd_all_unlabeled (67k; 134k at 2 epochs), default_plus_unlabeled (80k) and defaults (144k)."""
     unl = ["--unlabeled", str(unlabeled), "--augment-factor", "0"]
     return {
         "ce_only": ["--alpha", "0", "--augment-factor", "0", "--epochs", "3"],
@@ -45,6 +45,7 @@ def runs(unlabeled: Path, all_unlabeled: Path) -> dict[str, list[str]]:
         "kd_unlabeled_trim_vocab": [*unl, "--epochs", "1", "--trim-vocab"],
         "kd_unlabeled_trim_min10": [*unl, "--epochs", "1", "--trim-vocab", "--trim-min-count", "10"],
         "kd_all_unlabeled": ["--unlabeled", str(all_unlabeled), "--augment-factor", "0", "--epochs", "1"],
+        "kd_all_unlabeled_2_epochs": ["--unlabeled", str(all_unlabeled), "--augment-factor", "0", "--epochs", "2"],
         "default_plus_unlabeled": ["--unlabeled", str(unlabeled), "--epochs", "1"],
         "defaults": [],
     }
@@ -63,6 +64,7 @@ DESCRIPTIONS = {
     "kd_unlabeled_trim_vocab": "as kd_unlabeled, --trim-vocab",
     "kd_unlabeled_trim_min10": "as kd_unlabeled, --trim-vocab --trim-min-count 10",
     "kd_all_unlabeled": "KD + all 51k other SST-2 training texts, unlabelled, 1 epoch",
+    "kd_all_unlabeled_2_epochs": "as kd_all_unlabeled, 2 epochs (134k samples)",
     "default_plus_unlabeled": "defaults (aug x2) + 32k unlabelled, 1 epoch",
     "defaults": "all defaults: KD + augmentation x2, 3 epochs (144k samples)",
 }
