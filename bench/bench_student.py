@@ -1,7 +1,8 @@
 """`distill student` on SST-2: the ablation table of issue 3, and the teacher-in-the-loop speed-up.
 
 usage: python bench/bench_student.py [--data DIR] [--teacher models/sst2-teacher] [--runs NAME,...]
-                                     [--save RUN:models/sst2-student] [--speedup-only | --no-speedup]
+                                     [--seeds 0,1,2] [--save RUN:models/sst2-student]
+                                     [--speedup-only | --no-speedup]
 
 Every run is `distill student` on the teacher's 16k training subset (--max-train-samples 16000
 --seed 0: the rows `distill teach` used), evaluated on SST-2 dev, at a comparable budget of
@@ -10,6 +11,9 @@ about 48k training samples each (3 epochs of the 16k labelled rows, or 1 epoch o
 subset, written without their labels to bench/results/student/unlabeled.txt (32k; all 51k of them
 in unlabeled_all.txt for kd_all_unlabeled). The teacher
 scores each text once; the runs share its logits through the cache (bench/results/student/cache).
+--seeds repeats every run with other training seeds on the same labelled rows (written once to
+bench/results/student/labelled-16000.tsv; seed 0 reads them from train.tsv as before); those runs
+are named RUN@SEED, and the table ends with each run's mean and standard deviation over seeds.
 Results: a table on stdout and bench/results/student/ablation.json (speedup.json for the
 teacher-in-the-loop comparison).
 """
@@ -89,7 +93,7 @@ def run_student(name, extra, common, out_dir: Path) -> dict:
     out = out_dir / name
     resume = ["--resume"] if list((out_dir / f"{name}.checkpoints").glob("checkpoint-*")) else []
     cmd = [sys.executable, "-m", "distill.cli", "student", *common, "--out", str(out), *extra, *resume]
-    print(f"\n### {name}: {DESCRIPTIONS.get(name, '')}\n$ {' '.join(cmd)}", flush=True)
+    print(f"\n### {name}: {DESCRIPTIONS.get(name.split('@')[0], '')}\n$ {' '.join(cmd)}", flush=True)
     start = time.time()
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode != 0:
@@ -97,7 +101,7 @@ def run_student(name, extra, common, out_dir: Path) -> dict:
     print(done.stdout[-1500:], flush=True)
     report = json.loads((out / "training.json").read_text())
     c, d = report["comparison"], report["distillation"]
-    return {"name": name, "description": DESCRIPTIONS.get(name, ""), "args": extra,
+    return {"name": name, "description": DESCRIPTIONS.get(name.split("@")[0], ""), "args": extra,
             "accuracy": report["final_eval"]["accuracy"], "macro_f1": report["final_eval"]["macro_f1"],
             "teacher_accuracy": c["teacher"]["accuracy"], "retention": c["retention"],
             "rows": report["data"]["rows"], "train_rows": report["data"]["train_rows_used"],
@@ -110,6 +114,31 @@ def run_student(name, extra, common, out_dir: Path) -> dict:
             "student_samples_per_second": c["student"].get("samples_per_second"),
             "teacher_samples_per_second": c["teacher"].get("samples_per_second"),
             "vocab": d.get("vocab"), "out": str(out)}
+
+
+def write_labelled_subset(train_tsv: Path, path: Path, n_train: int) -> Path:
+    """The teacher's n_train rows (subsample seed 0, as --max-train-samples N --seed 0 picks them)
+    as a sentence/label TSV, so that other training seeds train on the same rows."""
+    from distill.data import DataOptions, load_labelled, subsample
+
+    data = subsample(load_labelled(train_tsv, DataOptions(text_column="sentence")), n_train, 0)
+    lines = ["sentence\tlabel"] + [f"{t}\t{data.label_names[y]}" for t, y in zip(data.texts, data.labels)]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def seed_summary(rows: list[dict]) -> str:
+    """Mean and sample standard deviation of dev accuracy per run over its seeds (RUN, RUN@S)."""
+    import numpy as np
+
+    groups: dict[str, list[float]] = {}
+    for r in rows:
+        groups.setdefault(r["name"].split("@")[0], []).append(100 * r["accuracy"])
+    lines = [f"{'run':28}{'seeds':>6}{'mean':>8}{'sd':>6}  accuracies"]
+    for name, accs in groups.items():
+        sd = float(np.std(accs, ddof=1)) if len(accs) > 1 else float("nan")
+        lines.append(f"{name:28}{len(accs):6d}{np.mean(accs):8.2f}{sd:6.2f}  " + ", ".join(f"{a:.2f}" for a in accs))
+    return "\n".join(lines)
 
 
 def table(rows: list[dict]) -> str:
@@ -195,6 +224,7 @@ def main():
     parser.add_argument("--runs", default=None, help="comma-separated subset of: " + ", ".join(DESCRIPTIONS))
     parser.add_argument("--n-train", type=int, default=N_TRAIN, help="labelled rows: the teacher's subset")
     parser.add_argument("--n-unlabeled", type=int, default=32000, help="unlabelled transfer texts")
+    parser.add_argument("--seeds", default="0", help="comma-separated training seeds (see above)")
     parser.add_argument("--out-dir", default=str(ROOT / "models" / "sst2-ablation"))
     parser.add_argument("--cache-dir", default=str(RESULTS / "cache"))
     parser.add_argument("--results", default=str(RESULTS / "ablation.json"),
@@ -220,16 +250,32 @@ def main():
         all_unlabeled = RESULTS / "unlabeled_all.txt"
         plan = runs(unlabeled, all_unlabeled)
         chosen = args.runs.split(",") if args.runs else list(plan)
-        if "kd_all_unlabeled" in chosen:           # only that run reads it
+        unknown = [n for n in chosen if n not in plan]
+        if unknown:
+            sys.exit(f"unknown run(s) {', '.join(unknown)}; choose from {', '.join(plan)}")
+        if any(str(all_unlabeled) in plan[n] for n in chosen):     # only those runs read it
             write_unlabeled(data / "train.tsv", all_unlabeled, args.n_train, 10**9)
+        seeds = [int(s) for s in args.seeds.split(",")]
+        if any(seeds):
+            subset = write_labelled_subset(data / "train.tsv", RESULTS / f"labelled-{args.n_train}.tsv", args.n_train)
+            seeded = ["--teacher", args.teacher, "--train", str(subset), "--eval", str(data / "dev.tsv"),
+                      "--text-column", "sentence", "--cache-dir", args.cache_dir, "--force", "--quiet"]
         results_file = Path(args.results)
         previous = json.loads(results_file.read_text()) if results_file.exists() else {}
         rows = {r["name"]: r for r in previous.get("runs", [])}
-        for name in chosen:
-            rows[name] = run_student(name, plan[name], common, Path(args.out_dir))
-            ordered = [rows[n] for n in plan if n in rows]
-            results_file.write_text(json.dumps({"teacher": args.teacher, "n_train": args.n_train, "runs": ordered}, indent=2))
+        order = [n if s == 0 else f"{n}@{s}" for s in sorted(set(seeds) | {0}) for n in plan]
+        for seed in seeds:
+            for name in chosen:
+                key = name if seed == 0 else f"{name}@{seed}"
+                args_ = common if seed == 0 else [*seeded, "--seed", str(seed)]
+                rows[key] = run_student(key, plan[name], args_, Path(args.out_dir))
+                ordered = [rows[n] for n in order if n in rows]
+                results_file.write_text(json.dumps({"teacher": args.teacher, "n_train": args.n_train,
+                                                    "runs": ordered}, indent=2))
+        ordered = [rows[n] for n in order if n in rows]
         print("\n" + table(ordered))
+        if any("@" in r["name"] for r in ordered):
+            print("\n" + seed_summary(ordered))
         print(f"\nresults: {results_file}")
         if args.save:
             import shutil

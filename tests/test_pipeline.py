@@ -160,6 +160,8 @@ def test_table_numbers_equal_the_stage_reports(finished):
     for (artifact, _), row in rows.items():
         assert row["size_bytes"] == dir_size_bytes(out / artifact)
         assert row["samples_per_second"] > 0
+        assert len(row["samples_per_second_rounds"]) == report["rounds"]      # every pass, best reported
+        assert row["samples_per_second"] == max(row["samples_per_second_rounds"])
         assert row["retention"] == pytest.approx(row["accuracy"] / rows["teacher", "torch"]["accuracy"])
         assert row["faster_than_teacher"] == pytest.approx(
             row["samples_per_second"] / rows["teacher", "torch"]["samples_per_second"])
