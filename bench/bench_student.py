@@ -263,7 +263,8 @@ def main():
         results_file = Path(args.results)
         previous = json.loads(results_file.read_text()) if results_file.exists() else {}
         rows = {r["name"]: r for r in previous.get("runs", [])}
-        order = [n if s == 0 else f"{n}@{s}" for s in sorted(set(seeds) | {0}) for n in plan]
+        known = {int(n.split("@")[1]) for n in rows if "@" in n}     # seeded runs of earlier calls stay
+        order = [n if s == 0 else f"{n}@{s}" for s in sorted(set(seeds) | known | {0}) for n in plan]
         for seed in seeds:
             for name in chosen:
                 key = name if seed == 0 else f"{name}@{seed}"
