@@ -74,14 +74,11 @@ DESCRIPTIONS = {
 }
 
 
-def write_unlabeled(train_tsv: Path, path: Path, n_train: int, n_unlabeled: int) -> int:
-    """n_unlabeled SST-2 training texts outside the teacher's subset (the permutation subsample
-    uses), without labels."""
+def write_unlabeled(data, path: Path, n_train: int, n_unlabeled: int) -> int:
+    """n_unlabeled of the SST-2 training rows `data` outside the teacher's subset (the permutation
+    subsample uses), without labels."""
     import numpy as np
 
-    from distill.data import DataOptions, load_labelled
-
-    data = load_labelled(train_tsv, DataOptions(text_column="sentence"))
     pick = np.random.default_rng(0).permutation(len(data))[n_train:n_train + n_unlabeled]
     texts = [data.texts[i] for i in pick]
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -89,11 +86,20 @@ def write_unlabeled(train_tsv: Path, path: Path, n_train: int, n_unlabeled: int)
     return len(texts)
 
 
+def run_key(name: str, seed: int) -> str:
+    """The results' name of a run with a training seed: RUN for seed 0, RUN@SEED otherwise."""
+    return name if seed == 0 else f"{name}@{seed}"
+
+
+def base_name(key: str) -> str:
+    return key.split("@")[0]
+
+
 def run_student(name, extra, common, out_dir: Path) -> dict:
     out = out_dir / name
     resume = ["--resume"] if list((out_dir / f"{name}.checkpoints").glob("checkpoint-*")) else []
     cmd = [sys.executable, "-m", "distill.cli", "student", *common, "--out", str(out), *extra, *resume]
-    print(f"\n### {name}: {DESCRIPTIONS.get(name.split('@')[0], '')}\n$ {' '.join(cmd)}", flush=True)
+    print(f"\n### {name}: {DESCRIPTIONS.get(base_name(name), '')}\n$ {' '.join(cmd)}", flush=True)
     start = time.time()
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode != 0:
@@ -101,7 +107,7 @@ def run_student(name, extra, common, out_dir: Path) -> dict:
     print(done.stdout[-1500:], flush=True)
     report = json.loads((out / "training.json").read_text())
     c, d = report["comparison"], report["distillation"]
-    return {"name": name, "description": DESCRIPTIONS.get(name.split("@")[0], ""), "args": extra,
+    return {"name": name, "description": DESCRIPTIONS.get(base_name(name), ""), "args": extra,
             "accuracy": report["final_eval"]["accuracy"], "macro_f1": report["final_eval"]["macro_f1"],
             "teacher_accuracy": c["teacher"]["accuracy"], "retention": c["retention"],
             "rows": report["data"]["rows"], "train_rows": report["data"]["train_rows_used"],
@@ -116,12 +122,12 @@ def run_student(name, extra, common, out_dir: Path) -> dict:
             "vocab": d.get("vocab"), "out": str(out)}
 
 
-def write_labelled_subset(train_tsv: Path, path: Path, n_train: int) -> Path:
-    """The teacher's n_train rows (subsample seed 0, as --max-train-samples N --seed 0 picks them)
-    as a sentence/label TSV, so that other training seeds train on the same rows."""
-    from distill.data import DataOptions, load_labelled, subsample
+def write_labelled_subset(data, path: Path, n_train: int) -> Path:
+    """The teacher's n_train rows of `data` (subsample seed 0, as --max-train-samples N --seed 0
+    picks them) as a sentence/label TSV, so that other training seeds train on the same rows."""
+    from distill.data import subsample
 
-    data = subsample(load_labelled(train_tsv, DataOptions(text_column="sentence")), n_train, 0)
+    data = subsample(data, n_train, 0)
     lines = ["sentence\tlabel"] + [f"{t}\t{data.label_names[y]}" for t, y in zip(data.texts, data.labels)]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
@@ -133,7 +139,7 @@ def seed_summary(rows: list[dict]) -> str:
 
     groups: dict[str, list[float]] = {}
     for r in rows:
-        groups.setdefault(r["name"].split("@")[0], []).append(100 * r["accuracy"])
+        groups.setdefault(base_name(r["name"]), []).append(100 * r["accuracy"])
     lines = [f"{'run':28}{'seeds':>6}{'mean':>8}{'sd':>6}  accuracies"]
     for name, accs in groups.items():
         sd = float(np.std(accs, ddof=1)) if len(accs) > 1 else float("nan")
@@ -240,13 +246,16 @@ def main():
     data = Path(args.data) / "sst2"
     RESULTS.mkdir(parents=True, exist_ok=True)
     if not args.speedup_only:
+        from distill.data import DataOptions, load_labelled
+
+        train = load_labelled(data / "train.tsv", DataOptions(text_column="sentence"))
         unlabeled = RESULTS / "unlabeled.txt"
-        n_unl = write_unlabeled(data / "train.tsv", unlabeled, args.n_train, args.n_unlabeled)
+        n_unl = write_unlabeled(train, unlabeled, args.n_train, args.n_unlabeled)
         print(f"unlabelled transfer texts: {n_unl} SST-2 training rows outside the {args.n_train}-row subset "
               f"-> {unlabeled}")
-        common = ["--teacher", args.teacher, "--train", str(data / "train.tsv"), "--eval", str(data / "dev.tsv"),
-                  "--text-column", "sentence", "--max-train-samples", str(args.n_train), "--seed", "0",
+        shared = ["--teacher", args.teacher, "--eval", str(data / "dev.tsv"), "--text-column", "sentence",
                   "--cache-dir", args.cache_dir, "--force", "--quiet"]
+        common = [*shared, "--train", str(data / "train.tsv"), "--max-train-samples", str(args.n_train), "--seed", "0"]
         all_unlabeled = RESULTS / "unlabeled_all.txt"
         plan = runs(unlabeled, all_unlabeled)
         chosen = args.runs.split(",") if args.runs else list(plan)
@@ -254,29 +263,30 @@ def main():
         if unknown:
             sys.exit(f"unknown run(s) {', '.join(unknown)}; choose from {', '.join(plan)}")
         if any(str(all_unlabeled) in plan[n] for n in chosen):     # only those runs read it
-            write_unlabeled(data / "train.tsv", all_unlabeled, args.n_train, 10**9)
+            write_unlabeled(train, all_unlabeled, args.n_train, 10**9)
         seeds = [int(s) for s in args.seeds.split(",")]
         if any(seeds):
-            subset = write_labelled_subset(data / "train.tsv", RESULTS / f"labelled-{args.n_train}.tsv", args.n_train)
-            seeded = ["--teacher", args.teacher, "--train", str(subset), "--eval", str(data / "dev.tsv"),
-                      "--text-column", "sentence", "--cache-dir", args.cache_dir, "--force", "--quiet"]
+            subset = write_labelled_subset(train, RESULTS / f"labelled-{args.n_train}.tsv", args.n_train)
+            seeded = [*shared, "--train", str(subset)]
         results_file = Path(args.results)
         previous = json.loads(results_file.read_text()) if results_file.exists() else {}
         rows = {r["name"]: r for r in previous.get("runs", [])}
         known = {int(n.split("@")[1]) for n in rows if "@" in n}     # seeded runs of earlier calls stay
-        order = [n if s == 0 else f"{n}@{s}" for s in sorted(set(seeds) | known | {0}) for n in plan]
+        order = [run_key(n, s) for s in sorted(set(seeds) | known | {0}) for n in plan]
+
+        def ordered() -> list[dict]:
+            return [rows[n] for n in order if n in rows]
+
         for seed in seeds:
             for name in chosen:
-                key = name if seed == 0 else f"{name}@{seed}"
+                key = run_key(name, seed)
                 args_ = common if seed == 0 else [*seeded, "--seed", str(seed)]
                 rows[key] = run_student(key, plan[name], args_, Path(args.out_dir))
-                ordered = [rows[n] for n in order if n in rows]
                 results_file.write_text(json.dumps({"teacher": args.teacher, "n_train": args.n_train,
-                                                    "runs": ordered}, indent=2))
-        ordered = [rows[n] for n in order if n in rows]
-        print("\n" + table(ordered))
-        if any("@" in r["name"] for r in ordered):
-            print("\n" + seed_summary(ordered))
+                                                    "runs": ordered()}, indent=2))
+        print("\n" + table(ordered()))
+        if any("@" in name for name in rows):
+            print("\n" + seed_summary(ordered()))
         print(f"\nresults: {results_file}")
         if args.save:
             import shutil
