@@ -31,7 +31,12 @@ def _range_and_scale(x):
     # The all-zero input has no range; like onnxruntime, use scale 1 (y and zero point are 0
     # either way, so downstream values do not depend on this choice).
     scale = np.float32(1.0) if hi == lo else np.float32(hi - lo) / np.float32(255)
-    zero_point = np.float32(np.rint(np.clip(np.float32(0) - lo / scale, 0, 255)))
+    # A range of a few subnormals divides to scale 0: onnxruntime's 0 - lo / 0 is +inf or NaN,
+    # and its clamp std::min(255, .) makes both 255.
+    if scale == 0:
+        zero_point = np.float32(255)
+    else:
+        zero_point = np.float32(np.rint(np.clip(np.float32(0) - lo / scale, 0, 255)))
     return x_min, x_max, scale, zero_point
 
 
@@ -40,6 +45,10 @@ def _quantize(x, x_min, x_max, scale, low, high, out=None):
     Division by a positive scale and rint are monotone, so y's extremes are those of x
     divided and rounded: when they lie inside [low, high], nothing needs clipping (and
     np.clip, a whole extra pass, is skipped)."""
+    if scale == 0:          # subnormal range: onnxruntime saturates x / 0, and 0 / 0 goes to the bottom
+        y = np.empty(x.shape, np.float32) if out is None else out
+        y[...] = np.where(x > 0, high, low)
+        return y
     y = np.divide(x, scale, out=out, dtype=np.float32)
     np.rint(y, out=y)                            # half to even
     if x.size and (np.rint(x_min / scale) < low or np.rint(x_max / scale) > high):

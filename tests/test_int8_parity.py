@@ -32,7 +32,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from onnx import helper
@@ -160,6 +160,8 @@ def _ties(step: float, lo: int, count: int, rng) -> np.ndarray:
                   elements=st.floats(-1e4, 1e4, width=32, allow_subnormal=True)),
        st.sampled_from(["as is", "positive", "negative", "ties", "constant"]),
        st.integers(0, 2 ** 32 - 1))
+@example(np.float32([1e-45]), "as is", 0)                 # the range underflows to scale 0
+@example(np.float32([1e-45, 0.0, 6e-45]), "as is", 0)
 def test_dynamic_quantize_linear_matches_onnxruntime(x, form, seed):
     rng = np.random.default_rng(seed)
     if form == "positive":
