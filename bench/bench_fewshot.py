@@ -1,7 +1,7 @@
 """Few labels, many texts on SST-2: few-shot teachers against the baselines, then a student.
 
 usage: python bench/bench_fewshot.py [--data DIR] [--shots 8,16,64] [--seeds 0,1,2]
-                                     [--methods tfidf,embed-lr,teach,prompt-zero,prompt,contrastive]
+                                     [--methods tfidf,embed-lr,teach,prompt-zero,prompt,contrastive,...]
                                      [--student] [--work DIR]
 
 For every (rows per class, seed) the same labelled rows, drawn (seeded) from the SST-2 training
@@ -13,6 +13,10 @@ short phrases), go to every method; each is scored on the full dev set:
   prompt-zero  `distill teach --few-shot prompt --shots 0` (label descriptions only; once)
   prompt       `distill teach --few-shot prompt` on the rows
   contrastive  `distill teach --few-shot contrastive` on the rows (pairs capped at MAX_PAIRS)
+  prompt-zero-ens, prompt-ens, contrastive-ens
+               the same three with `--label-descriptions bench/sst2_label_descriptions.tsv`: six
+               descriptions per label (a prompt ensemble; for contrastive, twelve more examples
+               in the pairs), written once before any of them was scored, not tuned on dev
 With --student: the best few-shot teacher (mean dev accuracy at 16 rows per class) of seed 0 is
 distilled by `distill student --layers 3` with 20,000 other training texts as --unlabeled (their
 labels unused; STUDENT_EPOCHS), exported by `distill export onnx --int8`, and the int8 bundle is scored with the
@@ -40,7 +44,11 @@ TEACH_SETTINGS = {"epochs": 20.0, "batch_size": 8, "lr": 5e-5}
 MAX_PAIRS = 1280
 UNLABELED = 20000
 STUDENT_EPOCHS = 1     # one pass over the 20,000 unlabelled texts (and the labelled rows)
-METHODS = ("tfidf", "embed-lr", "teach", "prompt-zero", "prompt", "contrastive")
+METHODS = ("tfidf", "embed-lr", "teach", "prompt-zero", "prompt", "contrastive",
+           "prompt-zero-ens", "prompt-ens", "contrastive-ens")
+FEW_SHOT = ("prompt", "contrastive", "prompt-ens", "contrastive-ens")    # teachers a student may use
+DESCRIPTIONS = ROOT / "bench" / "sst2_label_descriptions.tsv"
+ZERO_SHOT = ("prompt-zero", "prompt-zero-ens")
 
 
 def read_tsv(path) -> tuple[list[str], np.ndarray]:
@@ -120,17 +128,23 @@ def run_method(method, shots, seed, rows_file, texts, labels, dev_texts, dev_lab
         result = {"accuracy": float(((frozen().dev @ W.T + b).argmax(1) == dev_labels).mean())}
     elif method == "teach":
         result = teach_run(rows_file, DEV, out, seed=seed, **TEACH_SETTINGS)
-    elif method == "prompt-zero":
-        result = teach_run(rows_file, DEV, out, few_shot="prompt", shots=0)
-    elif method == "prompt":
-        result = teach_run(rows_file, DEV, out, few_shot="prompt", seed=seed)
-    elif method == "contrastive":
-        result = teach_run(rows_file, DEV, out, few_shot="contrastive", seed=seed,
-                           pairs=min(40 * len(texts), MAX_PAIRS))
+    elif method in ZERO_SHOT + FEW_SHOT:
+        result = teach_run(rows_file, DEV, out, **few_shot_settings(method, seed, len(texts)))
     else:
         raise SystemExit(f"unknown method {method}")
     result.update({"method": method, "shots": shots, "seed": seed, "seconds": round(time.time() - started, 1)})
     return result
+
+
+def few_shot_settings(method: str, seed: int, rows: int) -> dict:
+    """`distill teach` settings of a prompt or contrastive method (a name from METHODS)."""
+    base = method.removesuffix("-ens")
+    settings = {"label_descriptions": str(DESCRIPTIONS)} if method.endswith("-ens") else {}
+    if base == "prompt-zero":
+        return {"few_shot": "prompt", "shots": 0, **settings}
+    if base == "contrastive":
+        settings["pairs"] = min(40 * rows, MAX_PAIRS)
+    return {"few_shot": base, "seed": seed, **settings}
 
 
 def table(runs: list[dict], shots_list, methods) -> str:
@@ -139,7 +153,7 @@ def table(runs: list[dict], shots_list, methods) -> str:
     for method in methods:
         cells = []
         for shots in shots_list:
-            acc = [r["accuracy"] for r in runs if r["method"] == method and r["shots"] == (0 if method == "prompt-zero" else shots)]
+            acc = [r["accuracy"] for r in runs if r["method"] == method and r["shots"] == (0 if method in ZERO_SHOT else shots)]
             if not acc:
                 cells.append("-")
             elif len(acc) == 1:
@@ -161,15 +175,14 @@ def cli(*args) -> str:
 
 
 def student_run(runs, train_texts, train_labels, drawn: dict) -> dict:
-    best = max(("prompt", "contrastive"),
-               key=lambda m: np.mean([r["accuracy"] for r in runs if r["method"] == m and r["shots"] == 16] or [0]))
+    best = max(FEW_SHOT, key=lambda m: np.mean([r["accuracy"] for r in runs if r["method"] == m and r["shots"] == 16] or [0]))
     teacher_dir = WORK / f"{best}-16-0"
     rows_file = WORK / "rows-16-0.tsv"
     if not (teacher_dir / "training.json").exists():
-        extra = {"pairs": min(40 * 32, MAX_PAIRS)} if best == "contrastive" else {}
-        teach_run(rows_file, DEV, teacher_dir, few_shot=best, seed=0, **extra)
+        teach_run(rows_file, DEV, teacher_dir, **few_shot_settings(best, 0, 32))
     t_acc = next(r["accuracy"] for r in runs if (r["method"], r["shots"], r["seed"]) == (best, 16, 0))
-    if (WORK / "student-int8.json").exists():   # done by an earlier run of this script
+    student, int8 = student_paths(best)
+    if (int8.parent / f"{int8.name}.json").exists():   # done by an earlier run of this script
         return student_summary(best, t_acc)
     rng = np.random.default_rng(0)
     others = np.setdiff1d(np.arange(len(train_texts)), drawn[(16, 0)])
@@ -180,13 +193,20 @@ def student_run(runs, train_texts, train_labels, drawn: dict) -> dict:
     common = ["--text-column", "sentence", "--label-names", names]
     started = time.time()
     student_args = ["student", "--teacher", teacher_dir, "--train", rows_file, "--unlabeled", unlabeled,
-                    "--eval", DEV, "--layers", 3, "--epochs", STUDENT_EPOCHS, "--out", WORK / "student", "--force",
+                    "--eval", DEV, "--layers", 3, "--epochs", STUDENT_EPOCHS, "--out", student, "--force",
                     "--quiet", *common]
     cli(*student_args)      # re-initialises the few-shot teacher's hand-set pooler and classifier
     student_s = time.time() - started
-    cli("export", "onnx", WORK / "student", "--out", WORK / "student-int8", "--int8", "--force", "--eval", DEV, *common)
-    cli("eval", WORK / "student-int8", "--data", DEV, "--engine", "numpy", "--json", WORK / "student-int8.json", *common)
+    cli("export", "onnx", student, "--out", int8, "--int8", "--force", "--eval", DEV, *common)
+    cli("eval", int8, "--data", DEV, "--engine", "numpy", "--json", int8.parent / f"{int8.name}.json", *common)
     return student_summary(best, t_acc, round(student_s, 1))
+
+
+def student_paths(teacher_method: str) -> tuple[Path, Path]:
+    """(student directory, int8 bundle) distilled from the seed-0 16-row teacher of that method
+    (the contrastive one of earlier runs of this script kept the plain names)."""
+    name = "student" if teacher_method == "contrastive" else f"student-{teacher_method}"
+    return WORK / name, WORK / f"{name}-int8"
 
 
 def student_head(student: dict) -> str:
@@ -201,8 +221,9 @@ def student_head(student: dict) -> str:
 
 
 def student_summary(best: str, t_acc: float, seconds=None) -> dict:
-    int8 = json.loads((WORK / "student-int8.json").read_text())
-    student = json.loads((WORK / "student" / "training.json").read_text())
+    student_dir, int8_dir = student_paths(best)
+    int8 = json.loads((int8_dir.parent / f"{int8_dir.name}.json").read_text())
+    student = json.loads((student_dir / "training.json").read_text())
     fp32 = student["final_eval"]
     how = student_head(student)
     return {"teacher_method": best, "teacher_accuracy": t_acc,
@@ -254,7 +275,7 @@ def main():
             texts, labels = [train_texts[i] for i in idx], train_labels[idx]
             rows_file = write_rows(WORK / f"rows-{shots}-{seed}.tsv", texts, labels)
             for method in methods:
-                key = (method, 0 if method == "prompt-zero" else shots, 0 if method == "prompt-zero" else seed)
+                key = (method, 0 if method in ZERO_SHOT else shots, 0 if method in ZERO_SHOT else seed)
                 if key in done:
                     continue
                 result = run_method(method, key[1], key[2], rows_file, texts, labels, dev_texts, dev_labels, frozen)
@@ -264,9 +285,9 @@ def main():
                     f.write(json.dumps(result) + "\n")
                 print(f"{method:12} {key[1]:3} rows/class seed {key[2]}: dev accuracy {100 * result['accuracy']:.2f}"
                       f"  ({result['seconds']:.0f} s)", flush=True)
-                if (method, key[1], key[2]) not in (("prompt", 16, 0), ("contrastive", 16, 0)):  # student teachers
+                if method not in FEW_SHOT or key[1:] != (16, 0):     # keep the teachers a student may use
                     shutil.rmtree(WORK / f"{method}-{key[1]}-{key[2]}", ignore_errors=True)
-    all_shots = sorted({r["shots"] for r in runs if r["method"] != "prompt-zero"})
+    all_shots = sorted({r["shots"] for r in runs if r["method"] not in ZERO_SHOT})
     shown = [m for m in METHODS if any(r["method"] == m for r in runs)]
     summary = {"table": table(runs, all_shots, shown), "runs": runs, "teach_settings": TEACH_SETTINGS,
                "max_pairs": MAX_PAIRS, "min_words": args.min_words}

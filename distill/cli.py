@@ -113,8 +113,10 @@ def teach_options(f):
                           "is {label}.'); pet: cloze pattern with {text} and [MASK] (default '{text} It "
                           "was [MASK].')."),
         click.option("--label-descriptions", type=click.Path(exists=True, dir_okay=False), default=None,
-                     help="prompt, contrastive: one description per label (label<TAB>description "
-                          "lines, or one line per label in label order), instead of --template."),
+                     help="prompt, contrastive: label descriptions instead of --template: "
+                          "label<TAB>description lines, a label on as many lines as it has "
+                          "descriptions (prompt averages their embeddings, contrastive uses each as "
+                          "an example), or one plain line per label in label order."),
         click.option("--logit-scale", type=float, default=None,
                      help="prompt: logits = scale * cosine (a temperature). Default: fitted on the "
                           "labelled rows (leave-one-out); zero-shot 50."),

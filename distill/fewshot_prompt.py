@@ -1,9 +1,10 @@
 """`--few-shot prompt`: classify by cosine similarity to label descriptions; no gradient steps.
 
 Each label gets a description, `--template` with {label} filled in ("This review is
-positive.") or its line of `--label-descriptions FILE`. Texts and descriptions are embedded by
+positive.") or its lines of `--label-descriptions FILE`. Texts and descriptions are embedded by
 the teacher encoder with mean pooling and L2 normalisation (how all-MiniLM-L6-v2 was trained).
-A label's embedding e_k is the normalised mean of two unit vectors: its description's embedding
+A label with several descriptions (a prompt ensemble) is described by the normalised mean of
+their embeddings. A label's embedding e_k is the normalised mean of two unit vectors: that description embedding
 and the (normalised) centroid of its labelled rows' embeddings, so the description weighs as much
 as all the examples together and a handful of noisy rows cannot swamp it (zero-shot: the
 description alone). logits_k = scale * cos(text, e_k). (On SST-2 with 16 rows per class,
@@ -32,9 +33,10 @@ SCALE_GRID = np.geomspace(1.0, 500.0, 241)   # candidate scales for the leave-on
 _NUMBER = re.compile(r"[+-]?\d+")
 
 
-def read_label_descriptions(path, labels: list[str]) -> list[str]:
-    """One description per label from FILE: `label<TAB>description` lines (any order), or plain
-    lines, one per label in the model's label order. {label} in a description is filled in."""
+def read_label_descriptions(path, labels: list[str]) -> list[list[str]]:
+    """The descriptions of each label (in label order) from FILE: `label<TAB>description` lines in
+    any order, a label on as many lines as it has descriptions (a prompt ensemble), or plain
+    lines, exactly one per label in the model's label order. {label} is filled in."""
     path = Path(path)
     try:
         lines = [line.rstrip("\r\n") for line in path.read_text(encoding="utf-8").splitlines()]
@@ -42,18 +44,18 @@ def read_label_descriptions(path, labels: list[str]) -> list[str]:
         raise FewShotError(f"--label-descriptions {path}: cannot read: {error}") from error
     numbered = [(i + 1, line) for i, line in enumerate(lines) if line.strip()]
     if numbered and all("\t" in line for _, line in numbered):
-        found: dict[str, str] = {}
+        found: dict[str, list[str]] = {name: [] for name in labels}
         for number, line in numbered:
             name, text = line.split("\t", 1)
-            name = name.strip()
+            name, text = name.strip(), text.strip()
             if name not in labels:
                 raise FewShotError(f"{path}, line {number}: unknown label {name!r} (labels: {', '.join(labels)})")
-            if name in found:
-                raise FewShotError(f"{path}, line {number}: label {name!r} described twice")
-            if not text.strip():
+            if not text:
                 raise FewShotError(f"{path}, line {number}: empty description for {name!r}")
-            found[name] = text.strip()
-        missing = [name for name in labels if name not in found]
+            if text in found[name]:
+                raise FewShotError(f"{path}, line {number}: {name!r} has the description {text!r} twice")
+            found[name].append(text)
+        missing = [name for name in labels if not found[name]]
         if missing:
             raise FewShotError(f"{path}: no description for label(s) {', '.join(missing)}")
         texts = [found[name] for name in labels]
@@ -62,13 +64,13 @@ def read_label_descriptions(path, labels: list[str]) -> list[str]:
             raise FewShotError(f"{path}: {len(numbered)} description lines for {len(labels)} labels "
                                f"({', '.join(labels)}); write one per label in that order, or "
                                "label<TAB>description lines")
-        texts = [line.strip() for _, line in numbered]
-    return [text.replace("{label}", name) for text, name in zip(texts, labels)]
+        texts = [[line.strip()] for _, line in numbered]
+    return [[text.replace("{label}", name) for text in group] for group, name in zip(texts, labels)]
 
 
-def label_descriptions(config, labels: list[str], required: bool = True) -> list[str] | None:
-    """One description per label from --label-descriptions or the template. Numeric labels
-    cannot be described by a template: an error, or None when not `required` and neither
+def label_descriptions(config, labels: list[str], required: bool = True) -> list[list[str]] | None:
+    """Each label's descriptions, from --label-descriptions or the template (one each). Numeric
+    labels cannot be described by a template: an error, or None when not `required` and neither
     --template nor --label-descriptions was given."""
     if config.label_descriptions:
         return read_label_descriptions(config.label_descriptions, labels)
@@ -81,7 +83,22 @@ def label_descriptions(config, labels: list[str], required: bool = True) -> list
         raise FewShotError(f"the labels are numbers ({', '.join(labels)}): a description such as "
                            f"{template.replace('{label}', labels[0])!r} says nothing; name them with "
                            "--label-names FILE or describe them with --label-descriptions FILE")
-    return [template.replace("{label}", name) for name in labels]
+    return [[template.replace("{label}", name)] for name in labels]
+
+
+def flatten_descriptions(descriptions: list[list[str]]) -> tuple[list[str], np.ndarray]:
+    """(every description text, the label id of each) from per-label lists."""
+    texts = [text for group in descriptions for text in group]
+    owners = np.asarray([k for k, group in enumerate(descriptions) for _ in group], dtype=np.int64)
+    return texts, owners
+
+
+def ensemble_descriptions(embedded: np.ndarray, owners: np.ndarray, n_labels: int) -> np.ndarray:
+    """Prompt ensembling (as CLIP does over templates): a label's description embedding is the
+    normalised mean of its descriptions' unit embeddings. (m, H), (m,) -> (K, H)"""
+    sums = np.zeros((n_labels, embedded.shape[1]), dtype=np.float64)
+    np.add.at(sums, owners, embedded.astype(np.float64))
+    return normalise(sums)
 
 
 def label_embeddings(descriptions: np.ndarray, rows: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -120,8 +137,10 @@ def prompt_teacher(config, source: str, train: LabelledData, dev) -> dict:
     start = time.time()
     labels = train.label_names
     descriptions = label_descriptions(config, labels)
+    described, owners = flatten_descriptions(descriptions)
     encoder, tokenizer = load_encoder(source)
-    desc = normalise(embed_texts(encoder, tokenizer, descriptions, config.max_length, config.eval_batch_size))
+    each = normalise(embed_texts(encoder, tokenizer, described, config.max_length, config.eval_batch_size))
+    desc = ensemble_descriptions(each, owners, len(labels))             # (K, H)
     y = np.asarray(train.labels, dtype=np.int64)
     rows = normalise(embed_texts(encoder, tokenizer, train.texts, config.max_length, config.eval_batch_size)) \
         if len(train) else np.zeros((0, desc.shape[1]), dtype=np.float32)
@@ -139,8 +158,8 @@ def prompt_teacher(config, source: str, train: LabelledData, dev) -> dict:
     weights, bias = scale * centres, np.zeros(len(labels))
     model, head = linear_head_model(encoder, weights, bias, labels)
 
-    check_texts = descriptions + list(train.texts)
-    check = np.concatenate([desc, rows]) if len(rows) else desc
+    check_texts = described + list(train.texts)
+    check = np.concatenate([each, rows]) if len(rows) else each
     from .predict import predict_logits
     saved = predict_logits(model, tokenizer, check_texts, config.max_length, config.eval_batch_size)
     diff = float(np.abs(saved - direct_logits(check, weights, bias)).max())

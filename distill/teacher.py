@@ -50,7 +50,7 @@ class TeachConfig:
     few_shot: str | None = None
     shots: int | None = None            # rows per class drawn from --train (seeded); 0: zero-shot
     template: str | None = None         # None: the method's default (fewshot.DEFAULT_TEMPLATES)
-    label_descriptions: str | None = None   # prompt: one description per label
+    label_descriptions: str | None = None   # prompt, contrastive: descriptions per label
     logit_scale: float | None = None    # prompt: None = fitted on the rows (zero-shot: 50)
     pairs: int | None = None            # contrastive: None = 40 per labelled row
     contrastive_epochs: float = 1.0     # contrastive: passes over the pairs

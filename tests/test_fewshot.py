@@ -136,11 +136,11 @@ def test_prompt_teacher_reproduces_scale_times_cosine(files, prompt_dir):
     report = json.loads((prompt_dir / "training.json").read_text())
     shots = report["few_shot"]
     assert shots["method"] == "prompt" and report["data"]["train_class_counts"] == [4, 4]
-    assert shots["label_descriptions"] == {"negative": "This review is negative.",
-                                           "positive": "This review is positive."}
+    assert shots["label_descriptions"] == {"negative": ["This review is negative."],
+                                           "positive": ["This review is positive."]}
     from distill.data import load_labelled
     rows = per_class_sample(load_labelled(files["train"]), 4, seed=42)
-    descriptions = _unit(mean_pooled(str(files["model"]), list(shots["label_descriptions"].values())))
+    descriptions = _unit(mean_pooled(str(files["model"]), [d for d, in shots["label_descriptions"].values()]))
     embedded = _unit(mean_pooled(str(files["model"]), rows.texts))
     centroids = _unit(np.stack([embedded[np.asarray(rows.labels) == k].mean(0) for k in (0, 1)]))
     centres = _unit(descriptions + centroids)
@@ -164,21 +164,48 @@ def test_prompt_zero_shot_uses_descriptions_only(files, tmp_path):
                                progress=False))
     shots = report["few_shot"]
     assert report["data"]["train_rows_used"] == 0 and shots["logit_scale"] == 50.0
-    assert shots["label_descriptions"]["positive"] == "这是一条关于positive的评论"
+    assert shots["label_descriptions"]["positive"] == ["这是一条关于positive的评论"]
     descs = _unit(mean_pooled(str(files["model"]), ["awful boring film", "这是一条关于positive的评论"]))
     texts = ["good fun", "a dull mess"]
     want = 50.0 * _unit(mean_pooled(str(files["model"]), texts)) @ descs.T
     np.testing.assert_allclose(saved_logits(out, texts), want, atol=5e-4)
 
 
+def test_prompt_ensemble_averages_each_labels_descriptions(files, tmp_path):
+    """Several lines for a label: its description embedding is the normalised mean of their unit
+    embeddings (prompt ensembling), and every line is checked against the saved head."""
+    descriptions = tmp_path / "ensemble.tsv"
+    descriptions.write_text("negative\tawful boring film\npositive\ta {label} review\n"
+                            "negative\tI hated it\npositive\tgreat fun\npositive\tloved it\n", encoding="utf-8")
+    out = tmp_path / "ensemble"
+    report = teach(TeachConfig(train=str(files["train"]), out=str(out), model=str(files["model"]),
+                               few_shot="prompt", shots=0, label_descriptions=str(descriptions),
+                               progress=False))
+    shots = report["few_shot"]
+    assert shots["label_descriptions"] == {"negative": ["awful boring film", "I hated it"],
+                                           "positive": ["a positive review", "great fun", "loved it"]}
+    assert shots["head_check"]["texts"] == 5 and shots["head_check"]["max_abs_logit_diff"] < 1e-4
+    neg = _unit(mean_pooled(str(files["model"]), ["awful boring film", "I hated it"])).mean(0)
+    pos = _unit(mean_pooled(str(files["model"]), ["a positive review", "great fun", "loved it"])).mean(0)
+    centres = _unit(np.stack([neg, pos]))
+    texts = ["good fun", "a dull mess", "it was fine"]
+    want = 50.0 * _unit(mean_pooled(str(files["model"]), texts)) @ centres.T
+    np.testing.assert_allclose(saved_logits(out, texts), want, atol=5e-4)
+    single = _unit(mean_pooled(str(files["model"]), ["awful boring film", "a positive review"]))
+    assert not np.allclose(want, 50.0 * _unit(mean_pooled(str(files["model"]), texts)) @ single.T, atol=1e-2)
+
+
 def test_label_description_files(tmp_path):
     labels = ["negative", "positive"]
     plain = tmp_path / "plain.txt"
     plain.write_text("bad {label}\n\ngood\n", encoding="utf-8")
-    assert read_label_descriptions(plain, labels) == ["bad negative", "good"]
+    assert read_label_descriptions(plain, labels) == [["bad negative"], ["good"]]
+    several = tmp_path / "several.tsv"
+    several.write_text("positive\tgood\nnegative\tbad {label}\npositive\t{label} review\n", encoding="utf-8")
+    assert read_label_descriptions(several, labels) == [["bad negative"], ["good", "positive review"]]
     for text, message in [("negative\tx\nneutral\ty\n", "unknown label 'neutral'"),
                           ("negative\tx\n", "no description for label(s) positive"),
-                          ("negative\tx\nnegative\ty\n", "described twice"),
+                          ("negative\tx\npositive\ty\nnegative\t x\n", "line 3: 'negative' has the description 'x' twice"),
                           ("only one line\n", "1 description lines for 2 labels")]:
         bad = tmp_path / "bad.txt"
         bad.write_text(text, encoding="utf-8")
@@ -283,12 +310,26 @@ def test_contrastive_teacher_end_to_end(files, tmp_path):
     from transformers import AutoTokenizer
     tokenizer = AutoTokenizer.from_pretrained(out)
     descriptions = ["This review is negative.", "This review is positive."]   # join the rows
-    assert shots["label_descriptions"] == dict(zip(["negative", "positive"], descriptions))
+    assert shots["label_descriptions"] == {"negative": descriptions[:1], "positive": descriptions[1:]}
     x = _unit(_mean_pooled_with(tuned_encoder, tokenizer, rows.texts + descriptions))
     W, b = fit_logistic_regression(x, np.concatenate([rows.labels, [0, 1]]), 2)
     texts = [t for t, _ in make_reviews(10, seed=11)]
     want = _unit(_mean_pooled_with(tuned_encoder, tokenizer, texts)) @ W.T + b
     np.testing.assert_allclose(saved_logits(out, texts), want, atol=1e-4)
+
+
+def test_contrastive_every_description_joins_its_label(files, tmp_path):
+    descriptions = tmp_path / "ensemble.tsv"
+    descriptions.write_text("negative\tawful boring film\npositive\tgreat fun\nnegative\tI hated it\n",
+                            encoding="utf-8")
+    out = tmp_path / "contrastive"
+    result = invoke(["teach", "--few-shot", "contrastive", "--shots", 3, "--pairs", 8, "--batch-size", 8,
+                     "--label-descriptions", descriptions, "--train", files["train"],
+                     "--model", files["model"], "--out", out, "--quiet"])
+    assert result.exit_code == 0, result.output
+    shots = json.loads((out / "training.json").read_text())["few_shot"]
+    assert shots["label_descriptions"] == {"negative": ["awful boring film", "I hated it"], "positive": ["great fun"]}
+    assert shots["head_check"]["texts"] == 6 + 3     # the rows, then every description as an example
 
 
 # ---------------------------------------------------------------- pet
