@@ -32,10 +32,12 @@ RESULTS = ROOT / "bench" / "results" / "student"
 N_TRAIN = 16000
 
 
-def runs(unlabeled: Path, all_unlabeled: Path) -> dict[str, list[str]]:
+def runs(unlabeled: Path, all_unlabeled: Path, ensemble=()) -> dict[str, list[str]]:
     """name -> extra `distill student` arguments; each trains on ~48k samples, except
-    ce_only_1_epoch (16k), kd_all_unlabeled (67k; 134k at 2 epochs), default_plus_unlabeled (80k) and defaults (144k)."""
+    ce_only_1_epoch (16k), kd_all_unlabeled (67k; 134k at 2 epochs), default_plus_unlabeled (80k) and defaults (144k).
+    kd_all_unlabeled_ensemble needs the bench's --ensemble-teacher."""
     unl = ["--unlabeled", str(unlabeled), "--augment-factor", "0"]
+    members = [arg for path in ensemble for arg in ("--ensemble-teacher", str(path))]
     return {
         "ce_only": ["--alpha", "0", "--augment-factor", "0", "--epochs", "3"],
         "ce_only_1_epoch": ["--alpha", "0", "--augment-factor", "0", "--epochs", "1"],
@@ -50,6 +52,8 @@ def runs(unlabeled: Path, all_unlabeled: Path) -> dict[str, list[str]]:
         "kd_unlabeled_trim_min10": [*unl, "--epochs", "1", "--trim-vocab", "--trim-min-count", "10"],
         "kd_all_unlabeled": ["--unlabeled", str(all_unlabeled), "--augment-factor", "0", "--epochs", "1"],
         "kd_all_unlabeled_2_epochs": ["--unlabeled", str(all_unlabeled), "--augment-factor", "0", "--epochs", "2"],
+        "kd_all_unlabeled_ensemble": ["--unlabeled", str(all_unlabeled), "--augment-factor", "0", "--epochs", "1",
+                                      *members],
         "default_plus_unlabeled": ["--unlabeled", str(unlabeled), "--epochs", "1"],
         "defaults": [],
     }
@@ -69,6 +73,7 @@ DESCRIPTIONS = {
     "kd_unlabeled_trim_min10": "as kd_unlabeled, --trim-vocab --trim-min-count 10",
     "kd_all_unlabeled": "KD + all 51k other SST-2 training texts, unlabelled, 1 epoch",
     "kd_all_unlabeled_2_epochs": "as kd_all_unlabeled, 2 epochs (134k samples)",
+    "kd_all_unlabeled_ensemble": "as kd_all_unlabeled, from the mean logits of the teacher and --ensemble-teacher",
     "default_plus_unlabeled": "defaults (aug x2) + 32k unlabelled, 1 epoch",
     "defaults": "all defaults: KD + augmentation x2, 3 epochs (144k samples)",
 }
@@ -119,7 +124,9 @@ def run_student(name, extra, common, out_dir: Path) -> dict:
             "teacher_size_bytes": c["teacher"]["size_bytes"],
             "student_samples_per_second": c["student"].get("samples_per_second"),
             "teacher_samples_per_second": c["teacher"].get("samples_per_second"),
-            "vocab": d.get("vocab"), "out": str(out)}
+            "vocab": d.get("vocab"), "out": str(out),
+            "ensemble": {"accuracy": d["ensemble"]["eval"]["accuracy"], "retention": d["ensemble"]["student_retention"],
+                         "members": [m["teacher"] for m in d["ensemble"]["members"]]} if d.get("ensemble") else None}
 
 
 def write_labelled_subset(data, path: Path, n_train: int) -> Path:
@@ -227,6 +234,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=os.environ.get("DISTILL_DATA_DIR", ROOT.parent / "shared" / "data"))
     parser.add_argument("--teacher", default=str(ROOT / "models" / "sst2-teacher"))
+    parser.add_argument("--ensemble-teacher", action="append", default=[], metavar="DIR",
+                        help="another teacher for kd_all_unlabeled_ensemble (repeatable; trained on the same rows)")
     parser.add_argument("--runs", default=None, help="comma-separated subset of: " + ", ".join(DESCRIPTIONS))
     parser.add_argument("--n-train", type=int, default=N_TRAIN, help="labelled rows: the teacher's subset")
     parser.add_argument("--n-unlabeled", type=int, default=32000, help="unlabelled transfer texts")
@@ -257,11 +266,13 @@ def main():
                   "--cache-dir", args.cache_dir, "--force", "--quiet"]
         common = [*shared, "--train", str(data / "train.tsv"), "--max-train-samples", str(args.n_train), "--seed", "0"]
         all_unlabeled = RESULTS / "unlabeled_all.txt"
-        plan = runs(unlabeled, all_unlabeled)
-        chosen = args.runs.split(",") if args.runs else list(plan)
+        plan = runs(unlabeled, all_unlabeled, args.ensemble_teacher)
+        chosen = args.runs.split(",") if args.runs else [n for n in plan if n != "kd_all_unlabeled_ensemble"]
         unknown = [n for n in chosen if n not in plan]
         if unknown:
             sys.exit(f"unknown run(s) {', '.join(unknown)}; choose from {', '.join(plan)}")
+        if "kd_all_unlabeled_ensemble" in chosen and not args.ensemble_teacher:
+            sys.exit("kd_all_unlabeled_ensemble needs --ensemble-teacher DIR")
         if any(str(all_unlabeled) in plan[n] for n in chosen):     # only those runs read it
             write_unlabeled(train, all_unlabeled, args.n_train, 10**9)
         seeds = [int(s) for s in args.seeds.split(",")]

@@ -177,6 +177,10 @@ def summary(report: dict, out: str) -> str:
         lines.append(f"  epoch {epoch['epoch']}: " + "  ".join(parts))
     if report.get("final_eval"):
         lines.append(format_report(report["final_eval"]))
+    ensemble = report.get("distillation", {}).get("ensemble")
+    if ensemble and ensemble.get("eval"):
+        lines.append(f"teacher ensemble ({1 + len(ensemble['members'])} models, mean logits): accuracy "
+                     f"{ensemble['eval']['accuracy']:.4f}; student retention {ensemble['student_retention']:.4f}")
     lines.append(f"report: {Path(out) / 'training.json'}")
     return "\n".join(lines)
 
@@ -212,6 +216,10 @@ def student_options(f):
     options = shared_training_options(C) + [
         click.option("--teacher", required=True, type=click.Path(exists=True, file_okay=False),
                      help="Teacher model directory (written by `distill teach`)."),
+        click.option("--ensemble-teacher", "ensemble", multiple=True, type=click.Path(exists=True, file_okay=False),
+                     help="Another teacher with the same labels (repeatable): the student learns from the "
+                          "mean of all the teachers' logits, each teacher scoring with its own tokenizer "
+                          "(cached). Layers, vocabulary and max length still come from --teacher."),
         click.option("--layers", type=int, default=None,
                      help="Student layers, initialised from teacher layers chosen evenly "
                           "(3 of 6 -> 0,2,4). Default: half the teacher's."),

@@ -31,7 +31,8 @@ OWNED = {"train", "eval", "out", "data", "resume", "force", "progress", "keep_ch
 # keys holding paths, resolved relative to the TOML file that names them
 PATH_KEYS = {("", "train"), ("", "eval"), ("", "out"), ("data", "label_names"), ("teach", "model"),
              ("teach", "label_descriptions"), ("teach", "unlabeled"), ("student", "unlabeled"),
-             ("student", "cache_dir"), ("student", "back_translate")}
+             ("student", "cache_dir"), ("student", "back_translate"),
+             ("student", "ensemble")}
 
 
 class PipelineConfigError(ValueError):

@@ -1,7 +1,8 @@
 """`distill student`: a smaller BERT trained on the teacher's soft outputs.
 
 Flow: read the data with the teacher's label order -> build transfer texts (augmentation,
-unlabelled file) -> teacher logits for every training text, once, through the cache -> build the
+unlabelled file) -> teacher logits for every training text, once, through the cache (with
+--ensemble-teacher, every teacher's, averaged) -> build the
 student (teacher layers or random init, optional trimmed vocabulary) -> DistillationTrainer ->
 teacher and student side by side on the eval set -> atomic save with training.json.
 """
@@ -23,6 +24,7 @@ TEACHER_DIR_HELP = "a model directory written by `distill teach`"
 class StudentConfig:
     """Every `distill student` setting; the CLI takes its defaults from here, training.json records it."""
     teacher: str = ""
+    ensemble: tuple[str, ...] = ()      # more teachers whose logits are averaged with the teacher's
     train: str = ""
     out: str = ""
     eval: str | None = None
@@ -82,6 +84,9 @@ class StudentError(Exception):
 def _check(config: StudentConfig) -> None:
     if not (Path(config.teacher) / "config.json").is_file():
         raise StudentError(f"--teacher {config.teacher}: not {TEACHER_DIR_HELP} (no config.json)")
+    for other in config.ensemble:
+        if not (Path(other) / "config.json").is_file():
+            raise StudentError(f"--ensemble-teacher {other}: not {TEACHER_DIR_HELP} (no config.json)")
     if config.early_stopping is not None and not config.eval:
         raise StudentError("--early-stopping needs --eval")
     if config.temperature <= 0 or not 0 <= config.alpha <= 1:
@@ -262,6 +267,50 @@ def teacher_parts(config, train, unlabeled, unlabeled_sha, teacher, tokenizer, m
     return parts, teacher_hash, cache.root
 
 
+def load_ensemble(config: StudentConfig, labels: list[str]) -> list[tuple]:
+    """[(directory, model, tokenizer)] of the --ensemble-teacher models; each must predict the
+    teacher's labels in the teacher's order (their logits are averaged column by column)."""
+    from .predict import load_model_dir
+
+    members = []
+    for other in config.ensemble:
+        model, tokenizer, other_labels = load_model_dir(other)
+        if other_labels != labels:
+            raise StudentError(f"--ensemble-teacher {other}: labels {other_labels} are not --teacher's "
+                               f"{labels} (same labels in the same order needed to average logits)")
+        members.append((other, model, tokenizer))
+    return members
+
+
+def ensemble_parts(config: StudentConfig, parts: dict, members: list[tuple], max_length: int) -> tuple[dict, list]:
+    """Each part's logits replaced by the mean over the teacher and the ensemble members of their
+    logits for the same texts (each member scores them once with its own tokenizer, cached under
+    its own weights hash). Returns (parts, one report entry per member)."""
+    import numpy as np
+
+    from .cache import LogitsCache, cached_logits, default_cache_dir, texts_sha256, weights_sha256
+
+    cache = LogitsCache(None if config.no_cache else (config.cache_dir or default_cache_dir()))
+    totals = {name: np.asarray(p["logits"], dtype=np.float64) for name, p in parts.items()}
+    report = []
+    for directory, model, tokenizer in members:
+        def score(texts, model=model, tokenizer=tokenizer):
+            return score_with_teacher(model, tokenizer, texts, max_length, config.teacher_batch_size, config.progress)
+
+        entry = {"teacher": str(directory), "weights_sha256": weights_sha256(directory), "teacher_logits": {}}
+        for name, part in parts.items():
+            fields = {"teacher": entry["weights_sha256"], "max_length": max_length, "part": name,
+                      "texts": texts_sha256(part["texts"])}
+            got = cached_logits(cache, fields, lambda part=part: part["texts"], score)
+            totals[name] += got["logits"]
+            entry["teacher_logits"][name] = {"rows": len(got["texts"]), "cache_hit": got["hit"],
+                                             "key": got["key"], "seconds": got["seconds"]}
+        report.append(entry)
+    mean = {name: {**part, "logits": (totals[name] / (1 + len(members))).astype(np.float32)}
+            for name, part in parts.items()}
+    return mean, report
+
+
 # ---------------------------------------------------------------- side by side
 
 def timed_predict(model, tokenizer, texts, max_length: int, batch_size: int) -> tuple:
@@ -337,6 +386,7 @@ def distill_student(config: StudentConfig, callbacks=()) -> dict | None:
     few_shot_head(teacher.config)          # an unknown head mark fails before the teacher pass
     max_length = config.max_length or default_max_length(config.teacher, teacher_tokenizer)
     train, dev, unlabeled, unlabeled_sha = read_student_data(config, labels)
+    members = load_ensemble(config, labels)
 
     checkpoints = checkpoint_dir_for(config.out)
     resume_from = None
@@ -361,6 +411,14 @@ def distill_student(config: StudentConfig, callbacks=()) -> dict | None:
         parts, teacher_hash, cache_root = teacher_parts(
             config, train, unlabeled, unlabeled_sha, teacher, teacher_tokenizer, max_length,
             need_labelled=config.alpha > 0 or transfer)
+        if members and not parts:
+            raise StudentError("--ensemble-teacher: alpha 0 without transfer data is plain cross-entropy, "
+                               "no teacher logits to average")
+        ensemble = None
+        if members:
+            parts, member_report = ensemble_parts(config, parts, members, max_length)
+            ensemble = {"combine": "mean of the logits of --teacher and every --ensemble-teacher",
+                        "members": member_report}
 
     student, layer_map, init = build_student(teacher, config)
     tokenizer, vocab_report = teacher_tokenizer, None
@@ -408,6 +466,13 @@ def distill_student(config: StudentConfig, callbacks=()) -> dict | None:
             final = evaluate(np.asarray(dev.labels), softmax(s_logits), labels)
             for entry, metrics in ((teacher_entry, teacher_eval), (student_entry, final)):
                 entry.update(accuracy=metrics["accuracy"], macro_f1=metrics["macro_f1"])
+            if members:
+                from .predict import predict_logits
+
+                mean_logits = (t_logits + sum(predict_logits(m, tok, dev.texts, max_length, config.eval_batch_size)
+                                              for _, m, tok in members)) / (1 + len(members))
+                ensemble["eval"] = evaluate(np.asarray(dev.labels), softmax(mean_logits), labels)
+                ensemble["student_retention"] = round(final["accuracy"] / ensemble["eval"]["accuracy"], 4)
         resolved = {**asdict(config), "max_length": max_length, "layer_map": layer_map, "init": init,
                     "layers": len(layer_map)}
         report = {
@@ -429,6 +494,7 @@ def distill_student(config: StudentConfig, callbacks=()) -> dict | None:
                 "layer_map": layer_map, "init": init, "head": head_init(teacher.config, init),
                 "teacher_parameters": teacher_entry["parameters"], "student_parameters": student_entry["parameters"],
                 "teacher_eval": teacher_eval,
+                "ensemble": ensemble,
                 "teacher_logits": {name: {"rows": len(p["texts"]), "cache_hit": p["hit"], "key": p["key"],
                                           "seconds": p["seconds"]} for name, p in parts.items()},
                 "cache_dir": str(cache_root) if cache_root else None,

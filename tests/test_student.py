@@ -288,7 +288,8 @@ def test_cli_rejects_bad_settings(trained, tmp_path):
                            (["--hidden-size", "16", "--init", "teacher"], "--init random"),
                            (["--back-translate", "only-one"], "FORWARD_MODEL,BACKWARD_MODEL"),
                            (["--trim-min-count", "2"], "only with --trim-vocab"),
-                           (["--trim-vocab", "--trim-min-count", "0"], "--trim-min-count")):
+                           (["--trim-vocab", "--trim-min-count", "0"], "--trim-min-count"),
+                           (["--ensemble-teacher", str(trained["train"].parent)], "--ensemble-teacher")):
         result = runner.invoke(main, base + extra)
         assert result.exit_code != 0 and message in result.output, (extra, result.output)
     assert not (tmp_path / "x").exists()
@@ -340,3 +341,73 @@ def test_unlabelled_txt_is_one_text_per_line_whatever_the_text_column(tmp_path):
     assert load_texts(txt, unlabeled_options(txt, options)) == ["a gripping film", "the plot was dull"]
     tsv = write_csv(tmp_path / "unlabeled.tsv", [("fine acting",)], header=("sentence",), delimiter="\t")
     assert unlabeled_options(tsv, options) == options and load_texts(tsv, options) == ["fine acting"]
+
+
+def _shifted_copy(teacher: Path, target: Path, shift: list[float]) -> Path:
+    """A copy of the teacher whose classifier bias is moved by `shift`: its logits are the
+    teacher's plus `shift` on every text."""
+    import shutil
+
+    shutil.copytree(teacher, target)
+    model = AutoModelForSequenceClassification.from_pretrained(target)
+    with torch.no_grad():
+        model.classifier.bias += torch.tensor(shift)
+    model.save_pretrained(target)
+    return target
+
+
+def test_ensemble_teachers_logits_are_averaged_and_cached(trained, tmp_path, monkeypatch):
+    import distill.training as training
+
+    member = _shifted_copy(trained["teacher"], tmp_path / "member", [3.0, -1.0])
+    captured = {}
+    real_encode = training.encode_rows
+
+    def capture(tokenizer, texts, max_length, **extras):
+        if "teacher_logits" in extras:
+            captured["texts"], captured["logits"] = list(texts), np.asarray(extras["teacher_logits"])
+        return real_encode(tokenizer, texts, max_length, **extras)
+
+    monkeypatch.setattr(training, "encode_rows", capture)
+    config = StudentConfig(teacher=str(trained["teacher"]), ensemble=(str(member),), train=str(trained["train"]),
+                           eval=str(trained["dev"]), out=str(tmp_path / "s1"), unlabeled=str(trained["unlabeled"]),
+                           augment_factor=0, layers=2, epochs=1, batch_size=32, cache_dir=str(tmp_path / "cache"),
+                           progress=False)
+    report = distill_student(config)
+    teacher, tokenizer, _ = load_model_dir(str(trained["teacher"]))
+    own = predict_logits(teacher, tokenizer, captured["texts"], 32)
+    assert len(captured["texts"]) == 240 + 120
+    np.testing.assert_allclose(captured["logits"], own + np.array([1.5, -0.5]), atol=1e-4)   # (t + (t + s)) / 2
+
+    ensemble = report["distillation"]["ensemble"]
+    assert [m["teacher"] for m in ensemble["members"]] == [str(member)]
+    assert set(ensemble["members"][0]["teacher_logits"]) == {"labelled", "unlabeled"}
+    assert not any(p["cache_hit"] for p in ensemble["members"][0]["teacher_logits"].values())
+    from distill.data import load_labelled
+    from distill.metrics import evaluate
+    from distill.predict import softmax
+    dev = load_labelled(trained["dev"], labels=report["labels"])
+    mean = predict_logits(teacher, tokenizer, dev.texts, 32) + np.array([1.5, -0.5])
+    want = evaluate(np.asarray(dev.labels), softmax(mean), report["labels"])["accuracy"]
+    assert ensemble["eval"]["accuracy"] == pytest.approx(want)
+    assert ensemble["student_retention"] == pytest.approx(report["final_eval"]["accuracy"] / want, abs=1e-4)
+
+    again = distill_student(replace(config, out=str(tmp_path / "s2")))    # every teacher's logits cached
+    assert all(p["cache_hit"] for p in again["distillation"]["ensemble"]["members"][0]["teacher_logits"].values())
+    assert all(p["cache_hit"] for p in again["distillation"]["teacher_logits"].values())
+
+
+def test_ensemble_teacher_must_share_the_labels(trained, tmp_path):
+    member = _shifted_copy(trained["teacher"], tmp_path / "member", [0.0, 0.0])
+    config_file = member / "config.json"
+    config = json.loads(config_file.read_text())
+    config["id2label"] = {"0": "positive", "1": "negative"}
+    config["label2id"] = {"positive": 0, "negative": 1}
+    config_file.write_text(json.dumps(config))
+    base = StudentConfig(teacher=str(trained["teacher"]), ensemble=(str(member),), train=str(trained["train"]),
+                         out=str(tmp_path / "s"), augment_factor=0, progress=False, no_cache=True)
+    with pytest.raises(StudentError, match="labels .* are not --teacher's"):
+        distill_student(base)
+    with pytest.raises(StudentError, match="no teacher logits to average"):
+        distill_student(replace(base, ensemble=(str(trained["teacher"]),), alpha=0.0))
+    assert not (tmp_path / "s").exists()
