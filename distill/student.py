@@ -236,11 +236,18 @@ def transfer_texts(config: StudentConfig, train: LabelledData, teacher, tokenize
     return texts
 
 
+def logits_cache(config: StudentConfig):
+    """The teacher-logits cache of --cache-dir (default ~/.cache/distill-edge); --no-cache: none."""
+    from .cache import LogitsCache, default_cache_dir
+
+    return LogitsCache(None if config.no_cache else (config.cache_dir or default_cache_dir()))
+
+
 def teacher_parts(config, train, unlabeled, unlabeled_sha, teacher, tokenizer, max_length, need_labelled):
     """{'labelled'|'augmented'|'unlabeled': cached_logits result} for the parts that exist."""
-    from .cache import LogitsCache, cached_logits, default_cache_dir, texts_sha256, weights_sha256
+    from .cache import cached_logits, texts_sha256, weights_sha256
 
-    cache = LogitsCache(None if config.no_cache else (config.cache_dir or default_cache_dir()))
+    cache = logits_cache(config)
     teacher_hash = weights_sha256(config.teacher)
 
     def score(texts):
@@ -288,9 +295,9 @@ def ensemble_parts(config: StudentConfig, parts: dict, members: list[tuple], max
     its own weights hash). Returns (parts, one report entry per member)."""
     import numpy as np
 
-    from .cache import LogitsCache, cached_logits, default_cache_dir, texts_sha256, weights_sha256
+    from .cache import cached_logits, texts_sha256, weights_sha256
 
-    cache = LogitsCache(None if config.no_cache else (config.cache_dir or default_cache_dir()))
+    cache = logits_cache(config)
     totals = {name: np.asarray(p["logits"], dtype=np.float64) for name, p in parts.items()}
     report = []
     for directory, model, tokenizer in members:

@@ -220,7 +220,7 @@ def test_config_file_flags_and_set_precedence(project, monkeypatch, tmp_path):
     shutil.copy(project / "train.csv", config.parent / "train.csv")
     config.write_text(f'train = "train.csv"\neval = "{project / "dev.csv"}"\nout = "out"\n'
                       '[data]\ntext-column = "text"\nlabel_column = "label"\n'
-                      '[teach]\nepochs = 2\nseed = 7\n[student]\nlayers = 1\nlayer_map = [0]\n'
+                      '[teach]\nepochs = 2\nseed = 7\n[student]\nlayers = 1\nlayer_map = [0]\nensemble = ["more/t2"]\n'
                       '[export]\nweight_type = "qint8"\n', encoding="utf-8")
     seen = {}
     monkeypatch.setattr("distill.pipeline.run_pipeline", lambda settings: seen.update(s=settings))
@@ -235,6 +235,7 @@ def test_config_file_flags_and_set_precedence(project, monkeypatch, tmp_path):
     assert teach["lr"] == 5e-5                                      # default
     assert student["layers"] == 2 and student["layer_map"] == (0, 1) and student["temperature"] == 3.0
     assert student["seed"] == 7                                     # inherited from [teach]
+    assert student["ensemble"] == (str(config.parent / "more" / "t2"),)   # file-relative, a tuple
     assert s.export_settings(int8=True)["weight_type"] == "qint8" and s.export_settings(int8=True)["per_channel"]
     assert "weight_type" not in s.export_settings(int8=False)     # the fp32 export ignores int8 settings
     assert s.data.text_column == "text"
