@@ -38,6 +38,7 @@ def runs(unlabeled: Path, all_unlabeled: Path, ensemble=()) -> dict[str, list[st
     default_plus_unlabeled (80k) and defaults (144k).
     kd_all_unlabeled_ensemble needs the bench's --ensemble-teacher."""
     unl = ["--unlabeled", str(unlabeled), "--augment-factor", "0"]
+    all_unl = ["--unlabeled", str(all_unlabeled), "--augment-factor", "0"]
     members = [arg for path in ensemble for arg in ("--ensemble-teacher", str(path))]
     return {
         "ce_only": ["--alpha", "0", "--augment-factor", "0", "--epochs", "3"],
@@ -52,10 +53,9 @@ def runs(unlabeled: Path, all_unlabeled: Path, ensemble=()) -> dict[str, list[st
         "kd_unlabeled_2_layers": [*unl, "--epochs", "1", "--layers", "2"],
         "kd_unlabeled_trim_vocab": [*unl, "--epochs", "1", "--trim-vocab"],
         "kd_unlabeled_trim_min10": [*unl, "--epochs", "1", "--trim-vocab", "--trim-min-count", "10"],
-        "kd_all_unlabeled": ["--unlabeled", str(all_unlabeled), "--augment-factor", "0", "--epochs", "1"],
-        "kd_all_unlabeled_2_epochs": ["--unlabeled", str(all_unlabeled), "--augment-factor", "0", "--epochs", "2"],
-        "kd_all_unlabeled_ensemble": ["--unlabeled", str(all_unlabeled), "--augment-factor", "0", "--epochs", "1",
-                                      *members],
+        "kd_all_unlabeled": [*all_unl, "--epochs", "1"],
+        "kd_all_unlabeled_2_epochs": [*all_unl, "--epochs", "2"],
+        "kd_all_unlabeled_ensemble": [*all_unl, "--epochs", "1", *members],
         "default_plus_unlabeled": ["--unlabeled", str(unlabeled), "--epochs", "1"],
         "defaults": [],
     }
@@ -103,6 +103,10 @@ def base_name(key: str) -> str:
     return key.split("@")[0]
 
 
+def seed_of(key: str) -> int:
+    return int(key.split("@")[1]) if "@" in key else 0
+
+
 def run_student(name, extra, common, out_dir: Path) -> dict:
     out = out_dir / name
     resume = ["--resume"] if list((out_dir / f"{name}.checkpoints").glob("checkpoint-*")) else []
@@ -121,7 +125,8 @@ def summarise(name: str, extra: list[str], out: Path, wall_seconds: float) -> di
     teacher's scoring pass (ensemble members too), 0 for parts the cache held."""
     report = json.loads((out / "training.json").read_text())
     c, d = report["comparison"], report["distillation"]
-    members = (d.get("ensemble") or {}).get("members", [])
+    ensemble = d.get("ensemble")
+    members = ensemble["members"] if ensemble else []
     return {"name": name, "description": DESCRIPTIONS.get(base_name(name), ""), "args": extra,
             "accuracy": report["final_eval"]["accuracy"], "macro_f1": report["final_eval"]["macro_f1"],
             "teacher_accuracy": c["teacher"]["accuracy"], "retention": c["retention"],
@@ -136,8 +141,8 @@ def summarise(name: str, extra: list[str], out: Path, wall_seconds: float) -> di
             "student_samples_per_second": c["student"].get("samples_per_second"),
             "teacher_samples_per_second": c["teacher"].get("samples_per_second"),
             "vocab": d.get("vocab"), "out": str(out),
-            "ensemble": {"accuracy": d["ensemble"]["eval"]["accuracy"], "retention": d["ensemble"]["student_retention"],
-                         "members": [m["teacher"] for m in d["ensemble"]["members"]]} if d.get("ensemble") else None}
+            "ensemble": {"accuracy": ensemble["eval"]["accuracy"], "retention": ensemble["student_retention"],
+                         "members": [m["teacher"] for m in members]} if ensemble else None}
 
 
 def write_labelled_subset(data, path: Path, n_train: int) -> Path:
@@ -293,7 +298,7 @@ def main():
         results_file = Path(args.results)
         previous = json.loads(results_file.read_text()) if results_file.exists() else {}
         rows = {r["name"]: r for r in previous.get("runs", [])}
-        known = {int(n.split("@")[1]) for n in rows if "@" in n}     # seeded runs of earlier calls stay
+        known = {seed_of(n) for n in rows}          # seeded runs of earlier calls stay
         order = [run_key(n, s) for s in sorted(set(seeds) | known | {0}) for n in plan]
 
         def ordered() -> list[dict]:
