@@ -319,6 +319,10 @@ def comparison_table(report: dict) -> str:
     if d.get("vocab"):
         v = d["vocab"]
         lines.append(f"vocabulary trimmed: {v['vocab_before']:,} -> {v['vocab_after']:,} tokens")
+        if v.get("eval_retokenized"):
+            r = v["eval_retokenized"]
+            lines.append(f"  {r['changed']:,} of {r['texts']:,} eval texts ({100 * r['fraction']:.1f}%) now split "
+                         "into other pieces (words the kept tokens lack)")
     return "\n".join(lines)
 
 

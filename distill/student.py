@@ -384,7 +384,7 @@ def distill_student(config: StudentConfig, callbacks=()) -> dict | None:
     from .trainer import DistillationArguments, DistillationTrainer
     from .training import (EncodedRows, EpochHistory, count_parameters, encode_rows, last_checkpoint,
                            metrics_function, run_record, training_arguments)
-    from .vocab_trim import trim_vocab
+    from .vocab_trim import retokenized, trim_vocab
 
     _check(config)
     check_writable_target(config.out, config.force)
@@ -433,6 +433,8 @@ def distill_student(config: StudentConfig, callbacks=()) -> dict | None:
     if config.trim_vocab:
         tokenizer, vocab_report = trim_vocab(student, teacher_tokenizer, train.texts + transfer_rows, max_length,
                                              config.trim_min_count)
+        if dev:
+            vocab_report["eval_retokenized"] = retokenized(teacher_tokenizer, tokenizer, dev.texts, max_length)
 
     texts = train.texts + transfer_rows
     row_labels = list(train.labels) + [IGNORE] * len(transfer_rows)

@@ -93,6 +93,18 @@ def trim_vocab(model, tokenizer, texts, max_length: int, min_count: int = 1):
     return new_tokenizer, report
 
 
+def retokenized(old_tokenizer, new_tokenizer, texts, max_length: int) -> dict:
+    """How many texts (e.g. the eval set) the trimmed vocabulary tokenizes into other pieces than
+    the full one: only those can get other logits from a model whose kept rows are unchanged."""
+    texts = list(texts)
+    old = old_tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]
+    new = new_tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]
+    old_tokens = [old_tokenizer.convert_ids_to_tokens(ids) for ids in old]
+    new_tokens = [new_tokenizer.convert_ids_to_tokens(ids) for ids in new]
+    changed = sum(a != b for a, b in zip(old_tokens, new_tokens))
+    return {"texts": len(texts), "changed": int(changed), "fraction": changed / len(texts) if texts else 0.0}
+
+
 def write_vocab_txt(tokenizer, directory) -> None:
     """vocab.txt (one token per line, line number = id): transformers 5 tokenizers do not write
     it, and the runtime's WordPiece tokenizer reads it."""

@@ -14,12 +14,12 @@ from click.testing import CliRunner
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, TrainerCallback
 
 from distill.cli import main
-from distill.data import DataOptions
+from distill.data import DataOptions, load_labelled
 from distill.predict import load_model_dir, predict_logits
 from distill.student import (HEAD_REINIT_REASON, StudentConfig, StudentError, build_student, distill_student,
                              even_layer_map, head_init, teacher_key)
 from distill.teacher import TeachConfig, checkpoint_dir_for, teach
-from distill.vocab_trim import trim_vocab, write_vocab_txt
+from distill.vocab_trim import retokenized, trim_vocab, write_vocab_txt
 from tiny import make_reviews, make_tiny_model, write_csv
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -232,6 +232,9 @@ def _check_min_count_trimming(student, tokenizer):
     assert report["min_count"] == 2 and report["vocab_after"] == len(every.get_vocab()) - 3
     assert "great" in kept and not {"movie", "plot", "boring"} & set(kept)
     assert frequent.tokenize("boring") == ["b", "##o", "##r", "##i", "##n", "##g"]
+    assert retokenized(tokenizer, frequent, ["great great", "boring", "great plot", "a"], 32) == \
+        {"texts": 4, "changed": 2, "fraction": 0.5}
+    assert retokenized(tokenizer, every, texts, 32)["changed"] == 0
     assert all(t in kept for t in tokenizer.all_special_tokens)
     # the kept rows are the teacher's rows for the same tokens
     old, new = tokenizer.get_vocab(), model.get_input_embeddings().weight.detach()
@@ -270,6 +273,12 @@ def test_cli_student_end_to_end(trained, tmp_path):
     model = AutoModelForSequenceClassification.from_pretrained(out)
     assert model.config.num_hidden_layers == 2 and model.config.vocab_size == d["vocab"]["vocab_after"]
     assert len((out / "vocab.txt").read_text().splitlines()) == model.config.vocab_size
+    dev_texts = load_labelled(trained["dev"]).texts
+    full, kept = AutoTokenizer.from_pretrained(trained["teacher"]), AutoTokenizer.from_pretrained(out)
+    changed = sum(full.tokenize(t) != kept.tokenize(t) for t in dev_texts)
+    assert d["vocab"]["eval_retokenized"] == {"texts": len(dev_texts), "changed": changed,
+                                              "fraction": changed / len(dev_texts)}
+    assert f"{changed:,} of {len(dev_texts):,} eval texts" in result.output
     assert not checkpoint_dir_for(str(out)).exists()
     json_path = tmp_path / "eval.json"
     result = CliRunner().invoke(main, ["eval", str(out), "--data", str(trained["dev"]), "--json", str(json_path)])
