@@ -4,7 +4,8 @@ usage: python bench/bench_fewshot_variants.py [--data DIR] [--shots 16] [--seeds
 
 For each seed, the rows of bench_fewshot.py (same draw) and the six descriptions per label of
 bench/sst2_label_descriptions.tsv; the encoder is tuned as `distill teach --few-shot contrastive`
-does (1,280 pairs, lr 5e-5, batch 32, 1 epoch) three times, with pair seeds s, s+100, s+200:
+does (its TeachConfig defaults: lr 5e-5, batch 32, 1 epoch; bench_fewshot.py's pairs,
+1,280 at 16 rows per class) three times, with pair seeds s, s+100, s+200:
   single        tuning with pair seed s and the logistic-regression head (C=1): the shipped method
   single-mean   mean accuracy of the three tunings
   soup3         uniform weight average of the three tuned encoders (Wortsman et al. 2022), new head
@@ -22,8 +23,8 @@ import argparse
 import json
 import os
 import sys
+from dataclasses import replace
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 
@@ -39,7 +40,7 @@ def tuned_state(source, tokenizer, texts, y, pairs_seed, config):
     from distill.fewshot_contrastive import make_pairs, tune_encoder
 
     encoder, _ = load_encoder(source)
-    config.seed = pairs_seed
+    config = replace(config, seed=pairs_seed)
     tune_encoder(encoder, tokenizer, texts, make_pairs(y, config.pairs, pairs_seed), config)
     return {name: value.detach().clone() for name, value in encoder.state_dict().items()}
 
@@ -50,28 +51,32 @@ def mixed(states, weights):
             for name in states[0]}
 
 
-def scorer(source, tokenizer, texts, y, evaluation):
-    """Callable(state, head) -> {set name: accuracy}: embeds the rows and evaluation sets with the
-    encoder holding `state`, fits the head on the rows, and scores every set."""
+def embedder(source, tokenizer, texts, evaluation):
+    """Callable(state) -> (rows' embeddings, {set name: embeddings}), normalised, from the encoder
+    holding `state`; each state is embedded once, whatever heads are then fitted on it."""
     from distill.fewshot import embed_texts, load_encoder
-    from distill.fewshot_contrastive import fit_logistic_regression
     from distill.fewshot_head import normalise
-    from distill.fewshot_prompt import unit_centroids
 
     encoder, _ = load_encoder(source)
 
-    def score(state, head="lr", c=1.0):
+    def embed(state):
         encoder.load_state_dict(state)
         encoder.eval()
-        embed = lambda t: normalise(embed_texts(encoder, tokenizer, t, 128))
-        x = embed(texts)
-        if head == "lr":
-            W, b = fit_logistic_regression(x, y, 2, c=c)
-        else:
-            W, b = unit_centroids(x, y, 2), np.zeros(2)
-        return {name: float(((embed(t) @ W.T + b).argmax(1) == labels).mean()) for name, (t, labels) in evaluation.items()}
+        one = lambda t: normalise(embed_texts(encoder, tokenizer, t, 128))
+        return one(texts), {name: one(t) for name, (t, _) in evaluation.items()}
 
-    return score
+    return embed
+
+
+def accuracies(embedded, y, evaluation, head="lr", c=1.0) -> dict:
+    """{set name: accuracy} of a head fitted on the rows' embeddings: logistic regression (C=c)
+    or the nearest unit centroid."""
+    from distill.fewshot_contrastive import fit_logistic_regression
+    from distill.fewshot_prompt import unit_centroids
+
+    x, sets = embedded
+    W, b = fit_logistic_regression(x, y, 2, c=c) if head == "lr" else (unit_centroids(x, y, 2), np.zeros(2))
+    return {name: float(((sets[name] @ W.T + b).argmax(1) == labels).mean()) for name, (_, labels) in evaluation.items()}
 
 
 def main():
@@ -80,7 +85,7 @@ def main():
 
     from distill.fewshot import load_encoder
     from distill.fewshot_prompt import flatten_descriptions, read_label_descriptions
-    from distill.teacher import default_teacher_path
+    from distill.teacher import TeachConfig, default_teacher_path
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=os.environ.get("DISTILL_DATA_DIR", ROOT.parent / "shared" / "data"))
@@ -107,17 +112,18 @@ def main():
     for seed in seeds:
         texts = [train_texts[i] for i in drawn[seed]] + described
         y = np.concatenate([train_labels[drawn[seed]], owners]).astype(np.int64)
-        config = SimpleNamespace(seed=seed, batch_size=32, contrastive_epochs=1.0, warmup=0.1, weight_decay=0.01,
-                                 lr=5e-5, max_length=128, pairs=min(40 * len(texts), B.MAX_PAIRS))
+        # `distill teach --few-shot contrastive` defaults, with the pairs bench_fewshot.py gives
+        config = TeachConfig(**B.few_shot_settings("contrastive-ens", seed, len(drawn[seed])))
         states = [tuned_state(source, tokenizer, texts, y, seed + k, config) for k in PAIR_SEED_OFFSETS]
-        score = scorer(source, tokenizer, texts, y, evaluation)
-        singles = [score(s) for s in states]
+        embed = embedder(source, tokenizer, texts, evaluation)
+        first = embed(states[0])
+        singles = [accuracies(e, y, evaluation) for e in [first] + [embed(s) for s in states[1:]]]
         results = {"single": singles[0],
                    "single-mean": {k: float(np.mean([s[k] for s in singles])) for k in evaluation},
-                   "soup3": score(mixed(states, [1 / 3] * 3)),
-                   "wise0.5": score(mixed([states[0], pretrained], [0.5, 0.5])),
-                   "head-C10": score(states[0], c=10.0),
-                   "head-centroid": score(states[0], head="centroid")}
+                   "soup3": accuracies(embed(mixed(states, [1 / 3] * 3)), y, evaluation),
+                   "wise0.5": accuracies(embed(mixed([states[0], pretrained], [0.5, 0.5])), y, evaluation),
+                   "head-C10": accuracies(first, y, evaluation, c=10.0),
+                   "head-centroid": accuracies(first, y, evaluation, head="centroid")}
         for variant, accuracy in results.items():
             rows.append({"seed": seed, "variant": variant, **accuracy})
             print(json.dumps(rows[-1]), flush=True)

@@ -35,10 +35,11 @@ def main():
     import torch
 
     from distill.data import DataOptions, load_labelled
-    from distill.predict import load_model_dir, predict_logits
+    from distill.predict import default_max_length, load_model_dir, predict_logits
     from distill.student import StudentConfig, build_student
     from distill.training import count_parameters
-    from distill.vocab_trim import kept_token_ids, retokenized, trim_embeddings, trimmed_tokenizer
+    from distill.vocab_trim import (kept_ids_from_counts, retokenized, token_counts, trim_embeddings,
+                                    trimmed_tokenizer)
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=os.environ.get("DISTILL_DATA_DIR", ROOT.parent / "shared" / "data"))
@@ -53,11 +54,12 @@ def main():
     options = DataOptions(text_column="sentence")
     teacher, tokenizer, labels = load_model_dir(args.teacher)
     dev = load_labelled(Path(args.data) / "sst2" / "dev.tsv", options, labels=labels)
-    max_length = 128
+    max_length = default_max_length(args.teacher, tokenizer)      # what `distill student` uses
     dev_y = np.asarray(dev.labels)
     full_acc = float((predict_logits(teacher, tokenizer, dev.texts, max_length).argmax(1) == dev_y).mean())
     student, _, _ = build_student(teacher, StudentConfig(layers=3))
     student_params = count_parameters(student)
+    hidden = teacher.config.hidden_size
     labelled = load_labelled(labelled_file, options).texts
     unlabeled = unlabeled_file.read_text(encoding="utf-8").splitlines()
     print(f"teacher {args.teacher}: dev accuracy {100 * full_acc:.2f}% with its {tokenizer.vocab_size:,} tokens; "
@@ -65,17 +67,16 @@ def main():
 
     rows = []
     for name, texts in (("16k labelled", labelled), ("16k labelled + 51k unlabelled", labelled + unlabeled)):
+        counts = token_counts(tokenizer, texts, max_length)
         for min_count in (int(m) for m in args.min_counts.split(",")):
-            kept = kept_token_ids(tokenizer, texts, max_length, min_count)
+            kept = kept_ids_from_counts(tokenizer, counts, min_count)
             trimmed = trimmed_tokenizer(tokenizer, kept)
             model = copy.deepcopy(teacher)
             trim_embeddings(model, kept)
-            small = copy.deepcopy(student)
-            trim_embeddings(small, kept)
+            small = student_params - (tokenizer.vocab_size - len(kept)) * hidden   # one embedding row per token
             acc = float((predict_logits(model, trimmed, dev.texts, max_length).argmax(1) == dev_y).mean())
             rows.append({"texts": name, "min_count": min_count, "tokens": int(len(kept)),
-                         "student_parameters": count_parameters(small),
-                         "smaller": student_params / count_parameters(small),
+                         "student_parameters": small, "smaller": student_params / small,
                          "retokenized": retokenized(tokenizer, trimmed, dev.texts, max_length),
                          "teacher_accuracy": acc, "teacher_change_points": 100 * (acc - full_acc)})
             r = rows[-1]

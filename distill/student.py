@@ -243,16 +243,21 @@ def logits_cache(config: StudentConfig):
     return LogitsCache(None if config.no_cache else (config.cache_dir or default_cache_dir()))
 
 
+def teacher_scorer(config: StudentConfig, model, tokenizer, max_length: int):
+    """score(texts) -> (n, k) logits of one teacher, as cached_logits wants it."""
+    def score(texts):
+        return score_with_teacher(model, tokenizer, texts, max_length, config.teacher_batch_size, config.progress)
+
+    return score
+
+
 def teacher_parts(config, train, unlabeled, unlabeled_sha, teacher, tokenizer, max_length, need_labelled):
     """{'labelled'|'augmented'|'unlabeled': cached_logits result} for the parts that exist."""
     from .cache import cached_logits, texts_sha256, weights_sha256
 
     cache = logits_cache(config)
     teacher_hash = weights_sha256(config.teacher)
-
-    def score(texts):
-        return score_with_teacher(teacher, tokenizer, texts, max_length, config.teacher_batch_size, config.progress)
-
+    score = teacher_scorer(config, teacher, tokenizer, max_length)
     base = {"teacher": teacher_hash, "max_length": max_length}
     train_fields = {**base, "file": train.sha256, "texts": texts_sha256(train.texts)}
     parts = {}
@@ -301,9 +306,7 @@ def ensemble_parts(config: StudentConfig, parts: dict, members: list[tuple], max
     totals = {name: np.asarray(p["logits"], dtype=np.float64) for name, p in parts.items()}
     report = []
     for directory, model, tokenizer in members:
-        def score(texts, model=model, tokenizer=tokenizer):
-            return score_with_teacher(model, tokenizer, texts, max_length, config.teacher_batch_size, config.progress)
-
+        score = teacher_scorer(config, model, tokenizer, max_length)
         entry = {"teacher": str(directory), "weights_sha256": weights_sha256(directory), "teacher_logits": {}}
         for name, part in parts.items():
             fields = {"teacher": entry["weights_sha256"], "max_length": max_length, "part": name,

@@ -36,10 +36,15 @@ def token_counts(tokenizer, texts, max_length: int, batch_size: int = 4096) -> C
 
 def kept_token_ids(tokenizer, texts, max_length: int, min_count: int = 1) -> np.ndarray:
     """Sorted old ids to keep (see the module docstring)."""
+    return kept_ids_from_counts(tokenizer, token_counts(tokenizer, texts, max_length), min_count)
+
+
+def kept_ids_from_counts(tokenizer, counts: Counter, min_count: int = 1) -> np.ndarray:
+    """kept_token_ids from token_counts already taken (one count serves several min counts)."""
     if min_count < 1:
         raise ValueError(f"min_count must be at least 1, not {min_count}")
     vocab = tokenizer.get_vocab()
-    keep = {i for i, n in token_counts(tokenizer, texts, max_length).items() if n >= min_count}
+    keep = {i for i, n in counts.items() if n >= min_count}
     keep.update(tokenizer.all_special_ids)
     keep.update(i for t, i in vocab.items() if is_single_character(t))
     return np.array(sorted(keep), dtype=np.int64)
