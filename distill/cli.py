@@ -130,7 +130,8 @@ def teach_options(f):
                      help="pet: epochs of the final classifier on the cloze model's soft labels."),
         click.option("--unlabeled", type=click.Path(exists=True, dir_okay=False), default=None,
                      help="pet: raw texts (one per line, or the --text-column) that the cloze model "
-                          "soft-labels for the final classifier."),
+                          "soft-labels for the final classifier. (A prompt or contrastive teacher takes "
+                          "unlabelled texts in `distill student --unlabeled`.)"),
     ]
     return data_options(_apply(f, options))
 

@@ -49,7 +49,9 @@ def check_few_shot(config: TeachConfig) -> None:
             "unlabeled": ("--unlabeled", ("pet",))}
     for field, (flag, methods) in only.items():
         if getattr(config, field) is not None and method not in methods:
-            raise FewShotError(f"{flag} applies to --few-shot {' or '.join(methods)}, not {method}")
+            hint = (f"; a {method} teacher learns from unlabelled texts through `distill student --teacher DIR "
+                    "--unlabeled FILE`" if field == "unlabeled" else "")
+            raise FewShotError(f"{flag} applies to --few-shot {' or '.join(methods)}, not {method}{hint}")
     unsupported = {"freeze_encoder": config.freeze_encoder, "resume": config.resume,
                    "early_stopping": config.early_stopping is not None,
                    "class_weights": config.class_weights != "none", "resample": config.resample != "none",

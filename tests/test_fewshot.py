@@ -414,6 +414,9 @@ def test_pet_teacher_end_to_end(files, tmp_path):
     (["--few-shot", "contrastive", "--shots", "0"], "zero-shot"),
     (["--few-shot", "prompt", "--freeze-encoder"], "--freeze-encoder: not used by --few-shot"),
     (["--few-shot", "contrastive", "--verbalizer", "a=b"], "--verbalizer applies to --few-shot pet"),
+    (["--few-shot", "contrastive", "--unlabeled", __file__],
+     "--unlabeled applies to --few-shot pet, not contrastive; a contrastive teacher learns from unlabelled "
+     "texts through `distill student --teacher DIR --unlabeled FILE`"),
 ])
 def test_conflicting_options_fail_before_any_work(files, tmp_path, extra, message):
     result = CliRunner().invoke(main, ["teach", "--train", str(files["train"]), "--model", str(files["model"]),
