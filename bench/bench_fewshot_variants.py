@@ -79,6 +79,35 @@ def accuracies(embedded, y, evaluation, head="lr", c=1.0) -> dict:
     return {name: float(((sets[name] @ W.T + b).argmax(1) == labels).mean()) for name, (_, labels) in evaluation.items()}
 
 
+def draws(data, seeds, shots: int):
+    """SST-2 training texts and labels, each seed's drawn rows (bench_fewshot.py's draw), the
+    VALIDATION held-out rows (at least 10 words, drawn by none of the seeds; seeded) and
+    {"dev": (texts, labels), "validation": (texts, labels)}."""
+    import bench_fewshot as B
+
+    train_texts, train_labels = B.read_tsv(Path(data) / "sst2" / "train.tsv")
+    dev_texts, dev_labels = B.read_tsv(Path(data) / "sst2" / "dev.tsv")
+    pool = np.flatnonzero([len(t.split()) >= 10 for t in train_texts])
+    drawn = {s: B.draw(train_labels, pool, shots, s) for s in seeds}
+    used = set(np.concatenate(list(drawn.values())).tolist())
+    held_out = [i for i in np.random.default_rng(12345).permutation(pool) if i not in used][:VALIDATION]
+    evaluation = {"dev": (dev_texts, dev_labels),
+                  "validation": ([train_texts[i] for i in held_out], train_labels[held_out])}
+    return train_texts, train_labels, drawn, held_out, evaluation
+
+
+def variant_table(rows: list[dict], seeds) -> str:
+    """Markdown: one line per variant, dev / val accuracy per seed and their means, in %."""
+    lines = ["| variant | " + " | ".join(f"seed {s} dev / val" for s in seeds) + " | mean dev | mean val |",
+             "|---|" + "---|" * (len(seeds) + 2)]
+    for variant in dict.fromkeys(r["variant"] for r in rows):
+        mine = [next(r for r in rows if r["variant"] == variant and r["seed"] == s) for s in seeds]
+        cells = [f"{100 * r['dev']:.2f} / {100 * r['validation']:.2f}" for r in mine]
+        means = [100 * np.mean([r[k] for r in mine]) for k in ("dev", "validation")]
+        lines.append(f"| {variant} | " + " | ".join(cells) + f" | {means[0]:.2f} | {means[1]:.2f} |")
+    return "\n".join(lines)
+
+
 def main():
     import bench_fewshot as B
     import torch
@@ -94,14 +123,7 @@ def main():
     args = parser.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
     seeds = [int(s) for s in args.seeds.split(",")]
-    train_texts, train_labels = B.read_tsv(Path(args.data) / "sst2" / "train.tsv")
-    dev_texts, dev_labels = B.read_tsv(Path(args.data) / "sst2" / "dev.tsv")
-    pool = np.flatnonzero([len(t.split()) >= 10 for t in train_texts])
-    drawn = {s: B.draw(train_labels, pool, args.shots, s) for s in seeds}
-    used = set(np.concatenate(list(drawn.values())).tolist())
-    held_out = [i for i in np.random.default_rng(12345).permutation(pool) if i not in used][:VALIDATION]
-    evaluation = {"dev": (dev_texts, dev_labels),
-                  "validation": ([train_texts[i] for i in held_out], train_labels[held_out])}
+    train_texts, train_labels, drawn, held_out, evaluation = draws(args.data, seeds, args.shots)
     descriptions = read_label_descriptions(B.DESCRIPTIONS, B.LABEL_NAMES)
     described, owners = flatten_descriptions(descriptions)
     source = default_teacher_path()
@@ -128,14 +150,7 @@ def main():
             rows.append({"seed": seed, "variant": variant, **accuracy})
             print(json.dumps(rows[-1]), flush=True)
 
-    lines = ["| variant | " + " | ".join(f"seed {s} dev / val" for s in seeds) + " | mean dev | mean val |",
-             "|---|" + "---|" * (len(seeds) + 2)]
-    for variant in dict.fromkeys(r["variant"] for r in rows):
-        mine = [next(r for r in rows if r["variant"] == variant and r["seed"] == s) for s in seeds]
-        cells = [f"{100 * r['dev']:.2f} / {100 * r['validation']:.2f}" for r in mine]
-        means = [100 * np.mean([r[k] for r in mine]) for k in ("dev", "validation")]
-        lines.append(f"| {variant} | " + " | ".join(cells) + f" | {means[0]:.2f} | {means[1]:.2f} |")
-    table = "\n".join(lines)
+    table = variant_table(rows, seeds)
     print(table)
     out = ROOT / "bench" / "results"
     out.mkdir(parents=True, exist_ok=True)
