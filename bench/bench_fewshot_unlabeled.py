@@ -56,11 +56,6 @@ def em_prototypes(prototypes: np.ndarray, unlabeled: np.ndarray, k: int, rounds:
     return moved
 
 
-def scores(weights, bias, sets, evaluation) -> dict:
-    return {name: float(((sets[name] @ weights.T + bias).argmax(1) == labels).mean())
-            for name, (_, labels) in evaluation.items()}
-
-
 def main():
     import bench_fewshot as B
     import bench_fewshot_variants as V
@@ -105,8 +100,8 @@ def main():
 
     u, sets = load(pretrained)
     prototypes = unit_centroids(embed(described), owners, 2)
-    zero = {"zero": scores(prototypes, np.zeros(2), sets, evaluation),
-            "zero-em": scores(em_prototypes(prototypes, u, EM_TOP), np.zeros(2), sets, evaluation)}
+    zero = {"zero": V.head_accuracies(prototypes, np.zeros(2), sets, evaluation),
+            "zero-em": V.head_accuracies(em_prototypes(prototypes, u, EM_TOP), np.zeros(2), sets, evaluation)}
     for seed in seeds:
         texts = [train_texts[i] for i in drawn[seed]] + described
         y = np.concatenate([train_labels[drawn[seed]], owners]).astype(np.int64)
@@ -116,12 +111,12 @@ def main():
         u, sets = load(V.tuned_state(source, tokenizer, texts, y, seed, config))
         x = embed(texts)
         weights, bias = fit_logistic_regression(x, y, 2)
-        record(seed, "single", scores(weights, bias, sets, evaluation))
+        record(seed, "single", V.head_accuracies(weights, bias, sets, evaluation))
         margin = (u @ weights.T + bias) @ np.array([-1.0, 1.0])
         for k in HEAD_SELF_TOP:
             pick, pseudo = surest(margin, k)
             head = fit_logistic_regression(np.concatenate([x, u[pick]]), np.concatenate([y, pseudo]), 2)
-            record(seed, f"head-self-{k}", scores(*head, sets, evaluation),
+            record(seed, f"head-self-{k}", V.head_accuracies(*head, sets, evaluation),
                    pseudo_label_accuracy=float((pseudo == train_labels[unlabeled_idx[pick]]).mean()))
         pick, pseudo = surest(margin, RETUNE_TOP)
         more_texts = texts + [unlabeled[i] for i in pick]
@@ -130,7 +125,7 @@ def main():
         tune_encoder(encoder, tokenizer, more_texts, make_pairs(more_y, RETUNE_PAIRS, seed),
                      replace(config, pairs=RETUNE_PAIRS))
         sets = {name: embed(t) for name, (t, _) in evaluation.items()}
-        record(seed, "retune-self", scores(*fit_logistic_regression(embed(texts), y, 2), sets, evaluation),
+        record(seed, "retune-self", V.head_accuracies(*fit_logistic_regression(embed(texts), y, 2), sets, evaluation),
                pseudo_label_accuracy=float((pseudo == train_labels[unlabeled_idx[pick]]).mean()))
 
     table = V.variant_table(rows, seeds)

@@ -76,7 +76,13 @@ def accuracies(embedded, y, evaluation, head="lr", c=1.0) -> dict:
 
     x, sets = embedded
     W, b = fit_logistic_regression(x, y, 2, c=c) if head == "lr" else (unit_centroids(x, y, 2), np.zeros(2))
-    return {name: float(((sets[name] @ W.T + b).argmax(1) == labels).mean()) for name, (_, labels) in evaluation.items()}
+    return head_accuracies(W, b, sets, evaluation)
+
+
+def head_accuracies(weights, bias, sets, evaluation) -> dict:
+    """{set name: accuracy} of the linear head x @ weights.T + bias on each set's embeddings."""
+    return {name: float(((sets[name] @ weights.T + bias).argmax(1) == labels).mean())
+            for name, (_, labels) in evaluation.items()}
 
 
 def draws(data, seeds, shots: int):

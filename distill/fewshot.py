@@ -47,10 +47,11 @@ def check_few_shot(config: TeachConfig) -> None:
             "pairs": ("--pairs", ("contrastive",)),
             "verbalizer": ("--verbalizer", ("pet",)),
             "unlabeled": ("--unlabeled", ("pet",))}
+    elsewhere = {"unlabeled": "; a {method} teacher learns from unlabelled texts through "
+                              "`distill student --teacher DIR --unlabeled FILE`"}
     for field, (flag, methods) in only.items():
         if getattr(config, field) is not None and method not in methods:
-            hint = (f"; a {method} teacher learns from unlabelled texts through `distill student --teacher DIR "
-                    "--unlabeled FILE`" if field == "unlabeled" else "")
+            hint = elsewhere.get(field, "").format(method=method)
             raise FewShotError(f"{flag} applies to --few-shot {' or '.join(methods)}, not {method}{hint}")
     unsupported = {"freeze_encoder": config.freeze_encoder, "resume": config.resume,
                    "early_stopping": config.early_stopping is not None,

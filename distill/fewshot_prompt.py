@@ -5,9 +5,9 @@ positive.") or its lines of `--label-descriptions FILE`. Texts and descriptions 
 the teacher encoder with mean pooling and L2 normalisation (how all-MiniLM-L6-v2 was trained).
 A label with several descriptions (a prompt ensemble) is described by the normalised mean of
 their embeddings. A label's embedding e_k is the normalised mean of two unit vectors: that
-description embedding and the (normalised) centroid of its labelled rows' embeddings, so the description weighs as much
-as all the examples together and a handful of noisy rows cannot swamp it (zero-shot: the
-description alone). logits_k = scale * cos(text, e_k). (On SST-2 with 16 rows per class,
+description embedding and the (normalised) centroid of its labelled rows' embeddings, so the
+description weighs as much as all the examples together and a handful of noisy rows cannot
+swamp it (zero-shot: the description alone). logits_k = scale * cos(text, e_k). (On SST-2 with 16 rows per class,
 3 seeds, the dev accuracy was 68.5% this way and 65.0% with the description
 counted as one more row.)
 
