@@ -199,7 +199,8 @@ def measure_speedup(teacher_dir: str, data: Path, n_rows: int, epochs: int = 3) 
     from distill.data import DataOptions, load_labelled, subsample
     from distill.losses import distillation_loss
     from distill.predict import load_model_dir, predict_logits
-    from distill.student import StudentConfig, build_student
+    from distill.student import StudentConfig
+    from distill.student_model import build_student
     from distill.trainer import DistillationArguments, DistillationTrainer
     from distill.training import encode_rows
 

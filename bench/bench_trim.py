@@ -36,7 +36,8 @@ def main():
 
     from distill.data import DataOptions, load_labelled
     from distill.predict import default_max_length, load_model_dir, predict_logits
-    from distill.student import StudentConfig, build_student
+    from distill.student import StudentConfig
+    from distill.student_model import build_student
     from distill.training import count_parameters
     from distill.vocab_trim import (kept_ids_from_counts, retokenized, token_counts, trim_embeddings,
                                     trimmed_tokenizer)

@@ -91,7 +91,7 @@ def test_no_cache_never_stores(tmp_path):
 
 
 def test_second_student_run_reuses_the_cache(tiny_model_dir, reviews_csv, tmp_path, monkeypatch):
-    import distill.student as student
+    import distill.teacher_logits as teacher_logits
     from distill.student import StudentConfig, distill_student
 
     train, dev = reviews_csv
@@ -101,8 +101,8 @@ def test_second_student_run_reuses_the_cache(tiny_model_dir, reviews_csv, tmp_pa
                            unlabeled=str(unlabeled), augment_factor=1, epochs=1, batch_size=16, max_length=32,
                            layers=1, cache_dir=str(tmp_path / "cache"), progress=False)
     scored = []
-    real_score = student.score_with_teacher
-    monkeypatch.setattr(student, "score_with_teacher", lambda *a, **k: scored.append(len(a[2])) or real_score(*a, **k))
+    real_score = teacher_logits.score_with_teacher
+    monkeypatch.setattr(teacher_logits, "score_with_teacher", lambda *a, **k: scored.append(len(a[2])) or real_score(*a, **k))
     first = distill_student(config)
     assert sorted(scored) == [3, 80, 80]          # unlabelled, labelled, augmented (factor 1)
     assert not any(p["cache_hit"] for p in first["distillation"]["teacher_logits"].values())
@@ -110,7 +110,7 @@ def test_second_student_run_reuses_the_cache(tiny_model_dir, reviews_csv, tmp_pa
     def never(*args, **kwargs):
         raise AssertionError("the teacher scored training texts on a cached run")
 
-    monkeypatch.setattr(student, "score_with_teacher", never)
+    monkeypatch.setattr(teacher_logits, "score_with_teacher", never)
     second = distill_student(replace(config, out=str(tmp_path / "s2")))
     parts = second["distillation"]["teacher_logits"]
     assert set(parts) == {"labelled", "augmented", "unlabeled"} and all(p["cache_hit"] for p in parts.values())

@@ -16,8 +16,8 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer, Trai
 from distill.cli import main
 from distill.data import DataOptions, load_labelled
 from distill.predict import load_model_dir, predict_logits
-from distill.student import (HEAD_REINIT_REASON, StudentConfig, StudentError, build_student, distill_student,
-                             even_layer_map, head_init, teacher_key)
+from distill.student import StudentConfig, StudentError, distill_student
+from distill.student_model import HEAD_REINIT_REASON, build_student, even_layer_map, head_init, teacher_key
 from distill.teacher import TeachConfig, checkpoint_dir_for, teach
 from distill.vocab_trim import retokenized, trim_vocab, write_vocab_txt
 from tiny import make_reviews, make_tiny_model, write_csv

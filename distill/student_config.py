@@ -1,0 +1,96 @@
+"""The settings of `distill student` (StudentConfig) and their checks."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from .augment import OPS, AugmentOptions
+from .data import DataOptions
+
+TEACHER_DIR_HELP = "a model directory written by `distill teach`"
+
+
+@dataclass
+class StudentConfig:
+    """Every `distill student` setting; the CLI takes its defaults from here, training.json records it."""
+    teacher: str = ""
+    ensemble: tuple[str, ...] = ()      # more teachers whose logits are averaged with the teacher's
+    train: str = ""
+    out: str = ""
+    eval: str | None = None
+    # the student
+    layers: int | None = None            # None: half the teacher's layers (3 of 6)
+    layer_map: tuple[int, ...] | None = None  # teacher layer per student layer; None: evenly spread
+    hidden_size: int | None = None       # narrower student (random init) when set
+    intermediate_size: int | None = None
+    heads: int | None = None
+    init: str | None = None              # teacher | random; None: teacher unless narrower
+    trim_vocab: bool = False
+    trim_min_count: int = 1              # with trim_vocab: keep a multi-character token seen this often
+    # the loss
+    temperature: float = 2.0
+    alpha: float = 0.5                   # weight of the KD term; 1 - alpha weights cross-entropy
+    kd_loss: str = "kl"                  # kl | mse
+    # transfer data, labelled by the teacher
+    augment_factor: int = 2              # new texts per training text (0: none)
+    augment_ops: tuple[str, ...] = OPS
+    augment_rate: float = 0.1
+    synonym_neighbours: int = 5
+    unlabeled: str | None = None
+    max_unlabeled: int | None = None
+    back_translate: tuple[str, str] | None = None
+    cache_dir: str | None = None         # None: ~/.cache/distill-edge (or $DISTILL_CACHE_DIR)
+    no_cache: bool = False
+    teacher_batch_size: int = 128
+    # training (the options shared with teach)
+    epochs: float = 3.0
+    lr: float = 1e-4
+    batch_size: int = 32
+    eval_batch_size: int = 128
+    max_length: int | None = None        # None: the teacher's training max_length
+    weight_decay: float = 0.01
+    warmup: float = 0.1
+    early_stopping: int | None = None
+    metric: str = "accuracy"
+    seed: int = 42
+    max_train_samples: int | None = None
+    logging_steps: int = 50
+    resume: bool = False
+    force: bool = False
+    keep_checkpoints: bool = False
+    progress: bool = True
+    data: DataOptions = DataOptions()
+
+    def augment_options(self) -> AugmentOptions:
+        return AugmentOptions(factor=self.augment_factor, ops=tuple(self.augment_ops), rate=self.augment_rate,
+                              neighbours=self.synonym_neighbours, seed=self.seed,
+                              back_translate=tuple(self.back_translate) if self.back_translate else None)
+
+
+class StudentError(Exception):
+    """A setting that cannot work, reported before any training."""
+
+
+def check_config(config: StudentConfig) -> None:
+    """Every setting that cannot work, refused before anything is read or trained."""
+    if not (Path(config.teacher) / "config.json").is_file():
+        raise StudentError(f"--teacher {config.teacher}: not {TEACHER_DIR_HELP} (no config.json)")
+    for other in config.ensemble:
+        if not (Path(other) / "config.json").is_file():
+            raise StudentError(f"--ensemble-teacher {other}: not {TEACHER_DIR_HELP} (no config.json)")
+    if config.early_stopping is not None and not config.eval:
+        raise StudentError("--early-stopping needs --eval")
+    if config.temperature <= 0 or not 0 <= config.alpha <= 1:
+        raise StudentError("--temperature must be > 0 and --alpha in [0, 1]")
+    if config.kd_loss not in ("kl", "mse") or config.init not in (None, "teacher", "random"):
+        raise StudentError("--kd-loss must be kl or mse, --init teacher or random")
+    if config.epochs <= 0 or config.lr <= 0 or config.batch_size <= 0:
+        raise StudentError("--epochs, --lr and --batch-size must be positive")
+    if config.max_length is not None and config.max_length < 2:
+        raise StudentError("--max-length must be at least 2")
+    if config.trim_min_count < 1 or (config.trim_min_count > 1 and not config.trim_vocab):
+        raise StudentError("--trim-min-count must be at least 1, and more than 1 only with --trim-vocab")
+    try:
+        config.augment_options()
+    except ValueError as error:
+        raise StudentError(f"augmentation: {error}") from error
