@@ -69,23 +69,16 @@ def tune_encoder(encoder, tokenizer, texts, pairs: np.ndarray, config, progress:
     """Contrastive fine-tuning in place; returns one {'epoch', 'step', 'train_loss'} per epoch."""
     import torch
     from tqdm.auto import tqdm
-    from transformers import get_linear_schedule_with_warmup
 
     from .predict import encode
-    from .training import warmup_steps_value
+    from .training import adamw_with_schedule
 
     torch.manual_seed(config.seed)
     rows = encode(tokenizer, texts, config.max_length)
     batch = config.batch_size
     per_epoch = math.ceil(len(pairs) / batch)
     total = max(1, math.ceil(per_epoch * config.contrastive_epochs))
-    warmup = warmup_steps_value(config.warmup)
-    warmup = int(warmup * total) if isinstance(warmup, float) else warmup
-    decay = [p for n, p in encoder.named_parameters() if not n.endswith("bias") and "LayerNorm" not in n]
-    rest = [p for n, p in encoder.named_parameters() if n.endswith("bias") or "LayerNorm" in n]
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
-                                   {"params": rest, "weight_decay": 0.0}], lr=config.lr)
-    schedule = get_linear_schedule_with_warmup(optimizer, warmup, total)
+    optimizer, schedule = adamw_with_schedule(encoder, config.lr, config.weight_decay, config.warmup, total)
     rng = np.random.default_rng(config.seed)
     encoder.train()
     history, step = [], 0

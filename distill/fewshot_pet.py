@@ -150,20 +150,17 @@ def cloze_predict(model, tokenizer, rows, positions, verbaliser, batch_size: int
 
 
 def train_cloze(model, tokenizer, rows, positions, labels, verbaliser, config) -> list[dict]:
-    """Cross-entropy over the verbaliser scores at [MASK]; AdamW, linear warmup and decay."""
+    """Cross-entropy over the verbaliser scores at [MASK]; AdamW (no decay on biases and LayerNorm),
+    linear warmup and decay."""
     import torch
-    from transformers import get_linear_schedule_with_warmup
 
-    from .training import warmup_steps_value
+    from .training import adamw_with_schedule
 
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     per_epoch = math.ceil(len(rows) / config.batch_size)
     total = max(1, math.ceil(per_epoch * config.epochs))
-    warmup = warmup_steps_value(config.warmup)
-    warmup = int(warmup * total) if isinstance(warmup, float) else warmup
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    schedule = get_linear_schedule_with_warmup(optimizer, warmup, total)
+    optimizer, schedule = adamw_with_schedule(model, config.lr, config.weight_decay, config.warmup, total)
     y = np.asarray(labels, dtype=np.int64)
     model.train()
     history, step = [], 0

@@ -122,6 +122,22 @@ def warmup_steps_value(warmup: float) -> float | int:
     return float(warmup) if warmup < 1 else int(warmup)
 
 
+def adamw_with_schedule(model, lr: float, weight_decay: float, warmup: float, total_steps: int):
+    """(AdamW, linear warmup-then-decay schedule) over total_steps, for loops outside Trainer, set
+    up as Trainer does: weight decay on every weight but biases and LayerNorm; --warmup steps or
+    fraction (warmup_steps_value)."""
+    from transformers import get_linear_schedule_with_warmup
+
+    steps = warmup_steps_value(warmup)
+    steps = int(steps * total_steps) if isinstance(steps, float) else steps
+    no_decay = [n.endswith("bias") or "LayerNorm" in n for n, _ in model.named_parameters()]
+    params = [p for _, p in model.named_parameters()]
+    optimizer = torch.optim.AdamW(
+        [{"params": [p for p, skip in zip(params, no_decay) if not skip], "weight_decay": weight_decay},
+         {"params": [p for p, skip in zip(params, no_decay) if skip], "weight_decay": 0.0}], lr=lr)
+    return optimizer, get_linear_schedule_with_warmup(optimizer, steps, total_steps)
+
+
 def training_arguments(cls=TrainingArguments, *, checkpoint_dir: Path, epochs: float, lr: float,
                        batch_size: int, eval_batch_size: int, weight_decay: float, warmup: float,
                        seed: int, has_eval: bool, early_stopping: int | None, metric: str,

@@ -152,6 +152,35 @@ def test_warmup_fraction_and_steps():
     assert args.train_sampling_strategy == "group_by_length"
 
 
+def test_adamw_with_schedule_decays_weights_only_and_warms_up():
+    """The optimizer of the loops outside Trainer (contrastive pairs, PET cloze)."""
+    import torch
+    from transformers import BertConfig, BertModel
+
+    from distill.training import adamw_with_schedule
+
+    model = BertModel(BertConfig(vocab_size=30, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
+                                 intermediate_size=16))
+    optimizer, schedule = adamw_with_schedule(model, 1e-3, 0.01, 0.25, total_steps=20)
+    decayed, plain = optimizer.param_groups
+    names = {id(p): n for n, p in model.named_parameters()}
+    assert decayed["weight_decay"] == 0.01 and plain["weight_decay"] == 0.0
+    assert all(not names[id(p)].endswith("bias") and "LayerNorm" not in names[id(p)] for p in decayed["params"])
+    assert {names[id(p)] for p in plain["params"]} == {n for n in names.values()
+                                                       if n.endswith("bias") or "LayerNorm" in n}
+    assert len(decayed["params"]) + len(plain["params"]) == len(names)
+    lrs = []
+    for _ in range(20):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        schedule.step()
+    # 5 warmup steps (a quarter of 20) up to the peak, then linear decay to 0
+    assert lrs[:6] == pytest.approx([0, 2e-4, 4e-4, 6e-4, 8e-4, 1e-3])
+    assert lrs[-1] == pytest.approx(1e-3 / 15) and optimizer.param_groups[0]["lr"] == 0
+    _, fixed = adamw_with_schedule(model, 1e-3, 0.0, 3, total_steps=20)
+    assert fixed.lr_lambdas[0](3) == 1.0 and fixed.lr_lambdas[0](2) == pytest.approx(2 / 3)
+
+
 def test_early_stopping_keeps_best_and_stops(tiny_model_dir, reviews_csv, tmp_path):
     train, dev = reviews_csv
     report = teach(config(tiny_model_dir, train, dev, tmp_path / "out", epochs=6, lr=1e-9,
