@@ -1,6 +1,7 @@
 """Other ways to tune the 16-row `contrastive-ens` teacher (bench_fewshot.py), chosen on val.
 
 usage: python bench/bench_fewshot_tuning.py [--data DIR] [--seeds 0,1,2] [--variants NAME,...]
+                                            [--results FILE]
 
 Rows, descriptions and the "val" set (2,000 held-out training rows of at least 10 words) are
 those of bench_fewshot_variants.py; every variant ends with the shipped head (logistic regression,
@@ -13,7 +14,7 @@ C=1, on the rows and descriptions) and is scored on dev and val. Variants:
   eda                `single` with EDA_FACTOR augmented copies of each row (distill/augment.py's
                      four ops, as `distill student --augment-factor`) among the texts the pairs
                      are drawn from; the head sees the rows and descriptions only
-Results: bench/results/fewshot_tuning.json and a table on stdout.
+Results: --results (default bench/results/fewshot_tuning.json) and a table on stdout.
 """
 from __future__ import annotations
 
@@ -97,6 +98,7 @@ def main():
     parser.add_argument("--data", default=os.environ.get("DISTILL_DATA_DIR", ROOT.parent / "shared" / "data"))
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--results", default=ROOT / "bench" / "results" / "fewshot_tuning.json")
     args = parser.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
     seeds = [int(s) for s in args.seeds.split(",")]
@@ -140,9 +142,8 @@ def main():
 
     table = V.variant_table(rows, seeds)
     print(table)
-    out = ROOT / "bench" / "results"
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "fewshot_tuning.json").write_text(json.dumps(
+    Path(args.results).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.results).write_text(json.dumps(
         {"table": table, "runs": rows, "validation_rows": len(held_out), "supcon_tau": SUPCON_TAU,
          "eda_factor": EDA_FACTOR}, indent=2) + "\n")
 
