@@ -98,16 +98,23 @@ def _brief(few_shot):
     return {k: few_shot[k] for k in keep if k in few_shot}
 
 
+def unit_embeddings(encoder, tokenizer, texts) -> np.ndarray:
+    """(n, H) normalised mean-pooled embeddings, max length 128: what every head here is fitted on."""
+    from distill.fewshot import embed_texts
+    from distill.fewshot_head import normalise
+
+    return normalise(embed_texts(encoder, tokenizer, texts, 128))
+
+
 class Frozen:
     """The frozen default teacher's embeddings of the dev set, computed once."""
 
     def __init__(self, dev_texts):
-        from distill.fewshot import embed_texts, load_encoder
-        from distill.fewshot_head import normalise
+        from distill.fewshot import load_encoder
         from distill.teacher import default_teacher_path
 
         self.encoder, self.tokenizer = load_encoder(default_teacher_path())
-        self.embed = lambda texts: normalise(embed_texts(self.encoder, self.tokenizer, texts, 128))
+        self.embed = lambda texts: unit_embeddings(self.encoder, self.tokenizer, texts)
         self.dev = self.embed(dev_texts)
 
 

@@ -34,6 +34,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 VARIANTS = ("single", "lr2e-05-pairs1280", "lr0.0001-pairs1280", "lr5e-05-pairs2560", "lr2e-05-pairs2560",
             "supcon", "eda")
+GRID = re.compile(r"lr([\d.e+-]+)-pairs(\d+)")           # lrX-pairsN
 SUPCON_TAU = 0.07
 EDA_FACTOR = 3
 
@@ -65,7 +66,8 @@ def supcon_tune(encoder, tokenizer, texts, y, config, steps: int) -> None:
     for _ in range(steps):
         pick = rng.choice(len(texts), min(config.batch_size, len(texts)), replace=False)
         batch = tokenizer.pad([rows[i] for i in pick], return_tensors="pt")
-        z = torch.nn.functional.normalize(mean_pool(encoder(**batch).last_hidden_state, batch["attention_mask"]), dim=-1)
+        pooled = mean_pool(encoder(**batch).last_hidden_state, batch["attention_mask"])     # (B, H)
+        z = torch.nn.functional.normalize(pooled, dim=-1)
         supcon_loss(z, torch.as_tensor(y[pick]), SUPCON_TAU).backward()
         torch.nn.utils.clip_grad_norm_(encoder.parameters(), 1.0)
         optimizer.step()
@@ -88,9 +90,8 @@ def main():
     import bench_fewshot_variants as V
     import torch
 
-    from distill.fewshot import embed_texts, load_encoder
+    from distill.fewshot import load_encoder
     from distill.fewshot_contrastive import fit_logistic_regression, make_pairs, tune_encoder
-    from distill.fewshot_head import normalise
     from distill.fewshot_prompt import flatten_descriptions, read_label_descriptions
     from distill.teacher import TeachConfig, default_teacher_path
 
@@ -103,7 +104,7 @@ def main():
     torch.set_num_threads(os.cpu_count() or 1)
     seeds = [int(s) for s in args.seeds.split(",")]
     variants = args.variants.split(",")
-    unknown = [v for v in variants if v not in ("single", "supcon", "eda") and not re.fullmatch(r"lr[\d.e+-]+-pairs\d+", v)]
+    unknown = [v for v in variants if v not in ("single", "supcon", "eda") and not GRID.fullmatch(v)]
     if unknown:
         parser.error(f"unknown variant(s) {', '.join(unknown)}")
     train_texts, train_labels, drawn, held_out, evaluation = V.draws(args.data, seeds, 16)
@@ -112,7 +113,7 @@ def main():
     pretrained = {name: value.detach().clone() for name, value in encoder.state_dict().items()}
 
     def embed(texts):
-        return normalise(embed_texts(encoder, tokenizer, texts, 128))
+        return B.unit_embeddings(encoder, tokenizer, texts)
 
     rows = []
     for seed in seeds:
@@ -131,7 +132,7 @@ def main():
             else:
                 config = shipped
                 if variant != "single":
-                    lr, pairs = re.fullmatch(r"lr([\d.e+-]+)-pairs(\d+)", variant).groups()
+                    lr, pairs = GRID.fullmatch(variant).groups()
                     config = replace(shipped, lr=float(lr), pairs=int(pairs))
                 tune_encoder(encoder, tokenizer, texts, make_pairs(y, config.pairs, seed), config)
             encoder.eval()

@@ -61,9 +61,8 @@ def main():
     import bench_fewshot_variants as V
     import torch
 
-    from distill.fewshot import embed_texts, load_encoder
+    from distill.fewshot import load_encoder
     from distill.fewshot_contrastive import fit_logistic_regression, make_pairs, tune_encoder
-    from distill.fewshot_head import normalise
     from distill.fewshot_prompt import flatten_descriptions, read_label_descriptions, unit_centroids
     from distill.teacher import TeachConfig, default_teacher_path
 
@@ -85,7 +84,7 @@ def main():
     pretrained = {name: value.detach().clone() for name, value in encoder.state_dict().items()}
 
     def embed(texts):
-        return normalise(embed_texts(encoder, tokenizer, texts, 128))
+        return B.unit_embeddings(encoder, tokenizer, texts)
 
     def load(state):
         encoder.load_state_dict(state)

@@ -54,15 +54,15 @@ def mixed(states, weights):
 def embedder(source, tokenizer, texts, evaluation):
     """Callable(state) -> (rows' embeddings, {set name: embeddings}), normalised, from the encoder
     holding `state`; each state is embedded once, whatever heads are then fitted on it."""
-    from distill.fewshot import embed_texts, load_encoder
-    from distill.fewshot_head import normalise
+    from bench_fewshot import unit_embeddings
+    from distill.fewshot import load_encoder
 
     encoder, _ = load_encoder(source)
 
     def embed(state):
         encoder.load_state_dict(state)
         encoder.eval()
-        one = lambda t: normalise(embed_texts(encoder, tokenizer, t, 128))
+        one = lambda t: unit_embeddings(encoder, tokenizer, t)
         return one(texts), {name: one(t) for name, (t, _) in evaluation.items()}
 
     return embed

@@ -129,7 +129,7 @@ def teach(config: TeachConfig, callbacks=()) -> dict:
     from .predict import predict_logits, softmax
     from .metrics import evaluate
     from .savedir import check_writable_target, save_model_dir
-    from .training import (EncodedRows, EpochHistory, WeightedTrainer, count_parameters, encode_rows,
+    from .training import (EpochHistory, WeightedTrainer, count_parameters, encode_rows,
                            last_checkpoint, metrics_function, run_record, training_arguments)
 
     if config.few_shot:

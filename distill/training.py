@@ -130,11 +130,11 @@ def adamw_with_schedule(model, lr: float, weight_decay: float, warmup: float, to
 
     steps = warmup_steps_value(warmup)
     steps = int(steps * total_steps) if isinstance(steps, float) else steps
-    no_decay = [n.endswith("bias") or "LayerNorm" in n for n, _ in model.named_parameters()]
-    params = [p for _, p in model.named_parameters()]
-    optimizer = torch.optim.AdamW(
-        [{"params": [p for p, skip in zip(params, no_decay) if not skip], "weight_decay": weight_decay},
-         {"params": [p for p, skip in zip(params, no_decay) if skip], "weight_decay": 0.0}], lr=lr)
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        (no_decay if name.endswith("bias") or "LayerNorm" in name else decay).append(param)
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
+                                   {"params": no_decay, "weight_decay": 0.0}], lr=lr)
     return optimizer, get_linear_schedule_with_warmup(optimizer, steps, total_steps)
 
 
