@@ -134,7 +134,7 @@ def distill_student(config: StudentConfig, callbacks=()) -> dict | None:
     transfer_rows = [t for name in ("augmented", "unlabeled") if name in parts for t in parts[name]["texts"]]
     if config.trim_vocab:
         tokenizer, vocab_report = trim_vocab(student, teacher_tokenizer, train.texts + transfer_rows, max_length,
-                                             config.trim_min_count)
+                                             config.trim_min_count, config.trim_characters)
         if dev:
             vocab_report["eval_retokenized"] = retokenized(teacher_tokenizer, tokenizer, dev.texts, max_length)
 

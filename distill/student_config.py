@@ -27,6 +27,7 @@ class StudentConfig:
     init: str | None = None              # teacher | random; None: teacher unless narrower
     trim_vocab: bool = False
     trim_min_count: int = 1              # with trim_vocab: keep a multi-character token seen this often
+    trim_characters: str = "all"         # with trim_vocab: single-character tokens kept, all | seen
     # the loss
     temperature: float = 2.0
     alpha: float = 0.5                   # weight of the KD term; 1 - alpha weights cross-entropy
@@ -90,6 +91,8 @@ def check_config(config: StudentConfig) -> None:
         raise StudentError("--max-length must be at least 2")
     if config.trim_min_count < 1 or (config.trim_min_count > 1 and not config.trim_vocab):
         raise StudentError("--trim-min-count must be at least 1, and more than 1 only with --trim-vocab")
+    if config.trim_characters not in ("all", "seen") or (config.trim_characters != "all" and not config.trim_vocab):
+        raise StudentError("--trim-characters must be all or seen, and seen only with --trim-vocab")
     try:
         config.augment_options()
     except ValueError as error:

@@ -20,7 +20,7 @@ from distill.student import StudentConfig, StudentError, distill_student
 from distill.student_model import HEAD_REINIT_REASON, build_student, even_layer_map, head_init, teacher_key
 from distill.teacher import TeachConfig, checkpoint_dir_for, teach
 from distill.vocab_trim import retokenized, trim_vocab, write_vocab_txt
-from tiny import make_reviews, make_tiny_model, write_csv
+from tiny import SPECIAL, make_reviews, make_tiny_model, write_csv
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -198,6 +198,7 @@ def test_trim_vocab_keeps_predictions_and_saves_a_loadable_vocab(teacher4, tmp_p
     assert all(t in new_tokenizer.get_vocab() for t in tokenizer.all_special_tokens)
 
     _check_min_count_trimming(student, tokenizer)
+    _check_seen_character_trimming(student, tokenizer)
 
     out = tmp_path / "trimmed"
     trimmed.save_pretrained(out)
@@ -212,21 +213,23 @@ def test_trim_vocab_keeps_predictions_and_saves_a_loadable_vocab(teacher4, tmp_p
     np.testing.assert_allclose(predict_logits(model, reloaded, texts, 32), before, atol=1e-5)
 
 
+def _copy_of(student):
+    """An untrimmed copy (from_config shares the config object, which trimming changes)."""
+    config = copy.deepcopy(student.config)
+    config.vocab_size = student.get_input_embeddings().weight.shape[0]
+    model = AutoModelForSequenceClassification.from_config(config)
+    model.load_state_dict(student.state_dict())
+    return model
+
+
 def _check_min_count_trimming(student, tokenizer):
     """min_count=2: a word used once loses its token and splits into kept pieces; a word used
     twice keeps it; single characters and special tokens stay whatever their count."""
     texts = ["great movie", "great plot", "boring"]
     counts = {t: n for t, n in [("great", 2), ("movie", 1), ("plot", 1), ("boring", 1)]}
     assert all(t in tokenizer.get_vocab() for t in counts)
-    def copy_of_student():      # from_config shares the config object, which trimming changes
-        model = AutoModelForSequenceClassification.from_config(copy.deepcopy(student.config))
-        model.config.vocab_size = student.get_input_embeddings().weight.shape[0]
-        model = AutoModelForSequenceClassification.from_config(model.config)
-        model.load_state_dict(student.state_dict())
-        return model
-
-    model = copy_of_student()
-    every, _ = trim_vocab(copy_of_student(), tokenizer, texts, 32)
+    model = _copy_of(student)
+    every, _ = trim_vocab(_copy_of(student), tokenizer, texts, 32)
     frequent, report = trim_vocab(model, tokenizer, texts, 32, min_count=2)
     kept = frequent.get_vocab()
     assert report["min_count"] == 2 and report["vocab_after"] == len(every.get_vocab()) - 3
@@ -244,13 +247,33 @@ def _check_min_count_trimming(student, tokenizer):
         trim_vocab(model, tokenizer, texts, 32, min_count=0)
 
 
+def _check_seen_character_trimming(student, tokenizer):
+    """characters="seen": only the single-character tokens of characters the used tokens hold stay;
+    a word of those characters still splits, one with another character becomes [UNK]."""
+    texts = ["great movie", "great boring"]
+    model = _copy_of(student)
+    trimmed, report = trim_vocab(model, tokenizer, texts, 32, min_count=2, characters="seen")
+    kept = trimmed.get_vocab()
+    seen = set("greatmovieboring")
+    singles = {t for t in tokenizer.get_vocab() if len(t) == 1 or (t.startswith("##") and len(t) == 3)}
+    expected = {t for t in singles if t[-1] in seen} | set(tokenizer.all_special_tokens) | {"great"}
+    assert set(kept) == expected and report["characters"] == "seen"
+    assert report["vocab_after"] == len(expected) == model.get_input_embeddings().weight.shape[0]
+    assert "z" in singles and "z" not in kept and "##z" not in kept
+    assert trimmed.tokenize("boring") == ["b", "##o", "##r", "##i", "##n", "##g"]
+    assert trimmed.tokenize("great tiger") == ["great", "t", "##i", "##g", "##e", "##r"]
+    assert trimmed.tokenize("zebra") == ["[UNK]"]
+    with pytest.raises(ValueError, match="characters"):
+        trim_vocab(model, tokenizer, texts, 32, characters="some")
+
+
 def test_cli_student_end_to_end(trained, tmp_path):
     out = tmp_path / "student"
     result = CliRunner().invoke(main, [
         "student", "--teacher", str(trained["teacher"]), "--train", str(trained["train"]), "--eval",
         str(trained["dev"]), "--out", str(out), "--layers", "2", "--unlabeled", str(trained["unlabeled"]),
-        "--augment-factor", "1", "--trim-vocab", "--epochs", "3", "--lr", "3e-3", "--batch-size", "16",
-        "--temperature", "3", "--alpha", "0.7", "--cache-dir", str(tmp_path / "cache"), "--quiet"])
+        "--augment-factor", "1", "--trim-vocab", "--trim-characters", "seen", "--epochs", "3", "--lr", "3e-3",
+        "--batch-size", "16", "--temperature", "3", "--alpha", "0.7", "--cache-dir", str(tmp_path / "cache"), "--quiet"])
     assert result.exit_code == 0, result.output
     assert "teacher" in result.output and "retention" in result.output and "vocabulary trimmed" in result.output
     report = json.loads((out / "training.json").read_text())
@@ -272,7 +295,14 @@ def test_cli_student_end_to_end(trained, tmp_path):
 
     model = AutoModelForSequenceClassification.from_pretrained(out)
     assert model.config.num_hidden_layers == 2 and model.config.vocab_size == d["vocab"]["vocab_after"]
-    assert len((out / "vocab.txt").read_text().splitlines()) == model.config.vocab_size
+    saved_vocab = (out / "vocab.txt").read_text().splitlines()
+    assert len(saved_vocab) == model.config.vocab_size and d["vocab"]["characters"] == "seen"
+    # --trim-characters seen: the single characters kept are those of the other kept tokens
+    teacher_vocab = AutoTokenizer.from_pretrained(trained["teacher"]).get_vocab()
+    singles = {t for t in teacher_vocab if len(t) == 1 or (t.startswith("##") and len(t) == 3)}
+    chars = {c for t in saved_vocab if t not in SPECIAL for c in t.removeprefix("##")}
+    kept_singles = {t for t in singles if t[-1] in chars}
+    assert {t for t in saved_vocab if t in singles} == kept_singles and len(kept_singles) < len(singles)
     dev_texts = load_labelled(trained["dev"]).texts
     full, kept = AutoTokenizer.from_pretrained(trained["teacher"]), AutoTokenizer.from_pretrained(out)
     changed = sum(full.tokenize(t) != kept.tokenize(t) for t in dev_texts)
@@ -298,6 +328,7 @@ def test_cli_rejects_bad_settings(trained, tmp_path):
                            (["--back-translate", "only-one"], "FORWARD_MODEL,BACKWARD_MODEL"),
                            (["--trim-min-count", "2"], "only with --trim-vocab"),
                            (["--trim-vocab", "--trim-min-count", "0"], "--trim-min-count"),
+                           (["--trim-characters", "seen"], "seen only with --trim-vocab"),
                            (["--ensemble-teacher", str(trained["train"].parent)], "--ensemble-teacher")):
         result = runner.invoke(main, base + extra)
         assert result.exit_code != 0 and message in result.output, (extra, result.output)
