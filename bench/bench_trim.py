@@ -2,18 +2,20 @@
 vocabulary, per trimming setting, beside the 3-layer student's size.
 
 usage: python bench/bench_trim.py [--data DIR] [--teacher models/sst2-teacher] [--min-counts 1,2,4,10]
+                                  [--characters all,seen] [--results bench/results/trim.json]
 
 The texts are those of bench_student.py (run it first, or any run of it, for the files): the
 teacher's 16k labelled rows (bench/results/student/labelled-16000.tsv), alone and with the 51k
 other training texts (unlabeled_all.txt). For each --trim-min-count N, the kept tokens are those
-`distill student --trim-vocab --trim-min-count N` keeps (distill/vocab_trim.py). Columns:
+`distill student --trim-vocab --trim-min-count N --trim-characters C` keeps (distill/vocab_trim.py),
+for each C of --characters. Columns:
   tokens         vocabulary after trimming (30,522 before)
   smaller        the default 3-layer student's parameters before / after (its saved size, float32)
   retokenized    dev texts that now split into other pieces: only these can change prediction
   teacher acc    the teacher, its embedding rows trimmed the same way, no retraining, on dev
 A trained student adapts to the new pieces (bench_student.py kd_labelled_trim_min4 measures it);
 the teacher column isolates the cost of losing the words the kept tokens lack.
-Results: a table on stdout and bench/results/trim.json.
+Results: a table on stdout and --results.
 """
 from __future__ import annotations
 
@@ -46,6 +48,9 @@ def main():
     parser.add_argument("--data", default=os.environ.get("DISTILL_DATA_DIR", ROOT.parent / "shared" / "data"))
     parser.add_argument("--teacher", default=str(ROOT / "models" / "sst2-teacher"))
     parser.add_argument("--min-counts", default="1,2,4,10")
+    parser.add_argument("--characters", default="all",
+                        help="comma-separated --trim-characters settings to compare (all, seen)")
+    parser.add_argument("--results", default=str(ROOT / "bench" / "results" / "trim.json"))
     args = parser.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
     labelled_file, unlabeled_file = STUDENT / "labelled-16000.tsv", STUDENT / "unlabeled_all.txt"
@@ -67,36 +72,40 @@ def main():
           f"3-layer student {student_params:,} parameters")
 
     rows = []
-    for name, texts in (("16k labelled", labelled), ("16k labelled + 51k unlabelled", labelled + unlabeled)):
-        counts = token_counts(tokenizer, texts, max_length)
-        for min_count in (int(m) for m in args.min_counts.split(",")):
-            kept = kept_ids_from_counts(tokenizer, counts, min_count)
-            trimmed = trimmed_tokenizer(tokenizer, kept)
-            model = copy.deepcopy(teacher)
-            trim_embeddings(model, kept)
-            small = student_params - (tokenizer.vocab_size - len(kept)) * hidden   # one embedding row per token
-            acc = float((predict_logits(model, trimmed, dev.texts, max_length).argmax(1) == dev_y).mean())
-            rows.append({"texts": name, "min_count": min_count, "tokens": int(len(kept)),
-                         "student_parameters": small, "smaller": student_params / small,
-                         "retokenized": retokenized(tokenizer, trimmed, dev.texts, max_length),
-                         "teacher_accuracy": acc, "teacher_change_points": 100 * (acc - full_acc)})
-            r = rows[-1]
-            print(f"{name:30} min {min_count:3}: {r['tokens']:6,} tokens  {r['smaller']:.2f}x smaller  "
-                  f"{r['retokenized']['changed']:4} of {r['retokenized']['texts']} dev texts retokenized  "
-                  f"teacher {100 * acc:.2f}% ({r['teacher_change_points']:+.2f})", flush=True)
-    lines = ["| texts | --trim-min-count | tokens | student smaller | dev texts retokenized | teacher dev acc |",
-             "|---|---:|---:|---:|---:|---:|"]
+    for characters in args.characters.split(","):
+        for name, texts in (("16k labelled", labelled), ("16k labelled + 51k unlabelled", labelled + unlabeled)):
+            counts = token_counts(tokenizer, texts, max_length)
+            for min_count in (int(m) for m in args.min_counts.split(",")):
+                kept = kept_ids_from_counts(tokenizer, counts, min_count, characters)
+                trimmed = trimmed_tokenizer(tokenizer, kept)
+                model = copy.deepcopy(teacher)
+                trim_embeddings(model, kept)
+                small = student_params - (tokenizer.vocab_size - len(kept)) * hidden   # one embedding row per token
+                acc = float((predict_logits(model, trimmed, dev.texts, max_length).argmax(1) == dev_y).mean())
+                rows.append({"texts": name, "characters": characters, "min_count": min_count,
+                             "tokens": int(len(kept)), "student_parameters": small,
+                             "smaller": student_params / small,
+                             "retokenized": retokenized(tokenizer, trimmed, dev.texts, max_length),
+                             "teacher_accuracy": acc, "teacher_change_points": 100 * (acc - full_acc)})
+                r = rows[-1]
+                print(f"{name:30} {characters:4} min {min_count:3}: {r['tokens']:6,} tokens  "
+                      f"{r['smaller']:.2f}x smaller  {r['retokenized']['changed']:4} of "
+                      f"{r['retokenized']['texts']} dev texts retokenized  "
+                      f"teacher {100 * acc:.2f}% ({r['teacher_change_points']:+.2f})", flush=True)
+    lines = ["| texts | --trim-characters | --trim-min-count | tokens | student smaller | dev texts retokenized "
+             "| teacher dev acc |",
+             "|---|---|---:|---:|---:|---:|---:|"]
     for r in rows:
-        lines.append(f"| {r['texts']} | {r['min_count']} | {r['tokens']:,} | {r['smaller']:.2f}x | "
+        lines.append(f"| {r['texts']} | {r['characters']} | {r['min_count']} | {r['tokens']:,} | {r['smaller']:.2f}x | "
                      f"{r['retokenized']['changed']} ({100 * r['retokenized']['fraction']:.0f}%) | "
                      f"{100 * r['teacher_accuracy']:.2f} ({r['teacher_change_points']:+.2f}) |")
     table = "\n".join(lines)
     print(table)
-    out = ROOT / "bench" / "results"
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "trim.json").write_text(json.dumps({"teacher": args.teacher, "teacher_accuracy": full_acc,
-                                               "student_parameters": student_params, "table": table,
-                                               "rows": rows}, indent=2) + "\n")
+    results = Path(args.results)
+    results.parent.mkdir(parents=True, exist_ok=True)
+    results.write_text(json.dumps({"teacher": args.teacher, "teacher_accuracy": full_acc,
+                                   "student_parameters": student_params, "table": table,
+                                   "rows": rows}, indent=2) + "\n")
 
 
 if __name__ == "__main__":
