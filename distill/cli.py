@@ -213,6 +213,7 @@ def _model_pair(ctx, param, value):
 
 def student_options(f):
     from .student import StudentConfig as C
+    from .vocab_trim import CHARACTER_CHOICES
 
     options = shared_training_options(C) + [
         click.option("--teacher", required=True, type=click.Path(exists=True, file_okay=False),
@@ -239,12 +240,12 @@ def student_options(f):
         click.option("--trim-min-count", type=click.IntRange(min=1), default=C.trim_min_count, show_default=True,
                      help="With --trim-vocab: keep a multi-character token only if those texts use it at "
                           "least this often; rarer words then split into the longest kept pieces."),
-        click.option("--trim-characters", type=click.Choice(["all", "seen"]), default=C.trim_characters,
+        click.option("--trim-characters", type=click.Choice(CHARACTER_CHOICES), default=C.trim_characters,
                      show_default=True,
                      help="With --trim-vocab: which single-character tokens to keep. all: every one of the "
                           "vocabulary, so any word still splits into characters; seen: only those of the "
-                          "characters the texts hold (110 of the default teacher's 1,994 on SST-2), so a word with an "
-                          "unseen character (e.g. CJK in English text) becomes [UNK]."),
+                          "characters the texts hold (110 of the default teacher's 1,994 on SST-2), so a "
+                          "word with an unseen character (e.g. CJK in English text) becomes [UNK]."),
         click.option("--temperature", type=float, default=C.temperature, show_default=True,
                      help="Softmax temperature T of the KD term (scaled by T^2)."),
         click.option("--alpha", type=float, default=C.alpha, show_default=True,

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from .augment import OPS, AugmentOptions
 from .data import DataOptions
+from .vocab_trim import CHARACTER_CHOICES
 
 TEACHER_DIR_HELP = "a model directory written by `distill teach`"
 
@@ -91,7 +92,7 @@ def check_config(config: StudentConfig) -> None:
         raise StudentError("--max-length must be at least 2")
     if config.trim_min_count < 1 or (config.trim_min_count > 1 and not config.trim_vocab):
         raise StudentError("--trim-min-count must be at least 1, and more than 1 only with --trim-vocab")
-    if config.trim_characters not in ("all", "seen") or (config.trim_characters != "all" and not config.trim_vocab):
+    if config.trim_characters not in CHARACTER_CHOICES or (config.trim_characters != "all" and not config.trim_vocab):
         raise StudentError("--trim-characters must be all or seen, and seen only with --trim-vocab")
     try:
         config.augment_options()
