@@ -246,6 +246,10 @@ def student_options(f):
                           "vocabulary, so any word still splits into characters; seen: only those of the "
                           "characters the texts hold (110 of the default teacher's 1,994 on SST-2), so a "
                           "word with an unseen character (e.g. CJK in English text) becomes [UNK]."),
+        click.option("--trim-max-tokens", type=int, default=None, metavar="N",
+                     help="With --trim-vocab: keep at most N tokens in all, for a size budget (each token is "
+                          "one embedding row of hidden-size floats): the special and single-character tokens, "
+                          "then the tokens the texts use most. Default: no limit."),
         click.option("--temperature", type=float, default=C.temperature, show_default=True,
                      help="Softmax temperature T of the KD term (scaled by T^2)."),
         click.option("--alpha", type=float, default=C.alpha, show_default=True,

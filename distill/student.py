@@ -133,8 +133,12 @@ def distill_student(config: StudentConfig, callbacks=()) -> dict | None:
     tokenizer, vocab_report = teacher_tokenizer, None
     transfer_rows = [t for name in ("augmented", "unlabeled") if name in parts for t in parts[name]["texts"]]
     if config.trim_vocab:
-        tokenizer, vocab_report = trim_vocab(student, teacher_tokenizer, train.texts + transfer_rows, max_length,
-                                             config.trim_min_count, config.trim_characters)
+        try:
+            tokenizer, vocab_report = trim_vocab(student, teacher_tokenizer, train.texts + transfer_rows,
+                                                 max_length, config.trim_min_count, config.trim_characters,
+                                                 config.trim_max_tokens)
+        except ValueError as error:
+            raise StudentError(f"--trim-max-tokens: {error}") from error
         if dev:
             vocab_report["eval_retokenized"] = retokenized(teacher_tokenizer, tokenizer, dev.texts, max_length)
 

@@ -29,6 +29,7 @@ class StudentConfig:
     trim_vocab: bool = False
     trim_min_count: int = 1              # with trim_vocab: keep a multi-character token seen this often
     trim_characters: str = "all"         # with trim_vocab: single-character tokens kept, all | seen
+    trim_max_tokens: int | None = None   # with trim_vocab: at most this many tokens, the most used kept
     # the loss
     temperature: float = 2.0
     alpha: float = 0.5                   # weight of the KD term; 1 - alpha weights cross-entropy
@@ -94,6 +95,8 @@ def check_config(config: StudentConfig) -> None:
         raise StudentError("--trim-min-count must be at least 1, and more than 1 only with --trim-vocab")
     if config.trim_characters not in CHARACTER_CHOICES or (config.trim_characters != "all" and not config.trim_vocab):
         raise StudentError("--trim-characters must be all or seen, and seen only with --trim-vocab")
+    if config.trim_max_tokens is not None and (config.trim_max_tokens < 1 or not config.trim_vocab):
+        raise StudentError("--trim-max-tokens must be positive, and set only with --trim-vocab")
     try:
         config.augment_options()
     except ValueError as error:

@@ -1,15 +1,20 @@
 """--trim-vocab: keep only the WordPiece tokens a student needs, and shrink its embeddings.
 
-Kept: every token the texts use (with `min_count` N > 1, every token they use at least N
-times), the special tokens, and every single-character token of the vocabulary (plain and ##
-forms), so an unseen word still breaks into characters instead of [UNK]. With
-`characters="seen"`, only the single-character tokens of the characters the texts' tokens hold
-(about 110 of the default teacher's 1,994 on SST-2): a word made of those characters still
-breaks down, but a word with a character the texts never hold (say a CJK character in English
-reviews) becomes [UNK]. Kept tokens keep their
-relative order. WordPiece is greedy longest-match-first, so a text whose tokens are all kept
-tokenizes to the same pieces with the trimmed vocabulary, and the trimmed model gives it the
-same logits; a word whose token was dropped as rare splits into the longest kept pieces.
+Kept:
+- every token the texts use (with `min_count` N > 1, every token they use at least N times);
+- the special tokens;
+- every single-character token of the vocabulary (plain and ## forms), so an unseen word still
+  breaks into characters instead of [UNK]. With `characters="seen"`, only those of the
+  characters the texts' tokens hold (110 of the default teacher's 1,994 on SST-2): a word made of
+  those characters still breaks down, but a word with a character the texts never hold (say a
+  CJK character in English reviews) becomes [UNK];
+- with `max_tokens` M, at most M tokens in all, for a size budget (one embedding row per token):
+  the special and single-character tokens, then the tokens the texts use most; ties go to the
+  lower id, since BERT's vocab.txt lists words roughly by pretraining frequency (the, of, and...).
+Kept tokens keep their relative order. WordPiece is greedy longest-match-first, so a text whose
+tokens are all kept tokenizes to the same pieces with the trimmed vocabulary, and the trimmed
+model gives it the same logits; a word whose token was dropped as rare splits into the longest
+kept pieces.
 
 Why min_count: the embedding table of a 3-layer, 384-wide student is 11.7M of its 17.4M
 parameters; the SST-2 training texts use about 11,500 WordPiece tokens, so keeping them all
@@ -41,9 +46,11 @@ def token_counts(tokenizer, texts, max_length: int, batch_size: int = 4096) -> C
 CHARACTER_CHOICES = ("all", "seen")
 
 
-def kept_token_ids(tokenizer, texts, max_length: int, min_count: int = 1, characters: str = "all") -> np.ndarray:
+def kept_token_ids(tokenizer, texts, max_length: int, min_count: int = 1, characters: str = "all",
+                   max_tokens: int | None = None) -> np.ndarray:
     """Sorted old ids to keep (see the module docstring)."""
-    return kept_ids_from_counts(tokenizer, token_counts(tokenizer, texts, max_length), min_count, characters)
+    counts = token_counts(tokenizer, texts, max_length)
+    return kept_ids_from_counts(tokenizer, counts, min_count, characters, max_tokens)
 
 
 def seen_characters(tokenizer, counts: Counter) -> set[str]:
@@ -54,19 +61,25 @@ def seen_characters(tokenizer, counts: Counter) -> set[str]:
     return {c for t in tokens for c in (t[2:] if t.startswith("##") else t)}
 
 
-def kept_ids_from_counts(tokenizer, counts: Counter, min_count: int = 1, characters: str = "all") -> np.ndarray:
+def kept_ids_from_counts(tokenizer, counts: Counter, min_count: int = 1, characters: str = "all",
+                         max_tokens: int | None = None) -> np.ndarray:
     """kept_token_ids from token_counts already taken (one count serves several min counts)."""
     if min_count < 1:
         raise ValueError(f"min_count must be at least 1, not {min_count}")
     if characters not in CHARACTER_CHOICES:
         raise ValueError(f"characters must be one of {', '.join(CHARACTER_CHOICES)}, not {characters!r}")
     vocab = tokenizer.get_vocab()
-    keep = {i for i, n in counts.items() if n >= min_count}
-    keep.update(tokenizer.all_special_ids)
     seen = seen_characters(tokenizer, counts) if characters == "seen" else None
-    keep.update(i for t, i in vocab.items()
-                if is_single_character(t) and (seen is None or t[-1] in seen))
-    return np.array(sorted(keep), dtype=np.int64)
+    base = set(tokenizer.all_special_ids)
+    base.update(i for t, i in vocab.items() if is_single_character(t) and (seen is None or t[-1] in seen))
+    words = sorted((i for i, n in counts.items() if n >= min_count and i not in base),
+                   key=lambda i: (-counts[i], i))                  # most used first; ties: lower id
+    if max_tokens is not None:
+        if max_tokens < len(base):
+            raise ValueError(f"max_tokens {max_tokens:,} is below the {len(base):,} special and "
+                             f"single-character tokens that are always kept")
+        words = words[:max_tokens - len(base)]
+    return np.array(sorted(base.union(words)), dtype=np.int64)
 
 
 def trimmed_tokenizer(tokenizer, kept_ids: np.ndarray):
@@ -104,15 +117,16 @@ def trim_embeddings(model, kept_ids: np.ndarray) -> None:
             setattr(model.config, name, remap[int(value)])
 
 
-def trim_vocab(model, tokenizer, texts, max_length: int, min_count: int = 1, characters: str = "all"):
+def trim_vocab(model, tokenizer, texts, max_length: int, min_count: int = 1, characters: str = "all",
+               max_tokens: int | None = None):
     """(trimmed tokenizer, report) after trimming model's embeddings in place."""
     before = model.get_input_embeddings().weight.shape[0]
-    kept = kept_token_ids(tokenizer, texts, max_length, min_count, characters)
+    kept = kept_token_ids(tokenizer, texts, max_length, min_count, characters, max_tokens)
     new_tokenizer = trimmed_tokenizer(tokenizer, kept)
     trim_embeddings(model, kept)
     hidden = model.get_input_embeddings().weight.shape[1]
     report = {"vocab_before": int(before), "vocab_after": int(len(kept)), "min_count": min_count,
-              "characters": characters,
+              "characters": characters, "max_tokens": max_tokens,
               "embedding_parameters_before": int(before * hidden),
               "embedding_parameters_after": int(len(kept) * hidden)}
     return new_tokenizer, report

@@ -199,6 +199,7 @@ def test_trim_vocab_keeps_predictions_and_saves_a_loadable_vocab(teacher4, tmp_p
 
     _check_min_count_trimming(student, tokenizer)
     _check_seen_character_trimming(student, tokenizer)
+    _check_token_budget(student, tokenizer)
 
     out = tmp_path / "trimmed"
     trimmed.save_pretrained(out)
@@ -267,6 +268,24 @@ def _check_seen_character_trimming(student, tokenizer):
         trim_vocab(model, tokenizer, texts, 32, characters="some")
 
 
+def _check_token_budget(student, tokenizer):
+    """max_tokens: the special and single-character tokens, then the most used tokens, ties to
+    the lower id, up to the budget; a budget below the always-kept tokens is refused."""
+    texts = ["great great great movie movie plot boring"]
+    vocab = tokenizer.get_vocab()
+    singles = {t for t in vocab if len(t) == 1 or (t.startswith("##") and len(t) == 3)}
+    base = singles | set(tokenizer.all_special_tokens)
+    tie_winner = min(("plot", "boring"), key=vocab.get)
+    for extra, words in ((2, {"great", "movie"}), (3, {"great", "movie", tie_winner}),
+                         (10, {"great", "movie", "plot", "boring"})):
+        model = _copy_of(student)
+        trimmed, report = trim_vocab(model, tokenizer, texts, 32, max_tokens=len(base) + extra)
+        assert set(trimmed.get_vocab()) == base | words and report["max_tokens"] == len(base) + extra
+        assert model.get_input_embeddings().weight.shape[0] == len(base | words)
+    with pytest.raises(ValueError, match="always kept"):
+        trim_vocab(_copy_of(student), tokenizer, texts, 32, max_tokens=len(base) - 1)
+
+
 def test_cli_student_end_to_end(trained, tmp_path):
     out = tmp_path / "student"
     result = CliRunner().invoke(main, [
@@ -329,6 +348,8 @@ def test_cli_rejects_bad_settings(trained, tmp_path):
                            (["--trim-min-count", "2"], "only with --trim-vocab"),
                            (["--trim-vocab", "--trim-min-count", "0"], "--trim-min-count"),
                            (["--trim-characters", "seen"], "seen only with --trim-vocab"),
+                           (["--trim-max-tokens", "500"], "only with --trim-vocab"),
+                           (["--trim-vocab", "--trim-max-tokens", "3"], "always kept"),
                            (["--ensemble-teacher", str(trained["train"].parent)], "--ensemble-teacher")):
         result = runner.invoke(main, base + extra)
         assert result.exit_code != 0 and message in result.output, (extra, result.output)
