@@ -71,10 +71,11 @@ def main():
     print(f"teacher {args.teacher}: dev accuracy {100 * full_acc:.2f}% with its {tokenizer.vocab_size:,} tokens; "
           f"3-layer student {student_params:,} parameters")
 
+    text_sets = (("16k labelled", labelled), ("16k labelled + 51k unlabelled", labelled + unlabeled))
+    counts_of = {name: token_counts(tokenizer, texts, max_length) for name, texts in text_sets}   # once per set
     rows = []
     for characters in args.characters.split(","):
-        for name, texts in (("16k labelled", labelled), ("16k labelled + 51k unlabelled", labelled + unlabeled)):
-            counts = token_counts(tokenizer, texts, max_length)
+        for name, counts in counts_of.items():
             for min_count in (int(m) for m in args.min_counts.split(",")):
                 kept = kept_ids_from_counts(tokenizer, counts, min_count, characters)
                 trimmed = trimmed_tokenizer(tokenizer, kept)
