@@ -56,6 +56,9 @@ def runs(unlabeled: Path, all_unlabeled: Path, ensemble=()) -> dict[str, list[st
                                        "--trim-min-count", "3", "--trim-characters", "seen"],
         "kd_labelled_trim_half_seen": ["--augment-factor", "0", "--epochs", "3", "--trim-vocab",
                                        "--trim-characters", "seen", "--trim-max-tokens", str(HALF_SIZE_TOKENS)],
+        "kd_labelled_trim_half_seen_vocab": ["--augment-factor", "0", "--epochs", "3", "--trim-vocab",
+                                             "--trim-characters", "seen", "--trim-max-tokens", str(HALF_SIZE_TOKENS),
+                                             "--trim-rank", "vocab"],
         "kd_augment": ["--augment-factor", "2", "--epochs", "1"],
         "kd_unlabeled": [*unl, "--epochs", "1"],
         "kd_unlabeled_alpha1": [*unl, "--epochs", "1", "--alpha", "1"],
@@ -82,6 +85,8 @@ DESCRIPTIONS = {
     "kd_labelled_trim_min3_seen": "as kd_labelled, --trim-vocab --trim-min-count 3 --trim-characters seen",
     "kd_labelled_trim_half_seen": f"as kd_labelled, --trim-vocab --trim-characters seen --trim-max-tokens "
                                   f"{HALF_SIZE_TOKENS} (the most tokens that halve the saved student)",
+    "kd_labelled_trim_half_seen_vocab": "as kd_labelled_trim_half_seen, --trim-rank vocab (the budget filled "
+                                        "in vocabulary order, not by count)",
     "kd_augment": "KD + augmentation x2 (32k texts), 1 epoch",
     "kd_unlabeled": "KD + 32k unlabelled SST-2 texts, 1 epoch",
     "kd_unlabeled_alpha1": "as kd_unlabeled, pure KD (alpha 1)",

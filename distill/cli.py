@@ -213,7 +213,7 @@ def _model_pair(ctx, param, value):
 
 def student_options(f):
     from .student import StudentConfig as C
-    from .vocab_trim import CHARACTER_CHOICES
+    from .vocab_trim import CHARACTER_CHOICES, RANK_CHOICES
 
     options = shared_training_options(C) + [
         click.option("--teacher", required=True, type=click.Path(exists=True, file_okay=False),
@@ -249,7 +249,12 @@ def student_options(f):
         click.option("--trim-max-tokens", type=int, default=None, metavar="N",
                      help="With --trim-vocab: keep at most N tokens in all, for a size budget (each token is "
                           "one embedding row of hidden-size floats): the special and single-character tokens, "
-                          "then the tokens the texts use most. Default: no limit."),
+                          "then the tokens the texts use most (see --trim-rank). Default: no limit."),
+        click.option("--trim-rank", type=click.Choice(RANK_CHOICES), default=C.trim_rank, show_default=True,
+                     help="With --trim-max-tokens: which of the used tokens fill the budget. count: the "
+                          "ones the texts use most (ties: lower id); vocab: the vocabulary's own order, "
+                          "lower id first (BERT's vocab.txt lists words roughly by pretraining frequency), "
+                          "for a small or repetitive training file whose counts are noisy."),
         click.option("--temperature", type=float, default=C.temperature, show_default=True,
                      help="Softmax temperature T of the KD term (scaled by T^2)."),
         click.option("--alpha", type=float, default=C.alpha, show_default=True,

@@ -136,7 +136,7 @@ def distill_student(config: StudentConfig, callbacks=()) -> dict | None:
         try:
             tokenizer, vocab_report = trim_vocab(student, teacher_tokenizer, train.texts + transfer_rows,
                                                  max_length, config.trim_min_count, config.trim_characters,
-                                                 config.trim_max_tokens)
+                                                 config.trim_max_tokens, config.trim_rank)
         except ValueError as error:
             raise StudentError(f"--trim-max-tokens: {error}") from error
         if dev:

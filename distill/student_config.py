@@ -6,7 +6,7 @@ from pathlib import Path
 
 from .augment import OPS, AugmentOptions
 from .data import DataOptions
-from .vocab_trim import CHARACTER_CHOICES
+from .vocab_trim import CHARACTER_CHOICES, RANK_CHOICES
 
 TEACHER_DIR_HELP = "a model directory written by `distill teach`"
 
@@ -30,6 +30,7 @@ class StudentConfig:
     trim_min_count: int = 1              # with trim_vocab: keep a multi-character token seen this often
     trim_characters: str = "all"         # with trim_vocab: single-character tokens kept, all | seen
     trim_max_tokens: int | None = None   # with trim_vocab: at most this many tokens, the most used kept
+    trim_rank: str = "count"             # with trim_max_tokens: which used tokens first, count | vocab
     # the loss
     temperature: float = 2.0
     alpha: float = 0.5                   # weight of the KD term; 1 - alpha weights cross-entropy
@@ -97,6 +98,8 @@ def check_config(config: StudentConfig) -> None:
         raise StudentError("--trim-characters must be all or seen, and seen only with --trim-vocab")
     if config.trim_max_tokens is not None and (config.trim_max_tokens < 1 or not config.trim_vocab):
         raise StudentError("--trim-max-tokens must be positive, and set only with --trim-vocab")
+    if config.trim_rank not in RANK_CHOICES or (config.trim_rank != "count" and config.trim_max_tokens is None):
+        raise StudentError("--trim-rank must be count or vocab, and vocab only with --trim-max-tokens")
     try:
         config.augment_options()
     except ValueError as error:

@@ -9,8 +9,11 @@ Kept:
   those characters still breaks down, but a word with a character the texts never hold (say a
   CJK character in English reviews) becomes [UNK];
 - with `max_tokens` M, at most M tokens in all, for a size budget (one embedding row per token):
-  the special and single-character tokens, then the tokens the texts use most; ties go to the
-  lower id, since BERT's vocab.txt lists words roughly by pretraining frequency (the, of, and...).
+  the special and single-character tokens, then the tokens the texts use most (`rank="count"`;
+  ties go to the lower id, since BERT's vocab.txt lists words roughly by pretraining frequency:
+  the, of, and...), or the used tokens in vocabulary order (`rank="vocab"`: lower id first, a guess
+  from the pretraining corpus at what unseen text uses, where counts in a small or repetitive
+  training file, such as SST-2's overlapping phrases, are noisy);
 Kept tokens keep their relative order. WordPiece is greedy longest-match-first, so a text whose
 tokens are all kept tokenizes to the same pieces with the trimmed vocabulary, and the trimmed
 model gives it the same logits; a word whose token was dropped as rare splits into the longest
@@ -44,13 +47,14 @@ def token_counts(tokenizer, texts, max_length: int, batch_size: int = 4096) -> C
 
 
 CHARACTER_CHOICES = ("all", "seen")
+RANK_CHOICES = ("count", "vocab")
 
 
 def kept_token_ids(tokenizer, texts, max_length: int, min_count: int = 1, characters: str = "all",
-                   max_tokens: int | None = None) -> np.ndarray:
+                   max_tokens: int | None = None, rank: str = "count") -> np.ndarray:
     """Sorted old ids to keep (see the module docstring)."""
     counts = token_counts(tokenizer, texts, max_length)
-    return kept_ids_from_counts(tokenizer, counts, min_count, characters, max_tokens)
+    return kept_ids_from_counts(tokenizer, counts, min_count, characters, max_tokens, rank)
 
 
 def seen_characters(tokenizer, counts: Counter) -> set[str]:
@@ -62,18 +66,20 @@ def seen_characters(tokenizer, counts: Counter) -> set[str]:
 
 
 def kept_ids_from_counts(tokenizer, counts: Counter, min_count: int = 1, characters: str = "all",
-                         max_tokens: int | None = None) -> np.ndarray:
+                         max_tokens: int | None = None, rank: str = "count") -> np.ndarray:
     """kept_token_ids from token_counts already taken (one count serves several min counts)."""
     if min_count < 1:
         raise ValueError(f"min_count must be at least 1, not {min_count}")
     if characters not in CHARACTER_CHOICES:
         raise ValueError(f"characters must be one of {', '.join(CHARACTER_CHOICES)}, not {characters!r}")
+    if rank not in RANK_CHOICES:
+        raise ValueError(f"rank must be one of {', '.join(RANK_CHOICES)}, not {rank!r}")
     vocab = tokenizer.get_vocab()
     seen = seen_characters(tokenizer, counts) if characters == "seen" else None
     base = set(tokenizer.all_special_ids)
     base.update(i for t, i in vocab.items() if is_single_character(t) and (seen is None or t[-1] in seen))
     words = sorted((i for i, n in counts.items() if n >= min_count and i not in base),
-                   key=lambda i: (-counts[i], i))                  # most used first; ties: lower id
+                   key=(lambda i: (-counts[i], i)) if rank == "count" else None)   # first kept first
     if max_tokens is not None:
         if max_tokens < len(base):
             raise ValueError(f"max_tokens {max_tokens:,} is below the {len(base):,} special and "
@@ -118,15 +124,15 @@ def trim_embeddings(model, kept_ids: np.ndarray) -> None:
 
 
 def trim_vocab(model, tokenizer, texts, max_length: int, min_count: int = 1, characters: str = "all",
-               max_tokens: int | None = None):
+               max_tokens: int | None = None, rank: str = "count"):
     """(trimmed tokenizer, report) after trimming model's embeddings in place."""
     before = model.get_input_embeddings().weight.shape[0]
-    kept = kept_token_ids(tokenizer, texts, max_length, min_count, characters, max_tokens)
+    kept = kept_token_ids(tokenizer, texts, max_length, min_count, characters, max_tokens, rank)
     new_tokenizer = trimmed_tokenizer(tokenizer, kept)
     trim_embeddings(model, kept)
     hidden = model.get_input_embeddings().weight.shape[1]
     report = {"vocab_before": int(before), "vocab_after": int(len(kept)), "min_count": min_count,
-              "characters": characters, "max_tokens": max_tokens,
+              "characters": characters, "max_tokens": max_tokens, "rank": rank,
               "embedding_parameters_before": int(before * hidden),
               "embedding_parameters_after": int(len(kept) * hidden)}
     return new_tokenizer, report

@@ -19,7 +19,8 @@ from distill.predict import load_model_dir, predict_logits
 from distill.student import StudentConfig, StudentError, distill_student
 from distill.student_model import HEAD_REINIT_REASON, build_student, even_layer_map, head_init, teacher_key
 from distill.teacher import TeachConfig, checkpoint_dir_for, teach
-from distill.vocab_trim import retokenized, trim_vocab, write_vocab_txt
+from distill.vocab_trim import (is_single_character, kept_ids_from_counts, retokenized, token_counts, trim_vocab,
+                               write_vocab_txt)
 from tiny import SPECIAL, make_reviews, make_tiny_model, write_csv
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -284,6 +285,14 @@ def _check_token_budget(student, tokenizer):
         assert model.get_input_embeddings().weight.shape[0] == len(base | words)
     with pytest.raises(ValueError, match="always kept"):
         trim_vocab(_copy_of(student), tokenizer, texts, 32, max_tokens=len(base) - 1)
+    # rank="vocab": the budget goes to the used words of lowest id, whatever their counts
+    by_id = sorted(("great", "movie", "plot", "boring"), key=vocab.get)
+    assert set(by_id[:2]) != {"great", "movie"}, "the test vocabulary must order these words apart"
+    model = _copy_of(student)
+    trimmed, report = trim_vocab(model, tokenizer, texts, 32, max_tokens=len(base) + 2, rank="vocab")
+    assert set(trimmed.get_vocab()) == base | set(by_id[:2]) and report["rank"] == "vocab"
+    with pytest.raises(ValueError, match="rank"):
+        trim_vocab(_copy_of(student), tokenizer, texts, 32, max_tokens=len(base) + 2, rank="alphabet")
 
 
 def test_cli_student_end_to_end(trained, tmp_path):
@@ -335,6 +344,27 @@ def test_cli_student_end_to_end(trained, tmp_path):
     assert json.loads(json_path.read_text())["accuracy"] == student_acc
 
 
+def test_cli_token_budget_in_vocabulary_order(trained, tmp_path):
+    """--trim-max-tokens with --trim-rank vocab: the saved vocabulary is the always-kept tokens plus
+    the used words of lowest id, which here is not the most used ones; training.json records it."""
+    full = AutoTokenizer.from_pretrained(trained["teacher"])
+    counts = token_counts(full, load_labelled(trained["train"]).texts, 32)
+    always = set(full.all_special_ids) | {i for t, i in full.get_vocab().items() if is_single_character(t)}
+    budget = len(always) + 10
+    by_vocab = kept_ids_from_counts(full, counts, max_tokens=budget, rank="vocab")
+    assert len(by_vocab) == budget and set(by_vocab) != set(kept_ids_from_counts(full, counts, max_tokens=budget))
+    out = tmp_path / "student"
+    result = CliRunner().invoke(main, [
+        "student", "--teacher", str(trained["teacher"]), "--train", str(trained["train"]), "--out", str(out),
+        "--augment-factor", "0", "--epochs", "1", "--trim-vocab", "--trim-max-tokens", str(budget),
+        "--trim-rank", "vocab", "--cache-dir", str(tmp_path / "cache"), "--quiet"])
+    assert result.exit_code == 0, result.output
+    vocab = json.loads((out / "training.json").read_text())["distillation"]["vocab"]
+    assert (vocab["rank"], vocab["max_tokens"], vocab["vocab_after"]) == ("vocab", budget, budget)
+    saved = (out / "vocab.txt").read_text(encoding="utf-8").splitlines()
+    assert saved == full.convert_ids_to_tokens([int(i) for i in by_vocab])
+
+
 def test_cli_rejects_bad_settings(trained, tmp_path):
     runner = CliRunner()
     base = ["student", "--teacher", str(trained["teacher"]), "--train", str(trained["train"]), "--out",
@@ -350,6 +380,7 @@ def test_cli_rejects_bad_settings(trained, tmp_path):
                            (["--trim-characters", "seen"], "seen only with --trim-vocab"),
                            (["--trim-max-tokens", "500"], "only with --trim-vocab"),
                            (["--trim-vocab", "--trim-max-tokens", "3"], "always kept"),
+                           (["--trim-vocab", "--trim-rank", "vocab"], "vocab only with --trim-max-tokens"),
                            (["--ensemble-teacher", str(trained["train"].parent)], "--ensemble-teacher")):
         result = runner.invoke(main, base + extra)
         assert result.exit_code != 0 and message in result.output, (extra, result.output)
