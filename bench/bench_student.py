@@ -59,6 +59,9 @@ def runs(unlabeled: Path, all_unlabeled: Path, ensemble=()) -> dict[str, list[st
         "kd_labelled_trim_half_seen_vocab": ["--augment-factor", "0", "--epochs", "3", "--trim-vocab",
                                              "--trim-characters", "seen", "--trim-max-tokens", str(HALF_SIZE_TOKENS),
                                              "--trim-rank", "vocab"],
+        "kd_labelled_trim_half_seen_after": ["--augment-factor", "0", "--epochs", "3", "--trim-vocab",
+                                             "--trim-characters", "seen", "--trim-max-tokens", str(HALF_SIZE_TOKENS),
+                                             "--trim-after-training"],
         "kd_augment": ["--augment-factor", "2", "--epochs", "1"],
         "kd_unlabeled": [*unl, "--epochs", "1"],
         "kd_unlabeled_alpha1": [*unl, "--epochs", "1", "--alpha", "1"],
@@ -87,6 +90,8 @@ DESCRIPTIONS = {
                                   f"{HALF_SIZE_TOKENS} (the most tokens that halve the saved student)",
     "kd_labelled_trim_half_seen_vocab": "as kd_labelled_trim_half_seen, --trim-rank vocab (the budget filled "
                                         "in vocabulary order, not by count)",
+    "kd_labelled_trim_half_seen_after": "as kd_labelled_trim_half_seen, --trim-after-training (trained with the "
+                                        "full vocabulary, the final model trimmed)",
     "kd_augment": "KD + augmentation x2 (32k texts), 1 epoch",
     "kd_unlabeled": "KD + 32k unlabelled SST-2 texts, 1 epoch",
     "kd_unlabeled_alpha1": "as kd_unlabeled, pure KD (alpha 1)",

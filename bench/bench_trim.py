@@ -16,7 +16,9 @@ for each rank R of --ranks (`--trim-rank R`). Columns:
   retokenized    dev texts that now split into other pieces: only these can change prediction
   teacher acc    the teacher, its embedding rows trimmed the same way, no retraining, on dev
 A trained student adapts to the new pieces (bench_student.py kd_labelled_trim_min4 measures it);
-the teacher column isolates the cost of losing the words the kept tokens lack.
+the teacher column isolates the cost of losing the words the kept tokens lack. --teacher may be
+any model directory: given an untrimmed student, a row is what `distill student
+--trim-after-training` would make of it (bench_student.py kd_labelled_trim_half_seen_after).
 Results: a table on stdout and --results.
 """
 from __future__ import annotations

@@ -255,6 +255,12 @@ def student_options(f):
                           "ones the texts use most (ties: lower id); vocab: the vocabulary's own order, "
                           "lower id first (BERT's vocab.txt lists words roughly by pretraining frequency), "
                           "for a small or repetitive training file whose counts are noisy."),
+        click.option("--trim-after-training", is_flag=True,
+                     help="With --trim-vocab: train with the teacher's full vocabulary and trim the final "
+                          "model, instead of trimming before training. The words --trim-min-count or "
+                          "--trim-max-tokens drop are then learnt whole and split only at inference, which "
+                          "costs less (SST-2, 2x smaller: 0.27 points against 0.65). Per-epoch eval metrics "
+                          "and checkpoints are the untrimmed model's; the final evaluation is the trimmed one's."),
         click.option("--temperature", type=float, default=C.temperature, show_default=True,
                      help="Softmax temperature T of the KD term (scaled by T^2)."),
         click.option("--alpha", type=float, default=C.alpha, show_default=True,

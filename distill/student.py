@@ -4,7 +4,8 @@ Flow: read the data with the teacher's label order -> build transfer texts (augm
 unlabelled file) -> teacher logits for every training text, once, through the cache (with
 --ensemble-teacher, every teacher's, averaged) -> build the
 student (teacher layers or random init, optional trimmed vocabulary) -> DistillationTrainer ->
-teacher and student side by side on the eval set -> atomic save with training.json.
+(with --trim-after-training, the vocabulary trimmed now instead) -> teacher and student side by
+side on the eval set -> atomic save with training.json.
 """
 from __future__ import annotations
 
@@ -86,7 +87,7 @@ def distill_student(config: StudentConfig, callbacks=()) -> dict | None:
     from .trainer import DistillationArguments, DistillationTrainer
     from .training import (EncodedRows, EpochHistory, count_parameters, encode_rows, last_checkpoint,
                            metrics_function, run_record, training_arguments)
-    from .vocab_trim import retokenized, trim_vocab
+    from .vocab_trim import apply_trim, kept_token_ids, retokenized
 
     check_config(config)
     check_writable_target(config.out, config.force)
@@ -130,17 +131,26 @@ def distill_student(config: StudentConfig, callbacks=()) -> dict | None:
                         "members": member_report}
 
     student, layer_map, init = build_student(teacher, config)
-    tokenizer, vocab_report = teacher_tokenizer, None
+    tokenizer, vocab_report, kept = teacher_tokenizer, None, None
     transfer_rows = [t for name in ("augmented", "unlabeled") if name in parts for t in parts[name]["texts"]]
-    if config.trim_vocab:
+
+    def trim(model):                 # -> (trimmed tokenizer, report); the model's rows in place
+        trimmed, trim_report = apply_trim(model, teacher_tokenizer, kept, {
+            "min_count": config.trim_min_count, "characters": config.trim_characters,
+            "max_tokens": config.trim_max_tokens, "rank": config.trim_rank,
+            "after_training": config.trim_after_training})
+        if dev:
+            trim_report["eval_retokenized"] = retokenized(teacher_tokenizer, trimmed, dev.texts, max_length)
+        return trimmed, trim_report
+
+    if config.trim_vocab:             # the kept tokens are chosen (and a bad budget refused) before training
         try:
-            tokenizer, vocab_report = trim_vocab(student, teacher_tokenizer, train.texts + transfer_rows,
-                                                 max_length, config.trim_min_count, config.trim_characters,
-                                                 config.trim_max_tokens, config.trim_rank)
+            kept = kept_token_ids(teacher_tokenizer, train.texts + transfer_rows, max_length, config.trim_min_count,
+                                  config.trim_characters, config.trim_max_tokens, config.trim_rank)
         except ValueError as error:
             raise StudentError(f"--trim-max-tokens: {error}") from error
-        if dev:
-            vocab_report["eval_retokenized"] = retokenized(teacher_tokenizer, tokenizer, dev.texts, max_length)
+        if not config.trim_after_training:
+            tokenizer, vocab_report = trim(student)
 
     texts = train.texts + transfer_rows
     row_labels = list(train.labels) + [IGNORE] * len(transfer_rows)
@@ -168,6 +178,8 @@ def distill_student(config: StudentConfig, callbacks=()) -> dict | None:
     report = None
     if trainer.is_world_process_zero():
         student = trainer.model.eval()
+        if kept is not None and config.trim_after_training:
+            tokenizer, vocab_report = trim(student)
         teacher_entry = {"parameters": count_parameters(teacher),
                          "size_bytes": dir_size_bytes(config.teacher, "*.safetensors")}
         student_entry = {"parameters": count_parameters(student)}

@@ -31,6 +31,7 @@ class StudentConfig:
     trim_characters: str = "all"         # with trim_vocab: single-character tokens kept, all | seen
     trim_max_tokens: int | None = None   # with trim_vocab: at most this many tokens, the most used kept
     trim_rank: str = "count"             # with trim_max_tokens: which used tokens first, count | vocab
+    trim_after_training: bool = False    # with trim_vocab: train on the full vocabulary, trim the result
     # the loss
     temperature: float = 2.0
     alpha: float = 0.5                   # weight of the KD term; 1 - alpha weights cross-entropy
@@ -100,6 +101,8 @@ def check_config(config: StudentConfig) -> None:
         raise StudentError("--trim-max-tokens must be positive, and set only with --trim-vocab")
     if config.trim_rank not in RANK_CHOICES or (config.trim_rank != "count" and config.trim_max_tokens is None):
         raise StudentError("--trim-rank must be count or vocab, and vocab only with --trim-max-tokens")
+    if config.trim_after_training and not config.trim_vocab:
+        raise StudentError("--trim-after-training is only for --trim-vocab")
     try:
         config.augment_options()
     except ValueError as error:

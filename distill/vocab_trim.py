@@ -126,15 +126,21 @@ def trim_embeddings(model, kept_ids: np.ndarray) -> None:
 def trim_vocab(model, tokenizer, texts, max_length: int, min_count: int = 1, characters: str = "all",
                max_tokens: int | None = None, rank: str = "count"):
     """(trimmed tokenizer, report) after trimming model's embeddings in place."""
-    before = model.get_input_embeddings().weight.shape[0]
     kept = kept_token_ids(tokenizer, texts, max_length, min_count, characters, max_tokens, rank)
-    new_tokenizer = trimmed_tokenizer(tokenizer, kept)
-    trim_embeddings(model, kept)
+    return apply_trim(model, tokenizer, kept, {"min_count": min_count, "characters": characters,
+                                               "max_tokens": max_tokens, "rank": rank})
+
+
+def apply_trim(model, tokenizer, kept_ids: np.ndarray, settings: dict):
+    """(trimmed tokenizer, report) after keeping only kept_ids' embedding rows of model, in place;
+    settings (how kept_ids were chosen) go into the report."""
+    before = model.get_input_embeddings().weight.shape[0]
+    new_tokenizer = trimmed_tokenizer(tokenizer, kept_ids)
+    trim_embeddings(model, kept_ids)
     hidden = model.get_input_embeddings().weight.shape[1]
-    report = {"vocab_before": int(before), "vocab_after": int(len(kept)), "min_count": min_count,
-              "characters": characters, "max_tokens": max_tokens, "rank": rank,
+    report = {"vocab_before": int(before), "vocab_after": int(len(kept_ids)), **settings,
               "embedding_parameters_before": int(before * hidden),
-              "embedding_parameters_after": int(len(kept) * hidden)}
+              "embedding_parameters_after": int(len(kept_ids) * hidden)}
     return new_tokenizer, report
 
 

@@ -365,6 +365,42 @@ def test_cli_token_budget_in_vocabulary_order(trained, tmp_path):
     assert saved == full.convert_ids_to_tokens([int(i) for i in by_vocab])
 
 
+def test_cli_trim_after_training_trims_the_model_trained_on_the_full_vocabulary(trained, tmp_path):
+    """--trim-after-training: the same training as without --trim-vocab, then the kept rows of the
+    final model; the final evaluation is the trimmed model's."""
+    full = AutoTokenizer.from_pretrained(trained["teacher"])
+    counts = token_counts(full, load_labelled(trained["train"]).texts, 32)
+    always = set(full.all_special_ids) | {i for t, i in full.get_vocab().items() if is_single_character(t)}
+    budget = len(always) + 10                      # fewer than the training texts use: some are dropped
+    assert len(kept_ids_from_counts(full, counts)) > budget
+    base = ["student", "--teacher", str(trained["teacher"]), "--train", str(trained["train"]), "--eval",
+            str(trained["dev"]), "--augment-factor", "0", "--epochs", "2", "--lr", "3e-3",
+            "--cache-dir", str(tmp_path / "cache"), "--quiet"]
+    runner = CliRunner()
+    result = runner.invoke(main, base + ["--out", str(tmp_path / "untrimmed")])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(main, base + ["--out", str(tmp_path / "after"), "--trim-vocab", "--trim-max-tokens",
+                                         str(budget), "--trim-after-training"])
+    assert result.exit_code == 0, result.output
+    untrimmed = AutoModelForSequenceClassification.from_pretrained(tmp_path / "untrimmed").state_dict()
+    after = AutoModelForSequenceClassification.from_pretrained(tmp_path / "after").state_dict()
+    kept = kept_ids_from_counts(full, counts, max_tokens=budget)
+    assert (tmp_path / "after" / "vocab.txt").read_text(encoding="utf-8").splitlines() == \
+        full.convert_ids_to_tokens([int(i) for i in kept])
+    rows = "bert.embeddings.word_embeddings.weight"
+    torch.testing.assert_close(after[rows], untrimmed[rows][torch.as_tensor(kept)], rtol=0, atol=0)
+    for name in untrimmed.keys() - {rows}:
+        torch.testing.assert_close(after[name], untrimmed[name], rtol=0, atol=0)
+    report = json.loads((tmp_path / "after" / "training.json").read_text())
+    assert report["distillation"]["vocab"]["after_training"] is True
+    assert report["distillation"]["vocab"]["vocab_after"] == budget == report["config"]["trim_max_tokens"]
+    model, tokenizer, labels = load_model_dir(tmp_path / "after")
+    dev = load_labelled(trained["dev"], labels=labels)
+    accuracy = float((predict_logits(model, tokenizer, dev.texts, 32).argmax(1) == np.asarray(dev.labels)).mean())
+    assert report["final_eval"]["accuracy"] == pytest.approx(accuracy, abs=1e-9)
+    assert report["parameters"] == sum(p.numel() for p in model.parameters())
+
+
 def test_cli_rejects_bad_settings(trained, tmp_path):
     runner = CliRunner()
     base = ["student", "--teacher", str(trained["teacher"]), "--train", str(trained["train"]), "--out",
@@ -381,6 +417,7 @@ def test_cli_rejects_bad_settings(trained, tmp_path):
                            (["--trim-max-tokens", "500"], "only with --trim-vocab"),
                            (["--trim-vocab", "--trim-max-tokens", "3"], "always kept"),
                            (["--trim-vocab", "--trim-rank", "vocab"], "vocab only with --trim-max-tokens"),
+                           (["--trim-after-training"], "only for --trim-vocab"),
                            (["--ensemble-teacher", str(trained["train"].parent)], "--ensemble-teacher")):
         result = runner.invoke(main, base + extra)
         assert result.exit_code != 0 and message in result.output, (extra, result.output)
