@@ -11,13 +11,15 @@ Kept:
 - with `max_tokens` M, at most M tokens in all, for a size budget (one embedding row per token):
   the special and single-character tokens, then the tokens the texts use most (`rank="count"`;
   ties go to the lower id, since BERT's vocab.txt lists words roughly by pretraining frequency:
-  the, of, and...), or the used tokens in vocabulary order (`rank="vocab"`: lower id first, a guess
-  from the pretraining corpus at what unseen text uses, where counts in a small or repetitive
-  training file, such as SST-2's overlapping phrases, are noisy);
+  the, of, and...), or the used tokens in vocabulary order (`rank="vocab"`: lower id first, the
+  pretraining corpus's guess at what unseen text uses; on SST-2 it splits more dev texts than
+  the counts do: 660 of 872 against 522 at 7,875 tokens);
 Kept tokens keep their relative order. WordPiece is greedy longest-match-first, so a text whose
 tokens are all kept tokenizes to the same pieces with the trimmed vocabulary, and the trimmed
 model gives it the same logits; a word whose token was dropped as rare splits into the longest
-kept pieces.
+kept pieces. `distill student` trims the student before training, or with --trim-after-training
+the trained one (`apply_trim`, the kept ids chosen from the same texts before training): dropped
+words are then learnt whole and split only at inference, which costs less accuracy.
 
 Why min_count: the embedding table of a 3-layer, 384-wide student is 11.7M of its 17.4M
 parameters; the SST-2 training texts use about 11,500 WordPiece tokens, so keeping them all
