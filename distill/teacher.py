@@ -84,14 +84,19 @@ def _check(config: TeachConfig) -> None:
         raise TeachError("--epochs, --lr, --batch-size must be positive and --max-length at least 2")
 
 
-def load_teacher_model(source: str, labels: list[str], dropout: float | None):
-    """A sequence classifier with our label set on top of any BERT-family checkpoint."""
+def load_teacher_model(source: str, labels: list[str], dropout: float | None, seed: int):
+    """A sequence classifier with our label set on top of any BERT-family checkpoint. The weights
+    the checkpoint lacks (the classifier; the pooler of a sentence-transformers checkpoint) are
+    drawn after seeding: Trainer seeds only once the model exists, so without this the same
+    --seed gave another head, and another teacher, on every run."""
+    import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     overrides = {}
     if dropout is not None:
         overrides = {"hidden_dropout_prob": dropout, "attention_probs_dropout_prob": dropout,
                      "classifier_dropout": dropout}
+    torch.manual_seed(seed)
     model = AutoModelForSequenceClassification.from_pretrained(
         source, num_labels=len(labels), id2label=dict(enumerate(labels)),
         label2id={name: i for i, name in enumerate(labels)}, problem_type="single_label_classification",
@@ -141,7 +146,7 @@ def teach(config: TeachConfig, callbacks=()) -> dict:
     train, dev = read_data(config)
     labels = train.label_names
     source = config.model or default_teacher_path()
-    model, tokenizer = load_teacher_model(source, labels, config.dropout)
+    model, tokenizer = load_teacher_model(source, labels, config.dropout, config.seed)
     vocab_report = None
     if config.extend_vocab:
         from .vocab_extend import extend_vocabulary

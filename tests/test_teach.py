@@ -16,7 +16,7 @@ from transformers import AutoModelForSequenceClassification, TrainerCallback
 from distill.cli import main
 from distill.data import DataOptions
 from distill.teacher import TeachConfig, TeachError, checkpoint_dir_for, teach
-from tiny import make_reviews, write_csv
+from tiny import make_reviews, make_tiny_model, write_csv
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -68,6 +68,22 @@ def test_tiny_teacher_learns(tiny_model_dir, tmp_path):
     dev = write_csv(tmp_path / "dev.csv", make_reviews(60, seed=4))
     report = teach(config(tiny_model_dir, train, dev, tmp_path / "out", epochs=6, lr=5e-3))
     assert report["final_eval"]["accuracy"] >= 0.9
+
+
+def test_same_seed_same_teacher_even_with_a_new_head(reviews_csv, tmp_path):
+    """A checkpoint without a classifier (here a masked-LM model: no pooler either, like the
+    sentence-transformers teacher) gets new head weights; --seed fixes them, so two runs with the
+    same seed give the same teacher bit for bit, and another seed another head."""
+    train, dev = reviews_csv
+    base = make_tiny_model(tmp_path / "mlm", mlm=True)
+    runs = {name: teach(config(base, train, dev, tmp_path / name, epochs=1, seed=seed))
+            for name, seed in (("a", 0), ("b", 0), ("c", 1))}
+    a, b, c = (weights(tmp_path / name) for name in "abc")
+    assert "classifier.weight" in a and "bert.pooler.dense.weight" in a
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
+    assert runs["a"]["final_eval"] == runs["b"]["final_eval"]
+    assert not torch.equal(a["classifier.weight"], c["classifier.weight"])
 
 
 def test_freeze_encoder_leaves_encoder_bitwise_unchanged(tiny_model_dir, reviews_csv, tmp_path):
