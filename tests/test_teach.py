@@ -170,7 +170,6 @@ def test_warmup_fraction_and_steps():
 
 def test_adamw_with_schedule_decays_weights_only_and_warms_up():
     """The optimizer of the loops outside Trainer (contrastive pairs, PET cloze)."""
-    import torch
     from transformers import BertConfig, BertModel
 
     from distill.training import adamw_with_schedule
