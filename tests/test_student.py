@@ -433,17 +433,26 @@ class Interrupt(TrainerCallback):
             raise KeyboardInterrupt("simulated kill")
 
 
-def test_interrupted_student_resumes_from_its_checkpoint(trained, tmp_path):
+@pytest.mark.parametrize("trim", [{}, {"trim_vocab": True, "trim_min_count": 2},
+                                  {"trim_vocab": True, "trim_min_count": 2, "trim_after_training": True}],
+                         ids=["full-vocabulary", "trimmed-before", "trimmed-after"])
+def test_interrupted_student_resumes_from_its_checkpoint(trained, tmp_path, trim):
+    """Resuming works whether the checkpoint holds the trimmed model (trimmed before training) or
+    the untrimmed one (--trim-after-training, trimmed once training is done)."""
     config = StudentConfig(teacher=str(trained["teacher"]), train=str(trained["train"]), out=str(tmp_path / "s"),
                            layers=1, augment_factor=0, epochs=2, lr=3e-3, batch_size=16,
-                           cache_dir=str(tmp_path / "cache"), progress=False)   # 240 rows: 15 steps an epoch
+                           cache_dir=str(tmp_path / "cache"), progress=False, **trim)   # 240 rows: 15 steps an epoch
     with pytest.raises(KeyboardInterrupt):
         distill_student(config, callbacks=[Interrupt()])
     assert not (tmp_path / "s").exists() and (checkpoint_dir_for(config.out) / "checkpoint-15").is_dir()
     report = distill_student(replace(config, resume=True))
     assert report["resumed_from"].endswith("checkpoint-15") and [e["epoch"] for e in report["epochs"]] == [2]
     assert report["distillation"]["teacher_logits"]["labelled"]["cache_hit"]
-    assert AutoModelForSequenceClassification.from_pretrained(tmp_path / "s").config.num_hidden_layers == 1
+    model = AutoModelForSequenceClassification.from_pretrained(tmp_path / "s")
+    assert model.config.num_hidden_layers == 1
+    teacher_vocab = AutoTokenizer.from_pretrained(trained["teacher"]).vocab_size
+    assert model.config.vocab_size == (report["distillation"]["vocab"]["vocab_after"] if trim else teacher_vocab)
+    assert (model.config.vocab_size < teacher_vocab) == bool(trim)
 
 
 def test_torchrun_two_processes(trained, tmp_path):
