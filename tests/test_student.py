@@ -257,7 +257,7 @@ def _check_seen_character_trimming(student, tokenizer):
     trimmed, report = trim_vocab(model, tokenizer, texts, 32, min_count=2, characters="seen")
     kept = trimmed.get_vocab()
     seen = set("greatmovieboring")
-    singles = {t for t in tokenizer.get_vocab() if len(t) == 1 or (t.startswith("##") and len(t) == 3)}
+    singles = {t for t in tokenizer.get_vocab() if is_single_character(t)}
     expected = {t for t in singles if t[-1] in seen} | set(tokenizer.all_special_tokens) | {"great"}
     assert set(kept) == expected and report["characters"] == "seen"
     assert report["vocab_after"] == len(expected) == model.get_input_embeddings().weight.shape[0]
@@ -274,7 +274,7 @@ def _check_token_budget(student, tokenizer):
     the lower id, up to the budget; a budget below the always-kept tokens is refused."""
     texts = ["great great great movie movie plot boring"]
     vocab = tokenizer.get_vocab()
-    singles = {t for t in vocab if len(t) == 1 or (t.startswith("##") and len(t) == 3)}
+    singles = {t for t in vocab if is_single_character(t)}
     base = singles | set(tokenizer.all_special_tokens)
     tie_winner = min(("plot", "boring"), key=vocab.get)
     for extra, words in ((2, {"great", "movie"}), (3, {"great", "movie", tie_winner}),
@@ -327,7 +327,7 @@ def test_cli_student_end_to_end(trained, tmp_path):
     assert len(saved_vocab) == model.config.vocab_size and d["vocab"]["characters"] == "seen"
     # --trim-characters seen: the single characters kept are those of the other kept tokens
     teacher_vocab = AutoTokenizer.from_pretrained(trained["teacher"]).get_vocab()
-    singles = {t for t in teacher_vocab if len(t) == 1 or (t.startswith("##") and len(t) == 3)}
+    singles = {t for t in teacher_vocab if is_single_character(t)}
     chars = {c for t in saved_vocab if t not in SPECIAL for c in t.removeprefix("##")}
     kept_singles = {t for t in singles if t[-1] in chars}
     assert {t for t in saved_vocab if t in singles} == kept_singles and len(kept_singles) < len(singles)
@@ -344,13 +344,17 @@ def test_cli_student_end_to_end(trained, tmp_path):
     assert json.loads(json_path.read_text())["accuracy"] == student_acc
 
 
+def _always_kept_ids(tokenizer) -> set[int]:
+    """The special and single-character tokens: kept whatever the budget."""
+    return set(tokenizer.all_special_ids) | {i for t, i in tokenizer.get_vocab().items() if is_single_character(t)}
+
+
 def test_cli_token_budget_in_vocabulary_order(trained, tmp_path):
     """--trim-max-tokens with --trim-rank vocab: the saved vocabulary is the always-kept tokens plus
     the used words of lowest id, which here is not the most used ones; training.json records it."""
     full = AutoTokenizer.from_pretrained(trained["teacher"])
     counts = token_counts(full, load_labelled(trained["train"]).texts, 32)
-    always = set(full.all_special_ids) | {i for t, i in full.get_vocab().items() if is_single_character(t)}
-    budget = len(always) + 10
+    budget = len(_always_kept_ids(full)) + 10
     by_vocab = kept_ids_from_counts(full, counts, max_tokens=budget, rank="vocab")
     assert len(by_vocab) == budget and set(by_vocab) != set(kept_ids_from_counts(full, counts, max_tokens=budget))
     out = tmp_path / "student"
@@ -370,8 +374,7 @@ def test_cli_trim_after_training_trims_the_model_trained_on_the_full_vocabulary(
     final model; the final evaluation is the trimmed model's."""
     full = AutoTokenizer.from_pretrained(trained["teacher"])
     counts = token_counts(full, load_labelled(trained["train"]).texts, 32)
-    always = set(full.all_special_ids) | {i for t, i in full.get_vocab().items() if is_single_character(t)}
-    budget = len(always) + 10                      # fewer than the training texts use: some are dropped
+    budget = len(_always_kept_ids(full)) + 10     # fewer than the training texts use: some are dropped
     assert len(kept_ids_from_counts(full, counts)) > budget
     base = ["student", "--teacher", str(trained["teacher"]), "--train", str(trained["train"]), "--eval",
             str(trained["dev"]), "--augment-factor", "0", "--epochs", "2", "--lr", "3e-3",
