@@ -1,6 +1,9 @@
 """python -m runtime BUNDLE [TEXT ...]: classify texts, one JSON object per line on stdout.
 
-With no TEXT arguments, texts are read from stdin, one per line (UTF-8).
+With no TEXT arguments, texts are read from stdin, one per line (UTF-8; a leading BOM and
+CRLF line ends are dropped, undecodable bytes become U+FFFD). Each line is answered as soon as it
+has been read, so an app can drive the command line by line; lines that arrive together are
+classified together (up to STDIN_CHUNK at a time), so a piped file still runs in large batches.
 Each output line: {"text": ..., "label": ..., "probabilities": {label: p, ...}}.
 """
 from __future__ import annotations
@@ -9,9 +12,11 @@ import argparse
 import io
 import json
 import os
+import queue
 import sys
+import threading
 
-STDIN_CHUNK = 1024  # lines classified at a time, so long inputs stream
+STDIN_CHUNK = 1024  # most lines classified at a time
 
 
 def parse_args(argv):
@@ -19,27 +24,65 @@ def parse_args(argv):
         prog="python -m runtime",
         description="Classify texts with an edge bundle (model.onnx, vocab.txt, runtime.json). "
                     "Prints one JSON object per text: text, label, probabilities.")
-    parser.add_argument("bundle", help="bundle directory written by `distill export onnx`")
+    # nargs="?" and a check below: parse_intermixed_args would call TEXT required as well
+    parser.add_argument("bundle", nargs="?", help="bundle directory written by `distill export onnx`")
     parser.add_argument("texts", nargs="*", metavar="TEXT",
                         help="texts to classify; read from stdin, one per line, when none are given")
     parser.add_argument("--batch-size", type=int, default=32, help="texts per forward pass (default 32)")
     args = parser.parse_intermixed_args(argv)
+    if args.bundle is None:
+        parser.error("the following arguments are required: bundle")
     if args.batch_size < 1:
         parser.error("--batch-size must be at least 1")
     return args
 
 
-def stdin_chunks(size: int = STDIN_CHUNK):
-    stream = io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="replace", newline=None) \
-        if hasattr(sys.stdin, "buffer") else sys.stdin
-    chunk = []
-    for line in stream:
-        chunk.append(line.rstrip("\n"))
-        if len(chunk) == size:
+def read_lines(stream, lines: queue.Queue) -> None:
+    """Put each line of `stream` on `lines`, then None; an exception is put in its place."""
+    try:
+        for line in stream:
+            lines.put(line[:-2] if line.endswith("\r\n") else line.rstrip("\n"))
+        lines.put(None)
+    except BaseException as e:  # handed to the reading side, which raises it
+        lines.put(e)
+
+
+def stdin_chunks(size: int = STDIN_CHUNK, stream=None):
+    """Lists of stdin lines: each list is every line read so far, at most `size`.
+
+    A thread reads; this generator waits only for the first line of a chunk, so a line that
+    arrives alone is classified at once instead of waiting for `size` lines or end of input.
+    """
+    if stream is None:
+        stream = io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8-sig", errors="replace",
+                                  newline="\n") if hasattr(sys.stdin, "buffer") else sys.stdin
+    lines: queue.Queue = queue.Queue(maxsize=4 * size)
+    threading.Thread(target=read_lines, args=(stream, lines), daemon=True).start()
+    while True:
+        item = lines.get()
+        chunk = []
+        while isinstance(item, str):
+            chunk.append(item)
+            if len(chunk) == size:
+                break
+            try:
+                item = lines.get_nowait()
+            except queue.Empty:
+                break
+        if chunk:
             yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
+        if item is None:
+            return
+        if isinstance(item, BaseException):
+            raise item
+
+
+def argument_text(text: str) -> str:
+    """A TEXT argument as stdin would give it: bytes that are not UTF-8 become U+FFFD."""
+    try:  # POSIX hands undecodable argv bytes over as lone surrogates (surrogateescape)
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "replace").decode("utf-8")
 
 
 def stdout_writer():
@@ -65,7 +108,8 @@ def main(argv=None) -> int:
     write, flush = stdout_writer()
     try:
         clf = Classifier.load(args.bundle, batch_size=args.batch_size)
-        for texts in ([args.texts] if args.texts else stdin_chunks()):
+        texts_given = [[argument_text(t) for t in args.texts]] if args.texts else None
+        for texts in (texts_given or stdin_chunks()):
             write_results(clf, texts, write)
             flush()
     except BrokenPipeError:  # piped into `head`: stop quietly (Python docs' recipe)

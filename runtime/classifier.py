@@ -10,11 +10,12 @@ each batch is padded only to its own longest text; results come back in input or
 from __future__ import annotations
 
 import json
+import numbers
 import os
 
 import numpy as np
 
-from .tokenizer import WordPieceTokenizer, pad_batch
+from .tokenizer import WordPieceTokenizer, load_vocab, pad_batch, tokenizer_kwargs
 
 RUNTIME_FORMAT = 1
 BUNDLE_FILES = ("runtime.json", "vocab.txt", "model.onnx")
@@ -28,8 +29,11 @@ class BundleError(ValueError):
 def read_runtime_config(bundle_dir) -> dict:
     """Check the bundle's files are there and runtime.json is well formed -> its dict."""
     bundle_dir = os.fspath(bundle_dir)
-    if not os.path.isdir(bundle_dir):
+    if not os.path.exists(bundle_dir):
         raise FileNotFoundError(f"bundle directory not found: {bundle_dir}")
+    if not os.path.isdir(bundle_dir):
+        raise NotADirectoryError(f"not a bundle directory: {bundle_dir} is a file; a bundle is "
+                                 f"the directory holding {', '.join(BUNDLE_FILES)}")
     for name in BUNDLE_FILES:
         path = os.path.join(bundle_dir, name)
         if not os.path.isfile(path):
@@ -69,7 +73,8 @@ def check_runtime_config(config: dict, path: str) -> None:
 
 
 def check_graph_names(session, config: dict, path: str) -> None:
-    """runtime.json must name exactly the graph's inputs and one of its outputs."""
+    """runtime.json must name exactly the graph's inputs and one of its outputs, and give as
+    many labels as that output has columns (when the graph says how many)."""
     graph_inputs = getattr(session, "input_names", None)
     if graph_inputs is not None and sorted(graph_inputs) != sorted(config["inputs"]):
         raise BundleError(f"{path}: inputs {config['inputs']} do not match model.onnx's "
@@ -78,6 +83,17 @@ def check_graph_names(session, config: dict, path: str) -> None:
     if graph_outputs is not None and config["output"] not in graph_outputs:
         raise BundleError(f"{path}: output {config['output']!r} is not one of model.onnx's "
                           f"outputs {list(graph_outputs)}")
+    for output in getattr(session, "get_outputs", list)():
+        columns = (output.shape or [None])[-1] if output.name == config["output"] else None
+        if isinstance(columns, int) and columns != len(config["labels"]):
+            raise BundleError(f"{path}: {len(config['labels'])} labels, but model.onnx's output "
+                              f"{output.name!r} has {columns} columns")
+
+
+def check_batch_size(batch_size) -> int:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    return int(batch_size)
 
 
 def check_texts(texts) -> list[str]:
@@ -113,7 +129,7 @@ class Classifier:
         self.inputs = list(inputs)
         self.output = output
         self.max_length = int(max_length)
-        self.batch_size = batch_size
+        self.batch_size = check_batch_size(batch_size)
         self.quantization = quantization
         self.path = path
 
@@ -121,16 +137,25 @@ class Classifier:
     def load(cls, bundle_dir, batch_size: int = 32) -> "Classifier":
         """Read bundle_dir/runtime.json, vocab.txt and model.onnx."""
         config = read_runtime_config(bundle_dir)
+        from .protobuf import ModelError
         from .session import Session  # the graph half, imported when a bundle is loaded
 
+        check_batch_size(batch_size)
         bundle_dir = os.fspath(bundle_dir)
+        runtime_json, vocab_txt, model_onnx = (os.path.join(bundle_dir, name) for name in BUNDLE_FILES)
         try:
-            tokenizer = WordPieceTokenizer.from_config(
-                os.path.join(bundle_dir, "vocab.txt"), config["tokenizer"])
-        except (TypeError, ValueError) as e:
-            raise BundleError(f"{os.path.join(bundle_dir, 'runtime.json')}: tokenizer: {e}") from None
-        session = Session(os.path.join(bundle_dir, "model.onnx"))
-        check_graph_names(session, config, os.path.join(bundle_dir, "runtime.json"))
+            settings = tokenizer_kwargs(config["tokenizer"])
+        except ValueError as e:
+            raise BundleError(f"{runtime_json}: {e}") from None
+        try:  # UnicodeDecodeError and a missing special token are ValueErrors
+            tokenizer = WordPieceTokenizer(load_vocab(vocab_txt), **settings)
+        except ValueError as e:
+            raise BundleError(f"{vocab_txt}: {e}") from None
+        try:
+            session = Session(model_onnx)
+        except ModelError as e:  # malformed file, unsupported op, ...
+            raise ModelError(f"{model_onnx}: {e}") from None
+        check_graph_names(session, config, runtime_json)
         return cls(session, tokenizer, config["labels"], config["inputs"], config["output"],
                    config["max_length"], batch_size=batch_size,
                    quantization=config.get("quantization"), path=bundle_dir)
@@ -142,9 +167,7 @@ class Classifier:
     def logits(self, texts) -> np.ndarray:
         """Raw model outputs, float32 (n, n_labels), in input order."""
         texts = check_texts(texts)
-        batch_size = self.batch_size
-        if not (isinstance(batch_size, int) and batch_size >= 1):
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        batch_size = check_batch_size(self.batch_size)  # an attribute the app may set
         rows = [self.tokenizer.encode(text, self.max_length) for text in texts]
         order = sorted(range(len(rows)), key=lambda i: len(rows[i]))  # short texts batch together
         out = np.empty((len(rows), len(self.labels)), dtype=np.float32)

@@ -128,6 +128,11 @@ def tensor_to_array(proto: dict, folder: Optional[str] = None) -> np.ndarray:
     count = 1
     for d in dims:
         count *= d                                      # Python int: no overflow
+    span = dtype.itemsize
+    for d in dims:
+        span *= max(d, 1)
+    if span >= 2 ** 63:  # numpy refuses such a shape even with no elements
+        raise ModelError(f"tensor {name!r}: shape {dims} is too large")
     if proto.get("data_location", 0) == 1:
         if code == 8:
             raise ModelError(f"tensor {name!r}: external string data is not supported")

@@ -118,6 +118,41 @@ def load_vocab(path) -> dict[str, int]:
         return {line.rstrip("\n"): i for i, line in enumerate(f.readlines())}
 
 
+def tokenizer_kwargs(config: dict) -> dict:
+    """runtime.json's `tokenizer` object -> WordPieceTokenizer keyword arguments.
+
+    Checked strictly, so that a misspelt key or a "false" string is an error instead of a
+    silently different tokenizer."""
+    if not isinstance(config, dict):
+        raise ValueError("runtime.json 'tokenizer' must be an object")
+    if config.get("type", "wordpiece") != "wordpiece":
+        raise ValueError(f"unsupported tokenizer type {config.get('type')!r} (expected 'wordpiece')")
+    unknown = sorted(set(config) - CONFIG_KEYS)
+    if unknown:
+        raise ValueError(f"unknown tokenizer setting(s) {unknown}; known: {sorted(CONFIG_KEYS)}")
+
+    def bad(key, expected):
+        raise ValueError(f"tokenizer.{key} must be {expected}, got {config[key]!r}")
+
+    for key in ("lowercase", "tokenize_chinese_chars"):
+        if key in config and not isinstance(config[key], bool):
+            bad(key, "true or false")
+    if config.get("strip_accents") is not None and not isinstance(config["strip_accents"], bool):
+        bad("strip_accents", "true, false or null")
+    for key in ("unk_token", "cls_token", "sep_token", "pad_token"):
+        if key in config and not (isinstance(config[key], str) and config[key]):
+            bad(key, "a non-empty string")
+    if config.get("mask_token") is not None and not isinstance(config["mask_token"], str):
+        bad("mask_token", "a string or null")
+    if "never_split" in config and not (isinstance(config["never_split"], list)
+                                        and all(isinstance(t, str) for t in config["never_split"])):
+        bad("never_split", "a list of strings")
+    chars = config.get("max_input_chars_per_word", MAX_INPUT_CHARS_PER_WORD)
+    if not (isinstance(chars, int) and not isinstance(chars, bool) and chars >= 1):
+        bad("max_input_chars_per_word", "a positive integer")
+    return {k: v for k, v in config.items() if k != "type"}
+
+
 class WordPieceTokenizer:
     """BERT tokenizer: `tokenize(text)`, `encode(text)`, `encode_batch(texts, max_length)`."""
 
@@ -166,17 +201,9 @@ class WordPieceTokenizer:
             self._normalize(t) == t for t in self._keep_whole)
 
     @classmethod
-    def from_config(cls, vocab_path, config: dict) -> "WordPieceTokenizer":
-        """Build from vocab.txt and the `tokenizer` object of runtime.json."""
-        if not isinstance(config, dict):
-            raise ValueError("runtime.json 'tokenizer' must be an object")
-        if config.get("type", "wordpiece") != "wordpiece":
-            raise ValueError(f"unsupported tokenizer type {config.get('type')!r} (expected 'wordpiece')")
-        kwargs = {k: v for k, v in config.items() if k in CONFIG_KEYS and k != "type"}
-        for key in ("unk_token", "cls_token", "sep_token", "pad_token"):
-            if key in kwargs and not isinstance(kwargs[key], str):
-                raise ValueError(f"runtime.json tokenizer.{key} must be a string")
-        return cls(vocab_path, **kwargs)
+    def from_config(cls, vocab, config: dict) -> "WordPieceTokenizer":
+        """Build from vocab.txt (a path, or its {token: id}) and runtime.json's `tokenizer`."""
+        return cls(vocab, **tokenizer_kwargs(config))
 
     # -- text -> words ---------------------------------------------------------------------
 

@@ -230,7 +230,14 @@ MALFORMED = {
     "raw_data too short": (model_with_initializer(tensor_bytes([2, 3], raw=b"\x00" * 20)),
                            "raw_data has 20 bytes"),
     "absurd dims": (model_with_initializer(tensor_bytes([2 ** 40, 2 ** 40], raw=b"\x00" * 8)),
-                    "raw_data has 8 bytes"),
+                    r"shape \[1099511627776, 1099511627776\] is too large"),
+    "large dims, raw_data too short": (model_with_initializer(tensor_bytes([2 ** 20, 2 ** 20], raw=b"\x00" * 8)),
+                                       "raw_data has 8 bytes"),
+    "absurd dims, no elements": (model_with_initializer(tensor_bytes([0, 2 ** 62, 2 ** 62])),
+                                 "is too large"),
+    "absurd dims, no elements, typed": (model_with_initializer(
+        key(1, 0) + varint(0) + key(1, 0) + varint(2 ** 62) + key(2, 0) + varint(TensorProto.INT64)
+        + length_delimited(8, b"t")), "is too large"),
     "negative dims": (model_with_initializer(tensor_bytes([-4], raw=b"")), "negative dimension"),
     "typed count mismatch": (model_with_initializer(
         key(1, 0) + varint(3) + key(2, 0) + varint(TensorProto.INT64) + length_delimited(8, b"t")
