@@ -101,11 +101,14 @@ def _read_bytes(path) -> bytes:
 
 
 def _lines(path, raw: bytes, bad: list) -> Iterator[tuple[int, str]]:
-    """(line number, decoded line with its newline) per physical line. An undecodable line is
-    appended to `bad` as a _BadRow and not yielded."""
+    """(line number, decoded line with its newline) per physical line. Lines end at "\n" only
+    (CRLF too), as editors and `wc -l` count them: a lone "\r" inside a field is not a line break.
+    An undecodable line is appended to `bad` as a _BadRow and not yielded."""
     if raw.startswith(b"\xef\xbb\xbf"):
         raw = raw[3:]
-    for number, chunk in enumerate(raw.splitlines(keepends=True), start=1):
+    chunks = raw.split(b"\n")
+    chunks = [c + b"\n" for c in chunks[:-1]] + ([chunks[-1]] if chunks[-1] else [])
+    for number, chunk in enumerate(chunks, start=1):
         try:
             yield number, chunk.decode("utf-8")
         except UnicodeDecodeError as e:
@@ -155,7 +158,7 @@ def _jsonl_records(path, raw, columns, bad):
         if not line.strip():
             continue
         try:
-            obj = json.loads(line)
+            obj = json.loads(line.rstrip("\r\n"))  # without the newline, so colno stays on this line
         except json.JSONDecodeError as e:
             yield _BadRow("invalid JSON", f"invalid JSON: {e.msg} (column {e.colno})", number)
             continue
@@ -188,6 +191,8 @@ def _column_index(path, column: str, default: int) -> int:
 def _txt_records(path, raw, columns, bad):
     defaults = {"text": 0, "label": 1}
     indices = [_column_index(path, c, defaults.get(c, i)) for i, c in enumerate(columns)]
+    _check_distinct_columns(path, columns, indices)
+    width = None  # the first row's field count: every row must have as many
     for number, line in _lines(path, raw, bad):
         yield from _drain(bad)
         line = line.rstrip("\r\n")
@@ -199,8 +204,20 @@ def _txt_records(path, raw, columns, bad):
             yield _BadRow("missing column", f"expected {need} tab-separated fields, found {len(fields)}",
                           number)
             continue
+        if width is None:
+            width = len(fields)
+        elif len(fields) > width:
+            yield _BadRow("extra fields", f"{len(fields)} tab-separated fields where the first row has "
+                                          f"{width} (a tab inside the text?)", number)
+            continue
         yield number, {c: fields[i] for c, i in zip(columns, indices)}
     yield from _drain(bad)
+
+
+def _check_distinct_columns(path, columns, indices) -> None:
+    if len(columns) == 2 and indices[0] == indices[1]:
+        raise DataError(f"the text and label columns ({columns[0]!r}, {columns[1]!r}) are the same "
+                        f"column {indices[0]}: name them with --text-column and --label-column", path)
 
 
 def _csv_records(path, raw, fmt, columns, bad):
@@ -213,9 +230,9 @@ def _csv_records(path, raw, fmt, columns, bad):
             yield line
 
     if fmt == "tsv":
-        reader = csv.reader(stream(), delimiter="\t", quoting=csv.QUOTE_NONE)
-    else:
-        reader = csv.reader(stream())
+        reader = csv.reader(stream(), delimiter="\t", quoting=csv.QUOTE_NONE, strict=True)
+    else:  # strict: an unclosed or stray quote is an error, not the rest of the file in one cell
+        reader = csv.reader(stream(), strict=True)
     try:
         header = None
         while header is None:
@@ -236,6 +253,8 @@ def _csv_records(path, raw, fmt, columns, bad):
             else:
                 raise DataError(f"no column {c!r} (columns: {', '.join(header)})", path, header_line,
                                 column=c)
+        _check_distinct_columns(path, columns, indices)
+        separator = "tab-separated" if fmt == "tsv" else "comma-separated"
         for row in reader:
             yield from _drain(bad)
             number, start[0] = start[0], 0
@@ -246,10 +265,20 @@ def _csv_records(path, raw, fmt, columns, bad):
                 yield _BadRow("missing column", f"row has {len(row)} field(s), no value for column "
                                                 f"{short[0]!r}", number)
                 continue
+            if any(cell.strip() for cell in row[len(header):]):  # trailing empty cells are harmless
+                yield _BadRow("extra fields", f"row has {len(row)} {separator} fields, the header "
+                                              f"{len(header)} (an unquoted separator inside the text?)",
+                              number)
+                continue
             yield number, {c: row[i] for c, i in zip(columns, indices)}
         yield from _drain(bad)
     except csv.Error as e:
-        raise DataError(f"malformed {fmt.upper()}: {e}", path, start[0] or None) from None
+        reason = f"malformed {fmt.upper()}: {e}"
+        if "unexpected end of data" in str(e):
+            reason += " (a quoted field that starts on this line is never closed)"
+        elif "expected after" in str(e):
+            reason += " (a quote inside a quoted field must be doubled: \"\")"
+        raise DataError(reason, path, start[0] or None) from None
 
 
 # ---------------------------------------------------------------- labels

@@ -151,6 +151,47 @@ def test_short_row(tmp_path):
     assert_error(error(p), p, 3, "'label'")
 
 
+def test_unclosed_and_stray_quotes_are_errors(tmp_path):
+    """Not the rest of the file swallowed into one cell, nor a quote silently dropped."""
+    p = write(tmp_path / "d.csv", 'label,text\npos,hello\nneg,"unclosed quote\nneg,bad movie\npos,great\n')
+    assert_error(error(p), p, 3, "malformed CSV", "never closed")
+    q = write(tmp_path / "q.csv", 'text,label\nfine,pos\n"he said "hi" ok",neg\n')
+    assert_error(error(q), q, 3, "malformed CSV", "must be doubled")
+    assert load_labelled(write(tmp_path / "ok.csv", 'text,label\n"he said ""hi"" ok",neg\nb,pos\n')
+                         ).texts == ['he said "hi" ok', "b"]
+
+
+def test_rows_with_extra_fields_are_errors(tmp_path):
+    p = write(tmp_path / "d.csv", "text,label\nhello, world,pos\nbad movie,neg\ngreat,pos\n")
+    assert_error(error(p), p, 2, "3 comma-separated fields, the header 2", "unquoted separator")
+    t = write(tmp_path / "d.tsv", "text\tlabel\nfine\tpos\nextra\tneg\tjunk\n")
+    assert_error(error(t), t, 3, "3 tab-separated fields, the header 2")
+    x = write(tmp_path / "d.txt", "good\t0\nbad\t1\t2\n")
+    assert_error(error(x), x, 2, "3 tab-separated fields where the first row has 2")
+    d = load_labelled(p, DataOptions(skip_bad_rows=True))
+    assert d.texts == ["bad movie", "great"] and d.skipped == {"extra fields": 1}
+    # trailing empty cells (a spreadsheet's export) are not extra fields
+    e = write(tmp_path / "e.csv", "text,label\na,pos,\nb,neg,,\n")
+    assert load_labelled(e).texts == ["a", "b"]
+
+
+def test_text_and_label_from_the_same_column_is_refused(tmp_path):
+    x = write(tmp_path / "d.txt", "0\thello there\n1\tbad movie\n")
+    assert_error(error(x, DataOptions(text_column="1")), x, None, "same column 1", "--label-column")
+    assert load_labelled(x, DataOptions(text_column="1", label_column="0")).texts == ["hello there", "bad movie"]
+    c = write(tmp_path / "d.csv", "text,label\na,pos\nb,neg\n")
+    assert_error(error(c, DataOptions(label_column="text")), c, None, "same column 0")
+
+
+def test_a_lone_carriage_return_is_not_a_line_break(tmp_path):
+    """Line numbers count "\\n" as editors and `wc -l` do."""
+    p = write(tmp_path / "d.csv", 'text,label\n"first\rpart",pos\nok,neg\n,pos\n')
+    assert_error(error(p), p, 4, "empty text")
+    assert load_labelled(p, DataOptions(skip_bad_rows=True)).texts == ["first\rpart", "ok"]
+    crlf = write(tmp_path / "crlf.csv", "text,label\r\na,pos\r\n ,neg\r\n")
+    assert_error(error(crlf), crlf, 3, "empty text")
+
+
 def test_empty_text(tmp_path):
     p = write(tmp_path / "train.csv", "text,label\na,pos\n" + "b,neg\n" * 14 + "   ,pos\n")
     assert_error(error(p), p, 17, "empty text in column 'text'")
@@ -174,6 +215,8 @@ def test_bad_utf8_after_multiline_record(tmp_path):
 def test_invalid_json_and_non_object(tmp_path):
     p = write(tmp_path / "d.jsonl", '{"text": "a", "label": "x"}\n{"text": "b", "label": \n')
     assert_error(error(p), p, 2, "invalid JSON")
+    unclosed = write(tmp_path / "u.jsonl", '{"text": "a", "label": "x"}\n{"text":"b","label":"y"\n')
+    assert_error(error(unclosed), unclosed, 2, "Expecting ',' delimiter (column 24)")
     q = write(tmp_path / "q.jsonl", '{"text": "a", "label": "x"}\n["b", "y"]\n')
     assert_error(error(q), q, 2, "JSON object")
     r = write(tmp_path / "r.jsonl", '{"text": "a", "label": "x"}\n{"text": "b"}\n')
