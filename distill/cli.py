@@ -20,6 +20,15 @@ def _fail(error: Exception) -> None:
     raise click.ClickException(str(error)) from error
 
 
+def _progress(wanted: bool) -> bool:
+    """--quiet also silences the progress bars transformers draws itself (loading weights)."""
+    if not wanted:
+        from transformers.utils import logging
+
+        logging.disable_progress_bar()
+    return wanted
+
+
 @click.group(context_settings=CONTEXT)
 @click.version_option(package_name="distill-edge")
 def main():
@@ -151,7 +160,7 @@ def teach(**kwargs):
 
     data = data_options_from(kwargs)
     kwargs["eval"] = kwargs.pop("eval_path")
-    kwargs["progress"] = not kwargs.pop("quiet")
+    kwargs["progress"] = _progress(not kwargs.pop("quiet"))
     config = TeachConfig(**kwargs, data=data)
     try:
         report = run_teach(config)
@@ -162,6 +171,7 @@ def teach(**kwargs):
 
 
 def summary(report: dict, out: str) -> str:
+    from .data import describe_skipped
     from .metrics import format_report
 
     lines = [f"\n== {report['command']} -> {out}",
@@ -169,6 +179,10 @@ def summary(report: dict, out: str) -> str:
              f"labels: {', '.join(report['labels'])}",
              f"train: {report['data']['train']['rows']} rows ({report['data']['train_rows_used']} used), "
              f"{report['train_seconds']:.0f} s, {report['train_samples_per_second'] or 0:.1f} samples/s"]
+    for name in ("train", "eval", "unlabeled"):
+        skipped = describe_skipped((report["data"].get(name) or {}).get("skipped") or {})
+        if skipped:
+            lines.append(f"{name} ({report['data'][name]['path']}): {skipped}")
     if report.get("vocab_extension"):
         v = report["vocab_extension"]
         lines.append(f"vocabulary extended: {v['vocab_before']:,} -> {v['vocab_after']:,} tokens "
@@ -310,7 +324,7 @@ def student(**kwargs):
 
     data = data_options_from(kwargs)
     kwargs["eval"] = kwargs.pop("eval_path")
-    kwargs["progress"] = not kwargs.pop("quiet")
+    kwargs["progress"] = _progress(not kwargs.pop("quiet"))
     config = StudentConfig(**kwargs, data=data)
     try:
         report = distill_student(config)

@@ -443,10 +443,11 @@ def _describe(skipped: dict[str, int]) -> str:
     return ", ".join(f"{n} {kind}" for kind, n in sorted(skipped.items()))
 
 
-def describe_skipped(data: LabelledData) -> str:
-    """'skipped 3 rows: 2 empty text, 1 unknown label' or '' when nothing was skipped."""
-    total = sum(data.skipped.values())
-    return f"skipped {total} row{'s' * (total != 1)}: {_describe(data.skipped)}" if total else ""
+def describe_skipped(skipped: dict[str, int]) -> str:
+    """'skipped 3 rows: 2 empty text, 1 unknown label' (a LabelledData's `skipped`), or '' when
+    nothing was skipped."""
+    total = sum(skipped.values())
+    return f"skipped {total} row{'s' * (total != 1)}: {_describe(skipped)}" if total else ""
 
 
 def subsample(data: LabelledData, n: int | None, seed: int) -> LabelledData:

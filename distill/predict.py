@@ -12,13 +12,17 @@ class ModelDirError(Exception):
 
 
 def default_max_length(model_dir, tokenizer) -> int:
-    """The max_length the model was trained with (training.json), else the tokenizer's, capped at 512."""
+    """The max_length the model was trained with (training.json), else the tokenizer's, capped at
+    512 and at the model's position table (config.json max_position_embeddings)."""
     report = Path(model_dir) / "training.json"
     if report.exists():
         length = json.loads(report.read_text(encoding="utf-8")).get("config", {}).get("max_length")
         if length:
             return int(length)
-    return int(min(getattr(tokenizer, "model_max_length", 512) or 512, 512))
+    config = Path(model_dir) / "config.json"
+    positions = json.loads(config.read_text(encoding="utf-8")).get("max_position_embeddings") \
+        if config.exists() else None
+    return int(min(getattr(tokenizer, "model_max_length", 512) or 512, 512, positions or 512))
 
 
 def load_model_dir(model_dir):

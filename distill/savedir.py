@@ -16,15 +16,25 @@ class OutputExistsError(Exception):
 
 
 def check_writable_target(out: str | os.PathLike, force: bool) -> Path:
-    """Fail early (before any training) when `out` cannot be written."""
+    """Fail early (before any training) when `out` cannot be written. Creates nothing: missing
+    parent directories are made only when the output is written."""
     out = Path(out)
     if out.exists() and not force:
         raise OutputExistsError(f"{out} already exists; pass --force to replace it")
-    parent = out.parent if str(out.parent) else Path(".")
-    parent.mkdir(parents=True, exist_ok=True)
-    if not os.access(parent, os.W_OK):
-        raise PermissionError(f"cannot write into {parent}")
+    ancestor = out.absolute().parent
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise NotADirectoryError(f"cannot write {out}: {ancestor} is a file")
+    if not os.access(ancestor, os.W_OK):
+        raise PermissionError(f"cannot write into {ancestor}")
     return out
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 @contextlib.contextmanager
@@ -35,7 +45,9 @@ def atomic_directory(out: str | os.PathLike, force: bool = False):
     With `force`, an existing `out` is replaced only after the new one is complete.
     """
     out = check_writable_target(out, force)
+    out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it private (0700); an output is not
     try:
         yield tmp
     except BaseException:
@@ -51,17 +63,17 @@ def atomic_directory(out: str | os.PathLike, force: bool = False):
 
 
 def save_model_dir(out, force: bool, model, tokenizer, max_length: int, report: dict, started: float,
-                   vocab_txt: bool = False, complete_report=None) -> None:
+                   complete_report=None) -> None:
     """Write a model directory (DESIGN.md) atomically: weights, tokenizer (its max length set to
-    the training one), vocab.txt in id order when the vocabulary was changed, and training.json
-    with the wall time. `complete_report(tmp)` may add to the report from the written files."""
+    the training one), vocab.txt in id order (transformers 5 writes none for a fast tokenizer), and
+    training.json with the wall time. `complete_report(tmp)` may add to the report from the
+    written files."""
     tokenizer.model_max_length = max_length
     with atomic_directory(out, force=force) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        if vocab_txt:
-            from .vocab_trim import write_vocab_txt
-            write_vocab_txt(tokenizer, tmp)
+        from .vocab_trim import write_vocab_txt
+        write_vocab_txt(tokenizer, tmp)
         if complete_report is not None:
             complete_report(tmp)
         report["wall_seconds"] = round(time.time() - started, 2)

@@ -15,7 +15,7 @@ from dataclasses import asdict
 
 from .data import DataOptions
 from .student_config import StudentConfig, StudentError, check_config
-from .student_model import build_student, few_shot_head, head_init
+from .student_model import build_student, few_shot_head, head_init, student_model_config
 from .teacher_logits import ensemble_parts, load_ensemble, teacher_parts
 
 __all__ = ["StudentConfig", "StudentError", "distill_student"]
@@ -83,10 +83,11 @@ def distill_student(config: StudentConfig, callbacks=()) -> dict | None:
     from .metrics import evaluate
     from .predict import default_max_length, load_model_dir, softmax
     from .savedir import check_writable_target, dir_size_bytes, save_model_dir
-    from .teacher import checkpoint_dir_for
+    from .teacher import check_max_length, checkpoint_dir_for
     from .trainer import DistillationArguments, DistillationTrainer
-    from .training import (EncodedRows, EpochHistory, count_parameters, encode_rows, last_checkpoint,
-                           metrics_function, run_record, training_arguments)
+    from .training import (EncodedRows, EpochHistory, check_resume_settings, count_parameters, encode_rows,
+                           last_checkpoint, metrics_function, record_run_settings, run_record,
+                           training_arguments)
     from .vocab_trim import apply_trim, kept_token_ids, retokenized
 
     check_config(config)
@@ -94,7 +95,9 @@ def distill_student(config: StudentConfig, callbacks=()) -> dict | None:
     started = time.time()
     teacher, teacher_tokenizer, labels = load_model_dir(config.teacher)
     few_shot_head(teacher.config)          # an unknown head mark fails before the teacher pass
+    student_model_config(teacher.config, config)   # and so does a student shape that cannot work
     max_length = config.max_length or default_max_length(config.teacher, teacher_tokenizer)
+    check_max_length(max_length, teacher.config, config.teacher, StudentError)
     train, dev, unlabeled, unlabeled_sha = read_student_data(config, labels)
     members = load_ensemble(config, labels)
 
@@ -104,6 +107,7 @@ def distill_student(config: StudentConfig, callbacks=()) -> dict | None:
         resume_from = last_checkpoint(checkpoints)
         if resume_from is None:
             raise StudentError(f"--resume: no checkpoint found in {checkpoints}")
+        check_resume_settings(checkpoints, asdict(config), StudentError)
     args = training_arguments(
         DistillationArguments, checkpoint_dir=checkpoints, epochs=config.epochs, lr=config.lr,
         batch_size=config.batch_size, eval_batch_size=config.eval_batch_size, weight_decay=config.weight_decay,
@@ -111,8 +115,10 @@ def distill_student(config: StudentConfig, callbacks=()) -> dict | None:
         metric=config.metric, logging_steps=config.logging_steps, progress=config.progress,
         temperature=config.temperature, alpha=config.alpha, kd_loss=config.kd_loss,
         remove_unused_columns=False)  # keep teacher_logits: the model's forward() does not take it
-    if not config.resume and checkpoints.exists() and args.process_index == 0:
-        shutil.rmtree(checkpoints)
+    if not config.resume and args.process_index == 0:
+        if checkpoints.exists():
+            shutil.rmtree(checkpoints)
+        record_run_settings(checkpoints, asdict(config))
 
     # Teacher logits for every training text, computed once (rank 0 first; the others then hit
     # the cache). Pure cross-entropy on labelled rows alone needs no teacher pass.
@@ -232,7 +238,7 @@ def distill_student(config: StudentConfig, callbacks=()) -> dict | None:
                               if isinstance(v, (str, int, float, bool, type(None)))},
             "parameters": student_entry["parameters"],
             "final_eval": final,
-            **run_record(trainer, history, result, train_seconds, resume_from),
+            **run_record(trainer, history, result, train_seconds, resume_from, config.keep_checkpoints),
         }
 
         def add_comparison(saved_dir):   # the student's size is known once it is written
@@ -240,7 +246,7 @@ def distill_student(config: StudentConfig, callbacks=()) -> dict | None:
             report["comparison"] = side_by_side(teacher_entry, student_entry)
 
         save_model_dir(config.out, config.force, student, tokenizer, max_length, report, started,
-                       vocab_txt=True, complete_report=add_comparison)
+                       complete_report=add_comparison)
         if not config.keep_checkpoints:
             shutil.rmtree(checkpoints, ignore_errors=True)
     trainer.accelerator.wait_for_everyone()

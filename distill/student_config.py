@@ -93,6 +93,20 @@ def check_config(config: StudentConfig) -> None:
         raise StudentError("--epochs, --lr and --batch-size must be positive")
     if config.max_length is not None and config.max_length < 2:
         raise StudentError("--max-length must be at least 2")
+    for option, value in (("--eval-batch-size", config.eval_batch_size), ("--logging-steps", config.logging_steps),
+                          ("--teacher-batch-size", config.teacher_batch_size),
+                          ("--max-train-samples", config.max_train_samples),
+                          ("--max-unlabeled", config.max_unlabeled), ("--early-stopping", config.early_stopping)):
+        if value is not None and value < 1:
+            raise StudentError(f"{option} must be at least 1, got {value}")
+    if config.warmup < 0 or config.weight_decay < 0:
+        raise StudentError("--warmup and --weight-decay must be >= 0")
+    if config.max_unlabeled is not None and not config.unlabeled:
+        raise StudentError("--max-unlabeled only acts with --unlabeled")
+    if config.cache_dir is not None and config.no_cache:
+        raise StudentError("--cache-dir with --no-cache: the cache is off, so the directory would go unused")
+    if config.metric != StudentConfig.metric and config.early_stopping is None:
+        raise StudentError("--metric only acts with --early-stopping")
     if config.trim_min_count < 1 or (config.trim_min_count > 1 and not config.trim_vocab):
         raise StudentError("--trim-min-count must be at least 1, and more than 1 only with --trim-vocab")
     if config.trim_characters not in CHARACTER_CHOICES or (config.trim_characters != "all" and not config.trim_vocab):

@@ -72,26 +72,20 @@ def reinitialise_head(student) -> None:
             layer.bias.zero_()
 
 
-def build_student(teacher, config: StudentConfig):
-    """(student model, layer map, init). The teacher's config with fewer layers (and, when
-    asked, narrower); with init 'teacher' every weight is copied: the chosen layers, embeddings,
-    pooler and classifier, except that a few-shot teacher's hand-set pooler and classifier
-    (config few_shot_head) are re-initialised. The student's config never carries few_shot_head:
-    it is a plain BertForSequenceClassification."""
+def student_model_config(teacher_config, config: StudentConfig):
+    """(student's model config, layer map, init): the teacher's config with fewer layers (and,
+    when asked, narrower), without few_shot_head. Builds nothing, so that a shape that cannot
+    work is refused before the teacher scores anything."""
     import copy
 
-    import torch
-    from transformers import AutoModelForSequenceClassification
-
-    special_head = few_shot_head(teacher.config)
-    student_config = copy.deepcopy(teacher.config)
-    if special_head:
+    student_config = copy.deepcopy(teacher_config)
+    if few_shot_head(teacher_config):
         delattr(student_config, "few_shot_head")
-    layer_map = resolve_layer_map(config, teacher.config.num_hidden_layers)
+    layer_map = resolve_layer_map(config, teacher_config.num_hidden_layers)
     student_config.num_hidden_layers = len(layer_map)
     narrower = {"hidden_size": config.hidden_size, "intermediate_size": config.intermediate_size,
                 "num_attention_heads": config.heads}
-    changed = {k: v for k, v in narrower.items() if v is not None and v != getattr(teacher.config, k)}
+    changed = {k: v for k, v in narrower.items() if v is not None and v != getattr(teacher_config, k)}
     init = config.init or ("random" if changed else "teacher")
     if changed and init == "teacher":
         raise StudentError(f"--init teacher copies weights, so it needs the teacher's widths; "
@@ -101,12 +95,24 @@ def build_student(teacher, config: StudentConfig):
     if student_config.hidden_size % student_config.num_attention_heads:
         raise StudentError(f"--hidden-size {student_config.hidden_size} is not a multiple of "
                            f"--heads {student_config.num_attention_heads}")
+    return student_config, layer_map, init
+
+
+def build_student(teacher, config: StudentConfig):
+    """(student model, layer map, init), shaped by student_model_config; with init 'teacher'
+    every weight is copied: the chosen layers, embeddings, pooler and classifier, except that a
+    few-shot teacher's hand-set pooler and classifier (config few_shot_head) are re-initialised.
+    The student is a plain BertForSequenceClassification."""
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    student_config, layer_map, init = student_model_config(teacher.config, config)
     torch.manual_seed(config.seed)
     student = AutoModelForSequenceClassification.from_config(student_config)
     if init == "teacher":
         source = teacher.state_dict()
         state = {key: source[teacher_key(key, layer_map)].clone() for key in student.state_dict()}
         student.load_state_dict(state)
-        if special_head:
+        if few_shot_head(teacher.config):
             reinitialise_head(student)
     return student, layer_map, init

@@ -82,6 +82,47 @@ def _check(config: TeachConfig) -> None:
         raise TeachError("--dropout must be in [0, 1)")
     if config.epochs <= 0 or config.lr <= 0 or config.batch_size <= 0 or config.max_length < 2:
         raise TeachError("--epochs, --lr, --batch-size must be positive and --max-length at least 2")
+    check_counts({"--eval-batch-size": config.eval_batch_size, "--logging-steps": config.logging_steps,
+                  "--max-train-samples": config.max_train_samples,
+                  "--early-stopping": config.early_stopping})
+    if config.warmup < 0 or config.weight_decay < 0:
+        raise TeachError("--warmup and --weight-decay must be >= 0")
+    if config.class_weights != "none" and config.resample != "none":
+        raise TeachError("--class-weights balanced with --resample: the resampled rows are already "
+                         "balanced, so the weights would correct the imbalance twice; use one of them")
+    for prerequisite, names, present in (
+            ("--extend-vocab", ("extend_vocab_words", "extend_vocab_init"), config.extend_vocab),
+            ("--early-stopping", ("metric",), config.early_stopping is not None),
+            ("--few-shot", FEW_SHOT_FIELDS, config.few_shot is not None)):
+        unused = [] if present else changed_from_default(config, names)
+        if unused:  # a silently ignored option is a setting the user believes is in force
+            raise TeachError(f"{', '.join(unused)} only act(s) with {prerequisite}")
+
+
+FEW_SHOT_FIELDS = ("shots", "template", "label_descriptions", "logit_scale", "pairs", "contrastive_epochs",
+                   "verbalizer", "final_epochs", "unlabeled")
+
+
+def changed_from_default(config: TeachConfig, names) -> list[str]:
+    """The options among `names` that are set away from their defaults, as --option names."""
+    defaults = TeachConfig()
+    return [f"--{name.replace('_', '-')}" for name in names
+            if getattr(config, name) != getattr(defaults, name)]
+
+
+def check_max_length(max_length: int, model_config, source: str, error=TeachError) -> None:
+    """Texts longer than the position table would fail mid-training: refuse before it starts."""
+    positions = getattr(model_config, "max_position_embeddings", None)
+    if positions is not None and max_length > positions:
+        raise error(f"--max-length {max_length} is longer than {source} can read: it has "
+                    f"{positions} positions")
+
+
+def check_counts(values: dict) -> None:
+    """Options that count something: at least 1 when given."""
+    for option, value in values.items():
+        if value is not None and value < 1:
+            raise TeachError(f"{option} must be at least 1, got {value}")
 
 
 def load_teacher_model(source: str, labels: list[str], dropout: float | None, seed: int):
@@ -96,13 +137,28 @@ def load_teacher_model(source: str, labels: list[str], dropout: float | None, se
     if dropout is not None:
         overrides = {"hidden_dropout_prob": dropout, "attention_probs_dropout_prob": dropout,
                      "classifier_dropout": dropout}
+    check_model_source(source)
     torch.manual_seed(seed)
-    model = AutoModelForSequenceClassification.from_pretrained(
-        source, num_labels=len(labels), id2label=dict(enumerate(labels)),
-        label2id={name: i for i, name in enumerate(labels)}, problem_type="single_label_classification",
-        ignore_mismatched_sizes=True, **overrides)
-    tokenizer = AutoTokenizer.from_pretrained(source)
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(
+            source, num_labels=len(labels), id2label=dict(enumerate(labels)),
+            label2id={name: i for i, name in enumerate(labels)}, problem_type="single_label_classification",
+            ignore_mismatched_sizes=True, **overrides)
+        tokenizer = AutoTokenizer.from_pretrained(source)
+    except OSError as e:  # a hub id that is not in the local cache: the hub cannot be reached here
+        raise TeachError(f"--model {source}: cannot load it ({str(e).splitlines()[0]}); pass the path "
+                         "of a local model directory") from None
     return model, tokenizer
+
+
+def check_model_source(source: str) -> None:
+    """A --model that names a path must be a model directory; anything else is a hub id."""
+    path = Path(source).expanduser()
+    looks_like_path = path.is_absolute() or source.startswith((".", "~")) or path.exists()
+    if looks_like_path and not path.is_dir():
+        raise TeachError(f"--model {source}: no such directory")
+    if looks_like_path and not (path / "config.json").is_file():
+        raise TeachError(f"--model {source}: not a model directory (no config.json)")
 
 
 def freeze_encoder(model) -> list[str]:
@@ -134,8 +190,9 @@ def teach(config: TeachConfig, callbacks=()) -> dict:
     from .predict import predict_logits, softmax
     from .metrics import evaluate
     from .savedir import check_writable_target, save_model_dir
-    from .training import (EpochHistory, WeightedTrainer, count_parameters, encode_rows,
-                           last_checkpoint, metrics_function, run_record, training_arguments)
+    from .training import (EpochHistory, WeightedTrainer, check_resume_settings, count_parameters,
+                           encode_rows, last_checkpoint, metrics_function, record_run_settings,
+                           run_record, training_arguments)
 
     if config.few_shot:
         from .fewshot import teach_few_shot
@@ -147,6 +204,7 @@ def teach(config: TeachConfig, callbacks=()) -> dict:
     labels = train.label_names
     source = config.model or default_teacher_path()
     model, tokenizer = load_teacher_model(source, labels, config.dropout, config.seed)
+    check_max_length(config.max_length, model.config, source)
     vocab_report = None
     if config.extend_vocab:
         from .vocab_extend import extend_vocabulary
@@ -168,8 +226,11 @@ def teach(config: TeachConfig, callbacks=()) -> dict:
         resume_from = last_checkpoint(checkpoints)
         if resume_from is None:
             raise TeachError(f"--resume: no checkpoint found in {checkpoints}")
-    elif checkpoints.exists():
-        shutil.rmtree(checkpoints)
+        check_resume_settings(checkpoints, asdict(config), TeachError)
+    else:
+        if checkpoints.exists():
+            shutil.rmtree(checkpoints)
+        record_run_settings(checkpoints, asdict(config))
 
     args = training_arguments(
         checkpoint_dir=checkpoints, epochs=config.epochs, lr=config.lr, batch_size=config.batch_size,
@@ -212,10 +273,9 @@ def teach(config: TeachConfig, callbacks=()) -> dict:
             "vocab_extension": vocab_report,
             "parameters": count_parameters(model),
             "final_eval": final,
-            **run_record(trainer, history, result, train_seconds, resume_from),
+            **run_record(trainer, history, result, train_seconds, resume_from, config.keep_checkpoints),
         }
-        save_model_dir(config.out, config.force, model, tokenizer, config.max_length, report, started,
-                       vocab_txt=vocab_report is not None)   # an extended vocabulary, in id order
+        save_model_dir(config.out, config.force, model, tokenizer, config.max_length, report, started)
         if not config.keep_checkpoints:
             shutil.rmtree(checkpoints, ignore_errors=True)
     trainer.accelerator.wait_for_everyone()

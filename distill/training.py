@@ -1,6 +1,7 @@
 """Trainer plumbing shared by `teach` and `student`: datasets, metrics, callbacks, arguments."""
 from __future__ import annotations
 
+import json
 import math
 import os
 from pathlib import Path
@@ -96,12 +97,15 @@ class EpochHistory(TrainerCallback):
                 entry[name] = None if math.isnan(value) else value
 
 
-def run_record(trainer, history: EpochHistory, result, train_seconds: float, resume_from) -> dict:
-    """The part of training.json that describes the Trainer run, the same for teach and student."""
+def run_record(trainer, history: EpochHistory, result, train_seconds: float, resume_from,
+               keep_checkpoints: bool) -> dict:
+    """The part of training.json that describes the Trainer run, the same for teach and student.
+    best_checkpoint is a path only when the checkpoints are kept (they are deleted otherwise)."""
     from .savedir import library_versions
 
     return {"epochs": history.epochs, "loss_curve": history.steps,
-            "best_checkpoint": trainer.state.best_model_checkpoint,
+            "best_step": trainer.state.best_global_step,
+            "best_checkpoint": trainer.state.best_model_checkpoint if keep_checkpoints else None,
             "resumed_from": str(resume_from) if resume_from else None,
             "train_seconds": round(train_seconds, 2),
             "train_samples_per_second": result.metrics.get("train_samples_per_second"),
@@ -181,6 +185,37 @@ class WeightedTrainer(Trainer):
         loss = torch.nn.functional.cross_entropy(outputs.logits.float(), labels, weight=weight)
         record_losses(self, model, loss=loss)
         return (loss, outputs) if return_outputs else loss
+
+
+RUN_SETTINGS = "run_settings.json"   # in OUT.checkpoints/: what --resume must match
+# settings that may change on --resume: they do not change what the checkpoints hold
+RESUMABLE_CHANGES = frozenset({"resume", "force", "keep_checkpoints", "progress", "epochs", "eval",
+                               "eval_batch_size", "logging_steps", "early_stopping", "metric",
+                               "cache_dir", "no_cache", "teacher_batch_size"})
+
+
+def _as_json(settings: dict) -> dict:
+    return json.loads(json.dumps(settings, default=str))  # tuples -> lists, as read back
+
+
+def record_run_settings(checkpoint_dir: Path, settings: dict) -> None:
+    """Write a fresh run's settings beside its checkpoints, for a later --resume to check."""
+    checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    (checkpoint_dir / RUN_SETTINGS).write_text(json.dumps(_as_json(settings), indent=1), encoding="utf-8")
+
+
+def check_resume_settings(checkpoint_dir: Path, settings: dict, error=ValueError) -> None:
+    """--resume continues the interrupted run, so its settings must be that run's (except those
+    in RESUMABLE_CHANGES): otherwise training.json would describe a run that never happened."""
+    path = checkpoint_dir / RUN_SETTINGS
+    if not path.exists():
+        return  # checkpoints from before the settings were recorded
+    saved, now = json.loads(path.read_text(encoding="utf-8")), _as_json(settings)
+    changed = [f"{key} {saved.get(key)!r} -> {now.get(key)!r}" for key in sorted(set(saved) | set(now))
+               if key not in RESUMABLE_CHANGES and saved.get(key) != now.get(key)]
+    if changed:
+        raise error(f"--resume: the interrupted run in {checkpoint_dir} had other settings ("
+                    f"{'; '.join(changed)}); resume with its settings, or start afresh without --resume")
 
 
 def last_checkpoint(checkpoint_dir: Path) -> Path | None:

@@ -263,7 +263,9 @@ def test_skip_bad_rows_counts_by_reason(tmp_path):
     assert d.texts == ["good", "fine"] and d.lines == [1, 6]
     assert d.skipped == {"empty text": 2, "missing column": 1, "invalid JSON": 1,
                          "invalid UTF-8": 1, "unknown label": 1, "not a JSON object": 1}
-    assert describe_skipped(d).startswith("skipped 7 rows:")
+    assert describe_skipped(d.skipped) == ("skipped 7 rows: 2 empty text, 1 invalid JSON, 1 invalid UTF-8, "
+                                          "1 missing column, 1 not a JSON object, 1 unknown label")
+    assert describe_skipped({}) == ""
 
 
 def test_skip_bad_rows_all_bad_still_fails(tmp_path):

@@ -418,13 +418,28 @@ def test_cli_rejects_bad_settings(trained, tmp_path):
                            (["--trim-vocab", "--trim-min-count", "0"], "--trim-min-count"),
                            (["--trim-characters", "seen"], "seen only with --trim-vocab"),
                            (["--trim-max-tokens", "500"], "only with --trim-vocab"),
-                           (["--trim-vocab", "--trim-max-tokens", "3"], "always kept"),
+                           # the budget is checked against the augmented texts too, which the
+                           # teacher pass makes: its own cache, outside the check below
+                           (["--trim-vocab", "--trim-max-tokens", "3", "--cache-dir", str(tmp_path / "c2")],
+                            "always kept"),
                            (["--trim-vocab", "--trim-rank", "vocab"], "vocab only with --trim-max-tokens"),
                            (["--trim-after-training"], "only for --trim-vocab"),
-                           (["--ensemble-teacher", str(trained["train"].parent)], "--ensemble-teacher")):
+                           (["--ensemble-teacher", str(trained["train"].parent)], "--ensemble-teacher"),
+                           (["--teacher-batch-size", "0"], "--teacher-batch-size must be at least 1, got 0"),
+                           (["--max-unlabeled", "5"], "--max-unlabeled only acts with --unlabeled"),
+                           (["--unlabeled", str(trained["train"]), "--max-unlabeled", "-1"],
+                            "--max-unlabeled must be at least 1, got -1"),
+                           (["--no-cache"], "--cache-dir with --no-cache"),
+                           (["--metric", "loss"], "--metric only acts with --early-stopping"),
+                           (["--warmup", "-0.5"], "--warmup and --weight-decay must be >= 0"),
+                           (["--max-length", "129"], "--max-length 129 is longer than"),
+                           (["--layer-map", "0,7"], "teacher has layers 0..3, not [7]"),
+                           (["--hidden-size", "30", "--heads", "4"], "is not a multiple of --heads 4")):
         result = runner.invoke(main, base + extra)
         assert result.exit_code != 0 and message in result.output, (extra, result.output)
     assert not (tmp_path / "x").exists()
+    # a student shape or length that cannot work is refused before the teacher scores anything
+    assert not [p for p in (tmp_path / "cache").rglob("*") if p.is_file()]
     result = runner.invoke(main, ["student", "--teacher", str(tmp_path), "--train", str(trained["train"]),
                                   "--out", str(tmp_path / "y")])
     assert result.exit_code != 0 and "no config.json" in result.output
@@ -448,6 +463,8 @@ def test_interrupted_student_resumes_from_its_checkpoint(trained, tmp_path, trim
     with pytest.raises(KeyboardInterrupt):
         distill_student(config, callbacks=[Interrupt()])
     assert not (tmp_path / "s").exists() and (checkpoint_dir_for(config.out) / "checkpoint-15").is_dir()
+    with pytest.raises(StudentError, match=r"other settings \(alpha 0\.5 -> 0\.9; temperature 2\.0 -> 5\.0\)"):
+        distill_student(replace(config, resume=True, alpha=0.9, temperature=5.0))
     report = distill_student(replace(config, resume=True))
     assert report["resumed_from"].endswith("checkpoint-15") and [e["epoch"] for e in report["epochs"]] == [2]
     assert report["distillation"]["teacher_logits"]["labelled"]["cache_hit"]

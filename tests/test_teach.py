@@ -202,7 +202,8 @@ def test_early_stopping_keeps_best_and_stops(tiny_model_dir, reviews_csv, tmp_pa
                           early_stopping=1, metric="accuracy"))
     # accuracy cannot improve at lr 1e-9: epoch 1 is best, epoch 2 exhausts the patience
     assert [e["epoch"] for e in report["epochs"]] == [1, 2]
-    assert report["best_checkpoint"].endswith("checkpoint-5")
+    assert report["best_step"] == 5
+    assert report["best_checkpoint"] is None  # the checkpoints are deleted: no path to a directory gone
     # the loss the Trainer logs at the first step and every logging_steps (5 = one epoch here);
     # the step-10 entry averages steps 6..10, the whole of epoch 2
     assert [(c["step"], c["epoch"]) for c in report["loss_curve"]] == [(1, 0.2), (5, 1.0), (10, 2.0)]
@@ -230,7 +231,9 @@ def test_interrupted_run_leaves_no_model_and_resumes(tiny_model_dir, reviews_csv
     assert not list(tmp_path.glob(".out.tmp-*"))
     assert (checkpoint_dir_for(str(out)) / "checkpoint-5").is_dir()
 
-    report = teach(replace(cfg, resume=True))
+    with pytest.raises(TeachError, match=r"other settings \(lr 0\.003 -> 0\.01\)"):
+        teach(replace(cfg, resume=True, lr=0.01))
+    report = teach(replace(cfg, resume=True, epochs=3, keep_checkpoints=False))  # these may change
     assert report["resumed_from"].endswith("checkpoint-5")
     assert [e["epoch"] for e in report["epochs"]] == [2, 3]
     assert (out / "model.safetensors").is_file()
@@ -263,6 +266,59 @@ def test_bad_input_names_file_and_line_and_writes_nothing(tiny_model_dir, tmp_pa
     assert result.exit_code != 0
     assert "bad.csv" in result.output and "line 3" in result.output
     assert not out.exists() and not checkpoint_dir_for(str(out)).exists()
+
+
+@pytest.mark.parametrize("options, message", [
+    (["--max-train-samples", "0"], "--max-train-samples must be at least 1, got 0"),
+    (["--eval-batch-size", "0"], "--eval-batch-size must be at least 1, got 0"),
+    (["--logging-steps", "0"], "--logging-steps must be at least 1, got 0"),
+    (["--early-stopping", "0"], "--early-stopping must be at least 1, got 0"),
+    (["--warmup", "-1"], "--warmup and --weight-decay must be >= 0"),
+    (["--class-weights", "balanced", "--resample", "over"], "correct the imbalance twice"),
+    (["--extend-vocab-words", "5"], "--extend-vocab-words only act(s) with --extend-vocab"),
+    (["--metric", "loss"], "--metric only act(s) with --early-stopping"),
+    (["--shots", "4", "--template", "x {label}"], "--shots, --template only act(s) with --few-shot"),
+    (["--max-length", "129"], "--max-length 129 is longer than"),  # the tiny model has 128 positions
+    (["--model", "/nonexistent/model"], "--model /nonexistent/model: no such directory"),
+    (["--model", str(ROOT / "examples")], "not a model directory (no config.json)"),
+])
+def test_cli_refuses_settings_that_cannot_work_before_writing_anything(tiny_model_dir, reviews_csv,
+                                                                      tmp_path, options, message):
+    train, dev = reviews_csv
+    out = tmp_path / "new" / "sub" / "teacher"
+    result = CliRunner().invoke(main, ["teach", "--train", str(train), "--eval", str(dev), "--model",
+                                       str(tiny_model_dir), "--out", str(out), "--quiet", *options])
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
+    assert "Error: " in result.output and message in result.output, result.output
+    assert not (tmp_path / "new").exists()  # not even the parent directories
+
+
+def test_teacher_directory_has_vocab_txt_and_the_umask_mode(tiny_model_dir, reviews_csv, tmp_path):
+    import os
+
+    from transformers import AutoTokenizer
+
+    train, _ = reviews_csv
+    out = tmp_path / "made" / "teacher"
+    teach(config(tiny_model_dir, train, None, out, epochs=1))
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    lines = (out / "vocab.txt").read_text(encoding="utf-8").splitlines()
+    assert lines == [t for t, _ in sorted(tokenizer.get_vocab().items(), key=lambda kv: kv[1])]
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (out.stat().st_mode & 0o777) == 0o777 & ~mask
+
+
+def test_cli_summary_says_which_rows_were_skipped(tiny_model_dir, reviews_csv, tmp_path):
+    train, _ = reviews_csv
+    messy = tmp_path / "messy.csv"
+    messy.write_text(train.read_text(encoding="utf-8") + "   ,positive\nno label here\n", encoding="utf-8")
+    result = CliRunner().invoke(main, ["teach", "--train", str(messy), "--model", str(tiny_model_dir),
+                                       "--out", str(tmp_path / "out"), "--epochs", "1", "--quiet",
+                                       "--skip-bad-rows"])
+    assert result.exit_code == 0, result.output
+    assert f"train ({messy}): skipped 2 rows: 1 empty text, 1 missing column" in result.output
+    assert "Loading weights" not in result.output  # --quiet silences transformers' own bars too
 
 
 def test_eval_rejects_unknown_label(tiny_model_dir, reviews_csv, tmp_path):
