@@ -1,15 +1,16 @@
 """On-disk cache of teacher logits (and of the augmented texts they score).
 
 One entry per part of the student's training data (labelled rows, augmented texts, unlabelled
-texts), keyed by everything that decides its contents (DESIGN.md "Caches"): the teacher weights
-hash, the data file hash and a hash of the exact source texts (so subsets and column choices
-count), the augmentation settings, and max_length. Layout:
+texts), keyed by everything that decides its contents (DESIGN.md "Caches"): the hash of the
+teacher's weight and tokenizer files, the data file hash and a hash of the exact source texts
+(so subsets and column choices count), the augmentation settings, and max_length. Layout:
 
     CACHE_DIR/teacher-logits/<key>/meta.json   # the key fields, row count, creation time
                                   texts.json  # the scored texts, in order
                                   logits.npy  # float32 (n, n_labels)
 
-Entries are written to a temporary sibling and renamed, so a killed run leaves no half entry.
+Entries are written to a temporary sibling and renamed, so a killed run leaves no half entry;
+when another run renames the same entry into place first, its copy is kept (same key, same contents).
 """
 from __future__ import annotations
 
@@ -25,6 +26,8 @@ import numpy as np
 
 FORMAT = 1
 WEIGHT_FILES = ("*.safetensors", "pytorch_model*.bin", "model*.bin")
+TOKENIZER_FILES = ("vocab.txt", "vocab.json", "merges.txt", "*.model", "tokenizer.json",
+                   "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json")
 
 
 def default_cache_dir() -> Path:
@@ -45,14 +48,21 @@ def texts_sha256(texts) -> str:
     return digest.hexdigest()
 
 
+def _files(model_dir, patterns) -> list[Path]:
+    return sorted({p for pattern in patterns for p in Path(model_dir).glob(pattern) if p.is_file()})
+
+
 def weights_sha256(model_dir) -> str:
-    """SHA-256 over the weight files of a model directory (names and bytes, sorted by name)."""
-    files = sorted({p for pattern in WEIGHT_FILES for p in Path(model_dir).glob(pattern) if p.is_file()})
-    if not files:
+    """SHA-256 over what decides a model directory's logits for a text: its weight files and
+    the tokenizer files present (names, sizes and bytes, sorted by name), so editing only the
+    tokenizer (vocab.txt, do_lower_case, ...) gives another hash."""
+    weights = _files(model_dir, WEIGHT_FILES)
+    if not weights:
         raise FileNotFoundError(f"{model_dir}: no weight files ({', '.join(WEIGHT_FILES)})")
     digest = hashlib.sha256()
-    for path in files:
-        digest.update(path.name.encode())
+    for path in sorted(set(weights) | set(_files(model_dir, TOKENIZER_FILES))):
+        name = path.name.encode()
+        digest.update(len(name).to_bytes(8, "little") + name + path.stat().st_size.to_bytes(8, "little"))
         with open(path, "rb") as f:
             for block in iter(lambda: f.read(1 << 20), b""):
                 digest.update(block)
@@ -99,12 +109,23 @@ class LogitsCache:
             meta = {"format": FORMAT, "key": key, "fields": fields, "rows": len(texts),
                     "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
             (tmp / "meta.json").write_text(json.dumps(meta, indent=2, default=str), encoding="utf-8")
-            if entry.exists():
-                shutil.rmtree(entry, ignore_errors=True)
+            self._publish(tmp, key)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)   # gone already when renamed into place
+
+    def _publish(self, tmp: Path, key: str) -> None:
+        """Rename tmp to the entry. An entry that is already complete was written by another run
+        meanwhile: the key decides the contents, so it is kept and tmp is dropped."""
+        entry = self.path(key)
+        if self.get(key) is not None:
+            return
+        if entry.exists():  # damaged: get() refused it
+            shutil.rmtree(entry, ignore_errors=True)
+        try:
             os.replace(tmp, entry)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+        except OSError:  # "Directory not empty": another run renamed its entry in after the check
+            if self.get(key) is None:
+                raise
 
 
 def cached_logits(cache: LogitsCache, fields: dict, make_texts, score) -> dict:

@@ -372,9 +372,11 @@ def comparison_table(report: dict) -> str:
               help="Write the report (accuracy, macro_f1, auc, n, labels, per_class, confusion_matrix) here.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None,
               help="Write a confusion-matrix PNG here.")
-@click.option("--batch-size", type=int, default=64, show_default=True, help="Inference batch size.")
-@click.option("--max-length", type=int, default=None,
-              help="Token limit (default: the model's training max_length, or the bundle's).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True,
+              help="Inference batch size.")
+@click.option("--max-length", type=click.IntRange(min=2), default=None,
+              help="Token limit for every engine (default: the model's training max_length, or the "
+                   "bundle's); at most the bundle's max_length or the model's position embeddings.")
 @click.option("--engine", type=click.Choice(["auto", "torch", "onnxruntime", "numpy"]), default="auto",
               show_default=True, help="torch for a model directory; onnxruntime (default) or the numpy "
               "runtime for an ONNX bundle.")

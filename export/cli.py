@@ -19,6 +19,7 @@ DEFAULT_OPSET = 18          # same value as onnx_export.DEFAULT_OPSET (kept impo
 DEFAULT_SAMPLES = 64
 DEFAULT_MAX_DROP = 1.0
 VALIDATION_BATCH = 32
+INT8_ONLY = ("weight_type", "per_channel", "max_accuracy_drop")   # settings that mean nothing for fp32
 
 
 @dataclass
@@ -198,8 +199,7 @@ def export_bundle(s: ExportSettings, log=_log) -> dict:
             "accuracy": accuracy_section(data, labels, logits, s.max_accuracy_drop) if data else None,
             "ops": {name: v.op_census(path) for name, path in graphs.items()},
             "ops_missing_in_runtime": None,
-            "settings": {k: val for k, val in asdict(s).items() if k != "data_options"}
-                        | {"data_options": asdict(s.data_options) if s.data_options else None},
+            "settings": settings_record(s),
             "versions": _versions(),
         }
         failures = failed_checks(report, s.int8)
@@ -213,6 +213,14 @@ def export_bundle(s: ExportSettings, log=_log) -> dict:
         write_support_files(tmp, s.model_dir, tokenizer, runtime)
         write_json(tmp / "export.json", report)
     return report
+
+
+def settings_record(s: ExportSettings) -> dict:
+    """export.json's settings: the int8-only ones are None for an fp32 bundle."""
+    record = {k: val for k, val in asdict(s).items() if k != "data_options"}
+    if not s.int8:
+        record.update(dict.fromkeys(INT8_ONLY))
+    return record | {"data_options": asdict(s.data_options) if s.data_options else None}
 
 
 def _versions() -> dict:
@@ -282,11 +290,11 @@ def export_group():
               help="Quantize weights to int8 (onnxruntime dynamic quantization); model.onnx is then "
                    "the int8 graph and the fp32 graph is validated but not kept.")
 @click.option("--weight-type", type=click.Choice(["quint8", "qint8"]), default="quint8", show_default=True,
-              help="Weight type: unsigned (quint8, asymmetric) or signed (qint8, symmetric). quint8 "
+              help="With --int8: unsigned (quint8, asymmetric) or signed (qint8, symmetric) weights. quint8 "
                    "runs exactly in onnxruntime and the numpy runtime; onnxruntime computes qint8 "
                    "inexactly on AVX2 CPUs without VNNI (saturating int16 sums).")
 @click.option("--per-channel", is_flag=True, default=False,
-              help="Quantize weights per output channel instead of per tensor.")
+              help="With --int8: quantize weights per output channel instead of per tensor.")
 @click.option("--opset", type=int, default=DEFAULT_OPSET, show_default=True,
               help="ai.onnx opset version to export (18 or later).")
 @click.option("--max-length", type=int, default=None,
@@ -312,6 +320,8 @@ def onnx_command(model_dir, out, int8, weight_type, per_channel, opset, max_leng
     """
     from distill.data import DataError
 
+    if not int8:
+        refuse_int8_only_options(click.get_current_context())
     _quiet_transformers()
     settings = ExportSettings(model_dir=model_dir, out=out, int8=int8, weight_type=weight_type,
                               per_channel=per_channel, opset=opset, max_length=max_length,
@@ -329,6 +339,18 @@ def onnx_command(model_dir, out, int8, weight_type, per_channel, opset, max_leng
     click.echo(format_summary(report))
     click.echo(f"bundle: {report['bundle']} (model.onnx {report['model_precision']}); report: "
                f"{Path(report['bundle']) / 'export.json'}")
+
+
+def refuse_int8_only_options(ctx: click.Context) -> None:
+    """Without --int8: stop when an int8-only option was given (an fp32 export would ignore it).
+    Their defaults are real values, so "given" is read from click's parameter source."""
+    from click.core import ParameterSource
+
+    given = [f"--{name.replace('_', '-')}" for name in INT8_ONLY
+             if ctx.get_parameter_source(name) not in (ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP)]
+    if given:
+        raise click.UsageError(f"{', '.join(given)}: int8 settings, used only with --int8 (add --int8, "
+                               f"or leave {'them' if len(given) > 1 else 'it'} out for an fp32 bundle)", ctx)
 
 
 def _quiet_transformers() -> None:

@@ -67,24 +67,49 @@ def onnxruntime_logits(bundle_dir, texts, threads: int = 1, batch_size: int = 32
     return out
 
 
-def numpy_logits(bundle_dir, texts, batch_size: int = 32) -> np.ndarray:
+def numpy_logits(bundle_dir, texts, batch_size: int = 32, max_length: int | None = None) -> np.ndarray:
     """model.onnx through the numpy runtime (runtime.Classifier)."""
     from runtime import Classifier
 
-    return np.asarray(Classifier.load(bundle_dir, batch_size=batch_size).logits(texts), dtype=np.float32)
+    classifier = Classifier.load(bundle_dir, batch_size=batch_size)
+    if max_length is not None:
+        classifier.max_length = int(max_length)
+    return np.asarray(classifier.logits(texts), dtype=np.float32)
+
+
+def max_length_limit(bundle_dir) -> tuple[int, str]:
+    """(the longest token limit the bundle accepts, what sets it): runtime.json's max_length,
+    or the position embeddings in config.json when a hand-edited runtime.json asks for more."""
+    limit = (int(read_runtime_json(bundle_dir)["max_length"]), "the bundle's max_length in runtime.json")
+    config_file = Path(bundle_dir) / "config.json"
+    if config_file.is_file():
+        positions = json.loads(config_file.read_text(encoding="utf-8")).get("max_position_embeddings")
+        if positions and int(positions) < limit[0]:
+            limit = (int(positions), "the model's max_position_embeddings")
+    return limit
+
+
+def check_max_length(bundle_dir, max_length: int | None) -> None:
+    """A requested token limit must lie in 2..max_length_limit(bundle_dir)."""
+    if max_length is None:
+        return
+    limit, reason = max_length_limit(bundle_dir)
+    if not 2 <= max_length <= limit:
+        raise ValueError(f"max_length {max_length!r}: must lie in 2..{limit} ({reason})")
 
 
 def bundle_predict_logits(bundle_dir, texts, engine: str = "onnxruntime", threads: int = 1,
                           batch_size: int = 32, max_length: int | None = None) -> np.ndarray:
     """Logits (n, n_labels) float32 for texts, in order, from a bundle with the chosen engine.
-    The numpy runtime always uses the bundle's max_length (runtime.json)."""
+    Texts are cut to max_length tokens (default: the bundle's max_length, runtime.json)."""
     texts = _check_texts(texts)
     if not (isinstance(batch_size, int) and batch_size >= 1):
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if engine not in ENGINES:
+        raise ValueError(f"engine {engine!r}: expected one of {', '.join(ENGINES)}")
+    check_max_length(bundle_dir, max_length)
     if engine == "onnxruntime":
         return onnxruntime_logits(bundle_dir, texts, threads=threads, batch_size=batch_size,
                                   max_length=max_length)
-    if engine == "numpy":
-        read_runtime_json(bundle_dir)
-        return numpy_logits(bundle_dir, texts, batch_size=batch_size)
-    raise ValueError(f"engine {engine!r}: expected one of {', '.join(ENGINES)}")
+    read_runtime_json(bundle_dir)
+    return numpy_logits(bundle_dir, texts, batch_size=batch_size, max_length=max_length)

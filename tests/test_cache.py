@@ -60,6 +60,53 @@ def test_weights_hash_follows_the_weight_bytes(tiny_model_dir):
         weights_sha256(tiny_model_dir / "tokenizer_config.json")
 
 
+TOKENIZER_EDITS = [("vocab.txt", "[MASK]\n", "[MASK]\nzzz\n"),
+                   ("tokenizer_config.json", '"do_lower_case": true', '"do_lower_case": false'),
+                   ("tokenizer.json", '"lowercase": true', '"lowercase": false')]
+
+
+@pytest.mark.parametrize("name,old,new", TOKENIZER_EDITS)
+def test_weights_hash_follows_the_tokenizer_files(tiny_model_dir, name, old, new):
+    """Editing only the teacher's tokenizer changes the logits of every text, so it must change
+    the cache key (whose teacher field is this hash); other files do not."""
+    before = weights_sha256(tiny_model_dir)
+    (tiny_model_dir / "README.md").write_text("notes")
+    assert weights_sha256(tiny_model_dir) == before
+    path = tiny_model_dir / name
+    assert old in path.read_text()
+    path.write_text(path.read_text().replace(old, new))
+    edited = weights_sha256(tiny_model_dir)
+    assert edited != before
+    path.unlink()
+    assert weights_sha256(tiny_model_dir) not in (before, edited)
+
+
+def test_a_concurrent_writer_of_the_same_entry_is_not_an_error(tmp_path, monkeypatch):
+    """Two runs sharing a cache compute the same part; the other run renames its entry into place
+    just before this one does (os.replace: "Directory not empty"). Same key, same contents: the
+    entry is kept and this run goes on."""
+    import os
+
+    import distill.cache as cache_module
+
+    key, texts, logits = cache_key(BASE), ["x", "y"], np.eye(2, dtype=np.float32)
+    real_replace, raced = os.replace, []
+
+    def other_run_renames_first(src, dst):
+        if not raced:
+            raced.append(dst)
+            LogitsCache(tmp_path).put(key, BASE, texts, logits)
+        real_replace(src, dst)
+
+    monkeypatch.setattr(cache_module.os, "replace", other_run_renames_first)
+    LogitsCache(tmp_path).put(key, BASE, texts, logits)
+    monkeypatch.undo()
+    assert raced == [tmp_path / "teacher-logits" / key]
+    got_texts, got_logits = LogitsCache(tmp_path).get(key)
+    assert got_texts == texts and np.array_equal(got_logits, logits)
+    assert [p.name for p in (tmp_path / "teacher-logits").iterdir()] == [key]   # no temporary dirs left
+
+
 def test_cached_logits_computes_once_then_reads(tmp_path):
     cache = LogitsCache(tmp_path)
     calls = []

@@ -186,6 +186,15 @@ def test_export_json_parity_and_settings(fp32_bundle, int8_bundle):
     assert fp32["accuracy"] is None and fp32["model_precision"] == "fp32"
 
 
+def test_export_json_records_int8_settings_only_for_int8_bundles(fp32_bundle, int8_bundle):
+    int8_only = ("weight_type", "per_channel", "max_accuracy_drop")
+    fp32 = json.loads((fp32_bundle / "export.json").read_text())["settings"]
+    int8 = json.loads((int8_bundle / "export.json").read_text())["settings"]
+    assert [fp32[k] for k in int8_only] == [None, None, None]
+    assert [int8[k] for k in int8_only] == ["quint8", False, 1.0]
+    assert fp32["int8"] is False and fp32["samples"] == 24 and int8["int8"] is True
+
+
 def test_op_types_are_implemented_by_the_numpy_runtime(fp32_bundle, int8_bundle, tmp_path):
     """The test that keeps export and runtime from drifting: every op type of the fp32 graph
     and of int8 graphs in every quantization setting is a key of runtime.ops.OPS."""
@@ -551,3 +560,67 @@ def test_distill_eval_on_a_bundle_with_both_engines(fp32_bundle, tmp_path):
     assert a["n"] == b["n"] == 30 and a["labels"] == ["negative", "positive"]
     assert a["confusion_matrix"] == b["confusion_matrix"]
     assert a["auc"] == pytest.approx(b["auc"], abs=1e-6)
+
+
+def _eval(bundle_or_model, data, *args):
+    from distill.cli import main
+
+    return invoke(main, ["eval", bundle_or_model, "--data", data, *args])
+
+
+def test_distill_eval_max_length_cuts_bundle_texts_for_both_engines(fp32_bundle, tmp_path):
+    """--max-length 3 keeps [CLS] first-word [SEP]: the same logits, and the same report, as the
+    first words alone at the bundle's max_length, with either engine."""
+    from export.engines import bundle_predict_logits
+
+    rows = make_reviews(30, seed=3)
+    data = write_csv(tmp_path / "dev.csv", rows)
+    first_words = write_csv(tmp_path / "first.csv", [(text.split()[0], label) for text, label in rows])
+    texts = [text for text, _ in rows]
+    for engine in ("onnxruntime", "numpy"):
+        cut = bundle_predict_logits(fp32_bundle, texts, engine=engine, max_length=3)
+        want = bundle_predict_logits(fp32_bundle, [t.split()[0] for t in texts], engine=engine)
+        np.testing.assert_allclose(cut, want, atol=1e-6)
+        full = bundle_predict_logits(fp32_bundle, texts, engine=engine)
+        assert np.abs(cut - full).max() > 5e-5      # the untrained tiny model's logits barely move
+        reports = {}
+        for name, args in (("cut", [data, "--max-length", 3]), ("first", [first_words]), ("full", [data])):
+            result = _eval(fp32_bundle, *args, "--engine", engine, "--json", tmp_path / f"{name}.json")
+            assert result.exit_code == 0, result.output
+            reports[name] = json.loads((tmp_path / f"{name}.json").read_text())
+        assert reports["cut"]["auc"] == pytest.approx(reports["first"]["auc"], abs=1e-9)
+        assert reports["cut"]["confusion_matrix"] == reports["first"]["confusion_matrix"]
+        assert reports["cut"]["auc"] != pytest.approx(reports["full"]["auc"], abs=1e-9)
+
+
+def test_distill_eval_refuses_a_max_length_the_bundle_cannot_take(fp32_bundle, tmp_path):
+    import shutil
+
+    data = write_csv(tmp_path / "dev.csv", make_reviews(4, seed=3))
+    for engine in ("onnxruntime", "numpy"):
+        result = _eval(fp32_bundle, data, "--engine", engine, "--max-length", 129)
+        assert result.exit_code == 1
+        assert "--max-length 129: must lie in 2..128 (the bundle's max_length in runtime.json)" in result.output
+    result = _eval(fp32_bundle, data, "--max-length", 1)
+    assert result.exit_code == 2 and "Invalid value for '--max-length'" in result.output
+    # a runtime.json edited beyond the position embeddings: those are the limit
+    bundle = Path(shutil.copytree(fp32_bundle, tmp_path / "edited"))
+    runtime = json.loads((bundle / "runtime.json").read_text())
+    (bundle / "runtime.json").write_text(json.dumps({**runtime, "max_length": 512}))
+    result = _eval(bundle, data, "--max-length", 200)
+    assert result.exit_code == 1
+    assert "--max-length 200: must lie in 2..128 (the model's max_position_embeddings)" in result.output
+
+
+def test_distill_eval_refuses_bad_lengths_and_batch_sizes_on_a_model_dir(tiny_model_dir, fp32_bundle, tmp_path):
+    data = write_csv(tmp_path / "dev.csv", make_reviews(4, seed=3))
+    result = _eval(tiny_model_dir, data, "--max-length", 4096)
+    assert result.exit_code == 1
+    assert "--max-length 4096: must lie in 2..128 (the model's max_position_embeddings)" in result.output
+    for model in (tiny_model_dir, fp32_bundle):
+        for size in (0, -1):
+            result = _eval(model, data, "--batch-size", size)
+            assert result.exit_code == 2, result.output
+            assert f"Invalid value for '--batch-size': {size} is not in the range x>=1" in result.output
+    result = _eval(tiny_model_dir, data, "--max-length", 8, "--json", tmp_path / "ok.json")
+    assert result.exit_code == 0 and json.loads((tmp_path / "ok.json").read_text())["n"] == 4

@@ -110,3 +110,16 @@ def test_eval_file_with_a_label_the_model_does_not_know(tiny_model_dir, tmp_path
     assert result.exit_code != 0
     assert "neutral" in result.output and "dev.csv" in result.output
     assert not (tmp_path / "b").exists()
+
+
+def test_int8_options_without_int8_are_refused(tiny_model_dir, tmp_path):
+    """An fp32 export would ignore them; stop before anything is written, default values included."""
+    for given, args in ((["--weight-type"], ["--weight-type", "qint8"]),
+                        (["--weight-type"], ["--weight-type", "quint8"]),
+                        (["--per-channel"], ["--per-channel"]),
+                        (["--max-accuracy-drop"], ["--max-accuracy-drop", 5]),
+                        (["--weight-type", "--per-channel"], ["--per-channel", "--weight-type", "qint8"])):
+        result = run([tiny_model_dir, "--out", tmp_path / "b", *args])
+        assert result.exit_code == 2, result.output
+        assert f"{', '.join(given)}: int8 settings, used only with --int8" in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny-model"]
