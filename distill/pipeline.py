@@ -9,10 +9,11 @@ Stages, each writing one output under OUT:
     baseline     OUT/baseline/       TF-IDF + linear SVM on the teacher's training rows
     report       OUT/report.md, OUT/report.json, OUT/plots/*.png
 
-A stage runs only when its fingerprint (its resolved settings, the input files' SHA-256 and the
-digests of the outputs it reads) differs from the recorded one, or its output is missing or was
-changed (OUT/pipeline.json, see pipeline_state). An interrupted training stage resumes from its
-last epoch checkpoint. Settings: pipeline_config (TOML file, flags, --set).
+A stage runs only when its fingerprint (its resolved settings, the SHA-256 of every input file
+and model it reads and the digests of the outputs it reads) differs from that of its last finished
+run, or its output is missing or was changed (OUT/pipeline.json, see pipeline_state). An
+interrupted training stage resumes from its last epoch checkpoint. Settings: pipeline_config
+(TOML file, flags, --set), all checked before the first stage runs.
 """
 from __future__ import annotations
 
@@ -44,12 +45,16 @@ def stage_inputs(stage: str, settings, files: dict, digests: dict) -> dict:
     from dataclasses import asdict
 
     data = asdict(settings.data)
+    if files.get("label_names"):
+        data["label_names_sha256"] = files["label_names"]
     if stage == "teacher":
         return {"settings": settings.teach_settings(), "data": data, "train": files["train"],
-                "eval": files["eval"], "model": files["model"]}
+                "eval": files["eval"], "model": files["model"],
+                **_given(files, "label_descriptions", "teach_unlabeled")}
     if stage == "student":
         return {"settings": settings.student_settings(), "data": data, "train": files["train"],
-                "eval": files["eval"], "teacher": digests["teacher"], "unlabeled": files.get("unlabeled")}
+                "eval": files["eval"], "teacher": digests["teacher"], "unlabeled": files.get("unlabeled"),
+                **_given(files, "ensemble", "back_translate")}
     if stage in ("export_fp32", "export_int8"):
         return {"settings": settings.export_settings(int8=stage == "export_int8"), "data": data,
                 "eval": files["eval"], "student": digests["student"]}
@@ -61,22 +66,46 @@ def stage_inputs(stage: str, settings, files: dict, digests: dict) -> dict:
             "artifacts": {name: digests.get(name) for name in STAGES[:-1]}}
 
 
-def input_files(settings) -> dict:
-    """SHA-256 of the data files and of the base teacher's weights (a local directory)."""
+def _given(files: dict, *names: str) -> dict:
+    """The named entries of input_files() that are set: an unset one adds no key, so the
+    fingerprints of runs that do not use it stay what they were."""
+    return {name: files[name] for name in names if files.get(name) is not None}
+
+
+def model_input(source) -> dict | str:
+    """A model a stage reads: a local directory by its weights' SHA-256, a hub id by its name."""
     from .cache import weights_sha256
+
+    try:
+        return {"source": str(source), "weights": weights_sha256(source)} if Path(source).is_dir() else str(source)
+    except FileNotFoundError:
+        return str(source)
+
+
+def file_input(path) -> str | None:
+    """SHA-256 of a file a stage reads; None when the setting is not used."""
     from .data import file_sha256
+
+    return file_sha256(path) if path else None
+
+
+def input_files(settings) -> dict:
+    """The contents of every file and model directory a stage reads: the data files, the label
+    names, the base teacher, the few-shot descriptions and texts, the unlabelled texts, the
+    ensemble teachers and the back-translation models (not student.cache_dir: its entries are
+    keyed by what they were computed from)."""
     from .teacher import default_teacher_path
 
-    files = {"train": file_sha256(settings.train), "eval": file_sha256(settings.eval)}
-    model = settings.teach_settings()["model"] or default_teacher_path()
-    try:
-        files["model"] = {"source": str(model), "weights": weights_sha256(model)} if Path(model).is_dir() else str(model)
-    except FileNotFoundError:
-        files["model"] = str(model)
-    unlabeled = settings.student_settings().get("unlabeled")
-    if unlabeled:
-        files["unlabeled"] = file_sha256(unlabeled)
-    return files
+    teach, student = settings.teach_settings(), settings.student_settings()
+    back_translate = student.get("back_translate")
+    return {"train": file_input(settings.train), "eval": file_input(settings.eval),
+            "label_names": file_input(settings.data.label_names),
+            "model": model_input(teach["model"] or default_teacher_path()),
+            "label_descriptions": file_input(teach.get("label_descriptions")),
+            "teach_unlabeled": file_input(teach.get("unlabeled")),
+            "unlabeled": file_input(student.get("unlabeled")),
+            "ensemble": [model_input(d) for d in student.get("ensemble") or ()] or None,
+            "back_translate": [model_input(m) for m in back_translate] if back_translate else None}
 
 
 # ---------------------------------------------------------------- stage runners
@@ -156,7 +185,7 @@ def run_pipeline(settings, log=_log, callbacks: dict | None = None) -> dict:
         output = out / OUTPUTS[stage]
         tag = f"[{number}/{len(stages)}] {stage}"
         if not settings.force and state.is_current(stage, stage_fingerprint, output):
-            record = state.get(stage)
+            record = state.last_done(stage)
             digests[stage] = record["digest"]
             summary[stage] = {"status": "skipped", "seconds": record.get("seconds"), "summary": record.get("summary")}
             log(f"{tag}: unchanged, skipped ({output})")

@@ -15,10 +15,15 @@ A pipeline file has top-level `train`, `eval`, `out` and one table per stage:
 Keys may be written with dashes or underscores (`max-length` = `max_length`). The command line
 overrides any key with `--set SECTION.KEY=VALUE` (VALUE is read as a TOML value, else a string),
 and the common ones with their own flags (`--epochs`, `--layers`, ...). Unknown sections or keys
-are errors that list the valid ones.
+are errors that list the valid ones. Every value is checked (type, range, choice, input files,
+each stage's own checks) before the first stage runs; errors name the section.key.
 """
 from __future__ import annotations
 
+import json
+import re
+import tempfile
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
@@ -133,28 +138,50 @@ def _normal(name: str) -> str:
 
 
 def _coerce(section: str, key: str, value, annotation: str):
-    """Light type checks against the field annotation; lists become tuples where tuples are kept."""
+    """Type checks against the field annotation; lists become tuples where tuples are kept."""
     where = f"{section}.{key}" if section else key
     if isinstance(value, dict):
         raise PipelineConfigError(f"{where}: expected a value, got a table")
+    if annotation.startswith("tuple"):
+        return _coerce_tuple(where, value, annotation)
     if annotation.startswith("bool"):
         if not isinstance(value, bool):
             raise PipelineConfigError(f"{where}: expected true or false, got {value!r}")
         return value
-    if isinstance(value, bool) and ("int" in annotation or "float" in annotation):
-        raise PipelineConfigError(f"{where}: expected a number, got {value!r}")
-    if "tuple" in annotation:
-        if isinstance(value, str):
-            value = [v.strip() for v in value.split(",") if v.strip()]
-        if isinstance(value, list):
-            return tuple(value)
-    if annotation.startswith("str") and isinstance(value, int):
+    if annotation.startswith(("int", "float")):
+        return _coerce_number(where, value, annotation)
+    if isinstance(value, int) and not isinstance(value, bool):
         return str(value)            # a column index of a headerless file
-    if "float" in annotation and isinstance(value, int):
-        return float(value)
-    if annotation.startswith("int") and not isinstance(value, int):
-        raise PipelineConfigError(f"{where}: expected an integer, got {value!r}")
+    if not isinstance(value, str):
+        raise PipelineConfigError(f"{where}: expected a string, got {value!r}")
     return value
+
+
+def _coerce_number(where: str, value, annotation: str):
+    integer = annotation.startswith("int")
+    if isinstance(value, bool) or not isinstance(value, int if integer else (int, float)):
+        raise PipelineConfigError(f"{where}: expected {'an integer' if integer else 'a number'}, got {value!r}")
+    return value if integer else float(value)
+
+
+def _coerce_tuple(where: str, value, annotation: str) -> tuple:
+    """A list, a comma-separated string (as --set gives it) or one entry -> a tuple of the
+    annotated item type: tuple[int, ...] any length, tuple[str, str] exactly two."""
+    if isinstance(value, str):
+        value = [v.strip() for v in value.split(",") if v.strip()]
+    elif not isinstance(value, list):
+        value = [value]
+    items = annotation[annotation.index("[") + 1:annotation.index("]")].split(", ")
+    kind = "an integer" if items[0] == "int" else "a string"
+    if items[-1] != "..." and len(value) != len(items):
+        raise PipelineConfigError(f"{where}: expected {len(items)} entries, got {len(value)}: {value!r}")
+    if items[0] == "int":
+        converted = [int(v) if isinstance(v, str) and v.lstrip("+-").isdecimal() else v for v in value]
+    else:
+        converted = value
+    if not all(isinstance(v, int if items[0] == "int" else str) and not isinstance(v, bool) for v in converted):
+        raise PipelineConfigError(f"{where}: expected a list, each entry {kind}, got {value!r}")
+    return tuple(converted)
 
 
 def _resolve_path(value, base: Path | None, must_exist_to_rebase: bool):
@@ -269,7 +296,7 @@ class PipelineSettings:
         from .student import StudentConfig
 
         values = self.student_settings()
-        if values.get("cache_dir") is None:
+        if values.get("cache_dir") is None and not values.get("no_cache"):
             values["cache_dir"] = str(Path(self.out) / "cache")
         return StudentConfig(**values, teacher=str(teacher), train=self.train, eval=self.eval,
                              out=str(out), data=self.data, resume=resume, force=True, progress=self.progress)
@@ -307,9 +334,12 @@ def build_settings(config_file: str | None, flags: dict, assignments=(), force: 
         if not Path(top[key]).is_file():
             raise PipelineConfigError(f"--{key} {top[key]}: no such file")
     data = replace(DataOptions(), **merged.get("data", {}))
-    return PipelineSettings(train=str(top["train"]), eval=str(top["eval"]), out=str(top["out"]), data=data,
-                            **{s: merged.get(s, {}) for s in ("teach", "student", "export", "baseline", "report")},
-                            config_file=str(config_file) if config_file else None, force=force, progress=progress)
+    settings = PipelineSettings(
+        train=str(top["train"]), eval=str(top["eval"]), out=str(top["out"]), data=data,
+        **{s: merged.get(s, {}) for s in ("teach", "student", "export", "baseline", "report")},
+        config_file=str(config_file) if config_file else None, force=force, progress=progress)
+    check_settings(settings)
+    return settings
 
 
 def _nest(values: dict) -> dict:
@@ -321,6 +351,162 @@ def _nest(values: dict) -> dict:
         else:
             table.setdefault(section, {}).update(items)
     return table
+
+
+# ---------------------------------------------------------------- checks before any stage runs
+
+# Limits that `distill teach / student / export onnx` leave to their option types (click IntRange,
+# Choice) or meet only once they run: here they fail the pipeline before the first stage.
+AT_LEAST = {
+    ("teach", "extend_vocab_words"): 0, ("teach", "seed"): 0,
+    ("student", "layers"): 1, ("student", "hidden_size"): 1, ("student", "intermediate_size"): 1,
+    ("student", "heads"): 1, ("student", "seed"): 0,
+    ("export", "max_length"): 2, ("export", "samples"): 1, ("export", "seed"): 0,
+    ("baseline", "min_df"): 1, ("baseline", "max_features"): 1,
+    ("report", "batch_size"): 1, ("report", "rounds"): 1,
+}
+METRICS = ("accuracy", "macro_f1", "auc", "loss")      # the choices of --metric
+INPUT_FILES = (("data", "label_names"), ("teach", "label_descriptions"), ("teach", "unlabeled"),
+               ("student", "unlabeled"))
+FLAGS_NAMED_OTHERWISE = {"ensemble-teacher": "ensemble"}    # stage flag -> its key
+
+
+def check_settings(settings: PipelineSettings) -> None:
+    """Every stage's settings, before any stage runs (a bad value would otherwise fail its stage
+    after the earlier ones trained): PipelineConfigError naming the section.key."""
+    values = describe(settings)
+    _check_limits(values)
+    _check_input_files(values)
+    _check_max_lengths(values, _base_model_config(settings))
+    _check_teach(settings)
+    _check_student(settings)
+    _check_export(values["export"])
+    if values["baseline"]["enabled"]:
+        _check_baseline(values["baseline"])
+
+
+def _choices() -> dict:
+    from export.quantize import WEIGHT_TYPES
+
+    from .data import FORMATS
+    from .vocab_extend import INITS
+
+    return {("data", "format"): FORMATS, ("teach", "metric"): METRICS, ("student", "metric"): METRICS,
+            ("teach", "extend_vocab_init"): INITS, ("export", "weight_type"): WEIGHT_TYPES}
+
+
+def _check_limits(values: dict) -> None:
+    for (section, key), minimum in AT_LEAST.items():
+        value = values[section][key]
+        if value is not None and value < minimum:
+            raise PipelineConfigError(f"{section}.{key}: must be at least {minimum}, got {value!r}")
+    for (section, key), choices in _choices().items():
+        value = values[section][key]
+        if value is not None and value not in choices:
+            raise PipelineConfigError(f"{section}.{key}: {value!r} is not one of {', '.join(choices)}")
+
+
+def _check_input_files(values: dict) -> None:
+    for section, key in INPUT_FILES:
+        path = values[section][key]
+        if path is not None and not Path(path).is_file():
+            raise PipelineConfigError(f"{section}.{key}: no such file: {path}")
+
+
+@contextmanager
+def _stage_errors(section: str, *errors):
+    """A stage's own checks, their messages naming pipeline keys (student.alpha), not flags (--alpha)."""
+    try:
+        yield
+    except errors as error:
+        raise PipelineConfigError(_pipeline_names(str(error), section)) from error
+
+
+def _pipeline_names(message: str, section: str) -> str:
+    keys = set(settable_keys(section))
+
+    def key_of(match) -> str:
+        key = _normal(FLAGS_NAMED_OTHERWISE.get(match.group(1), match.group(1)))
+        return f"{section}.{key}" if key in keys else match.group(0)
+
+    renamed = re.sub(r"--([a-z][a-z0-9-]*)", key_of, message)
+    return renamed if renamed != message else f"{section}: {message}"
+
+
+def _check_teach(settings: PipelineSettings) -> None:
+    from .teacher import TeachError, _check
+
+    config = settings.teach_config(Path(settings.out) / "teacher", resume=False)
+    with _stage_errors("teach", TeachError):
+        if config.few_shot:
+            from .fewshot import check_few_shot
+            check_few_shot(config)
+        else:
+            _check(config)
+
+
+def _check_student(settings: PipelineSettings) -> None:
+    from .student_config import StudentError, check_config
+    from .student_model import resolve_layer_map
+
+    layers = _base_model_config(settings).get("num_hidden_layers")
+    with tempfile.TemporaryDirectory() as stand_in:
+        # check_config also looks for the teacher's config.json; the teacher stage writes it later
+        (Path(stand_in) / "config.json").write_text("{}", encoding="utf-8")
+        config = settings.student_config(Path(stand_in), Path(settings.out) / "student", resume=False)
+        with _stage_errors("student", StudentError):
+            check_config(config)
+            if isinstance(layers, int):
+                resolve_layer_map(config, layers)
+
+
+def _base_model_config(settings: PipelineSettings) -> dict:
+    """config.json of the teacher's base model, whose layers and positions the teacher keeps;
+    {} when the base model is not a local directory."""
+    from .teacher import default_teacher_path
+
+    config = Path(settings.teach_settings()["model"] or default_teacher_path()) / "config.json"
+    try:
+        return json.loads(config.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
+def _check_max_lengths(values: dict, base_config: dict) -> None:
+    """Every model of the pipeline reads at most the base model's positions."""
+    positions = base_config.get("max_position_embeddings")
+    for section in ("teach", "student", "export"):
+        length = values[section]["max_length"]
+        if isinstance(positions, int) and length is not None and length > positions:
+            raise PipelineConfigError(f"{section}.max_length: the base model reads at most {positions} "
+                                      f"tokens (max_position_embeddings), got {length}")
+
+
+def _check_export(values: dict) -> None:
+    import onnx
+
+    from export.onnx_export import MIN_OPSET
+
+    newest = onnx.defs.onnx_opset_version()
+    if not MIN_OPSET <= values["opset"] <= newest:
+        raise PipelineConfigError(f"export.opset: must lie in {MIN_OPSET}..{newest} (the exporter needs "
+                                  f"{MIN_OPSET} or later; onnx {onnx.__version__} knows up to {newest}), "
+                                  f"got {values['opset']}")
+
+
+def _check_baseline(values: dict) -> None:
+    from .pipeline_baseline import vectorizer_settings
+
+    try:
+        vectorizer_settings((), values)       # refuses an unknown analyzer
+    except ValueError as error:
+        raise PipelineConfigError(str(error)) from error
+    low, high = values["ngram_range"] or (1, 1)
+    if not 1 <= low <= high:
+        raise PipelineConfigError(f"baseline.ngram_range: expected [low, high] with 1 <= low <= high, "
+                                  f"got {list(values['ngram_range'])}")
+    if values["C"] <= 0:
+        raise PipelineConfigError(f"baseline.C: must be > 0, got {values['C']!r}")
 
 
 def describe(settings: PipelineSettings) -> dict:

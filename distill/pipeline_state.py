@@ -1,10 +1,12 @@
 """What a pipeline run remembers between runs: per stage, the fingerprint of its inputs and a
 digest of its output, in OUT/pipeline.json.
 
-A stage is skipped when its recorded fingerprint equals the current one (same settings, same
-input files, same upstream outputs), it finished, and its output is still the one it wrote
-(same digest). A stage that started with the same fingerprint but did not finish is resumed from
-its last training checkpoint where it has one.
+A stage is skipped when the fingerprint of its last finished run equals the current one (same
+settings, same input files, same upstream outputs) and its output is still the one it wrote
+(same digest). A run that starts, fails or is interrupted keeps that finished record (under
+`last_done`), so a failed attempt with other settings does not cost the stage its skip. A stage
+that started with the same fingerprint but did not finish is resumed from its last training
+checkpoint where it has one.
 """
 from __future__ import annotations
 
@@ -73,15 +75,26 @@ class PipelineState:
                 self.stages = {}      # unreadable state: every stage reruns
 
     def get(self, stage: str) -> dict | None:
+        """The stage's latest record: its last attempt, finished or not."""
         return self.stages.get(stage)
 
+    def last_done(self, stage: str) -> dict | None:
+        """The record of the stage's last finished run, also while a later attempt runs or failed."""
+        record = self.get(stage)
+        if record is None:
+            return None
+        return record if record.get("status") == "done" else record.get("last_done")
+
     def start(self, stage: str, stage_fingerprint: str, inputs: dict) -> None:
+        done = self.last_done(stage)
         self.stages[stage] = {"status": "running", "fingerprint": stage_fingerprint, "inputs": inputs,
-                              "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
+                              "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                              **({"last_done": done} if done else {})}
         self.save()
 
     def finish(self, stage: str, digest: str | None, seconds: float, summary: dict) -> None:
         record = self.stages[stage]
+        record.pop("last_done", None)
         record.update(status="done", digest=digest, seconds=round(seconds, 2), summary=summary,
                       finished=time.strftime("%Y-%m-%dT%H:%M:%S"))
         self.save()
@@ -95,20 +108,22 @@ class PipelineState:
         os.replace(tmp, self.path)
 
     def is_current(self, stage: str, stage_fingerprint: str, output) -> bool:
-        record = self.get(stage)
-        return bool(record and record.get("status") == "done" and record.get("fingerprint") == stage_fingerprint
-                    and record.get("digest") is not None and path_digest(output) == record["digest"])
+        done = self.last_done(stage)
+        return bool(done and done.get("fingerprint") == stage_fingerprint
+                    and done.get("digest") is not None and path_digest(output) == done["digest"])
 
     def why_run(self, stage: str, stage_fingerprint: str, inputs: dict, output) -> str:
-        """A short reason for the progress line."""
+        """A short reason for the progress line; changes are named against the last finished run."""
         record = self.get(stage)
         if record is None:
             return "first run"
-        if record.get("fingerprint") != stage_fingerprint:
-            changed = changed_keys(record.get("inputs"), inputs)
-            return "changed: " + (", ".join(changed[:6]) + (" ..." if len(changed) > 6 else "") if changed else "inputs")
-        if record.get("status") != "done":
+        if record.get("status") != "done" and record.get("fingerprint") == stage_fingerprint:
             return "interrupted"
+        compared = self.last_done(stage) or record
+        if compared.get("fingerprint") != stage_fingerprint:
+            changed = changed_keys(compared.get("inputs"), inputs)
+            listed = ", ".join(changed[:6]) + (" ..." if len(changed) > 6 else "")
+            return "changed: " + (listed if changed else "inputs")
         if not Path(output).exists():
             return "output missing"
         return "output changed"

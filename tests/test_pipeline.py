@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from transformers import TrainerCallback
 
 from distill.cli import main
-from distill.pipeline import run_pipeline
+from distill.pipeline import PipelineError, run_pipeline
 from distill.pipeline_config import PipelineConfigError, build_settings, parse_assignment
 from distill.pipeline_report import ROWS
 from distill.savedir import dir_size_bytes
@@ -212,12 +212,92 @@ def test_an_interrupted_pipeline_resumes(finished):
         {stage: "done" for stage in STAGES}
 
 
+class FailAtTrainBegin(TrainerCallback):
+    """A stage that fails before its first training step."""
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        raise RuntimeError("failed before the first step")
+
+
+def test_a_failed_run_keeps_the_finished_stages_skippable(finished, tmp_path):
+    out = copy_of(finished, tmp_path)
+    teacher_weights = (out / "teacher" / "model.safetensors").read_bytes()
+    with pytest.raises(PipelineError, match="stage teacher failed: RuntimeError"):
+        run(finished[0].parent, out, sets=["teach.lr=1e-3"], callbacks={"teacher": [FailAtTrainBegin()]})
+    _, lines = run(finished[0].parent, out)
+    assert statuses(lines) == {stage: "skipped" for stage in STAGES}
+    assert (out / "teacher" / "model.safetensors").read_bytes() == teacher_weights
+
+
+def test_the_reason_to_run_names_changes_against_the_last_finished_run(tmp_path):
+    from distill.pipeline_state import PipelineState, fingerprint, path_digest
+
+    output = tmp_path / "teacher"
+    output.mkdir()
+    (output / "model.safetensors").write_bytes(b"weights")
+    done, failed = {"settings": {"lr": 1, "epochs": 3}}, {"settings": {"lr": 2, "epochs": 3}}
+    state = PipelineState(tmp_path)
+    state.start("teacher", fingerprint(done), done)
+    state.finish("teacher", path_digest(output), 1.0, {})
+    state.start("teacher", fingerprint(failed), failed)          # ... and it fails
+    state = PipelineState(tmp_path)                                # the next run
+    assert state.is_current("teacher", fingerprint(done), output)
+    assert state.last_done("teacher")["digest"] == path_digest(output)
+    changed = {"settings": {"lr": 1, "epochs": 4}}
+    assert state.why_run("teacher", fingerprint(changed), changed, output) == "changed: settings.epochs"
+    assert state.why_run("teacher", fingerprint(failed), failed, output) == "interrupted"
+
+
+def test_the_contents_of_every_input_file_are_in_the_fingerprints_of_the_stages_that_read_them(tmp_path):
+    """Each file or model directory a stage reads, edited in place (same path, same settings),
+    changes the fingerprints of the stages that read it and of no other."""
+    from distill.data import DataOptions
+    from distill.pipeline import input_files, stage_inputs
+    from distill.pipeline_config import PipelineSettings
+    from distill.pipeline_state import fingerprint
+
+    def write(name: str) -> Path:
+        path = tmp_path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(f"{name}\n", encoding="utf-8")
+        return path
+
+    files = {"train": write("train.csv"), "eval": write("dev.csv"), "label_names": write("names.txt"),
+             "model": write("base/model.safetensors"), "label_descriptions": write("descriptions.txt"),
+             "teach_unlabeled": write("pet.txt"), "unlabeled": write("unlabeled.txt"),
+             "ensemble": write("t2/model.safetensors"), "back_translate": write("backward/model.safetensors")}
+    write("forward/model.safetensors")
+    readers = {"train": {"teacher", "student", "baseline"}, "eval": set(STAGES), "label_names": set(STAGES),
+               "model": {"teacher"}, "label_descriptions": {"teacher"}, "teach_unlabeled": {"teacher"},
+               "unlabeled": {"student"}, "ensemble": {"student"}, "back_translate": {"student"}}
+    settings = PipelineSettings(
+        train=str(files["train"]), eval=str(files["eval"]), out=str(tmp_path / "out"),
+        data=DataOptions(label_names=str(files["label_names"])),
+        teach={"model": str(tmp_path / "base"), "label_descriptions": str(files["label_descriptions"]),
+               "unlabeled": str(files["teach_unlabeled"])},
+        student={"unlabeled": str(files["unlabeled"]), "ensemble": (str(tmp_path / "t2"),),
+                 "back_translate": (str(tmp_path / "forward"), str(tmp_path / "backward"))})
+
+    def fingerprints() -> dict:
+        found, digests = input_files(settings), dict.fromkeys(STAGES, "unchanged output")
+        return {stage: fingerprint(stage_inputs(stage, settings, found, digests)) for stage in STAGES}
+
+    before = fingerprints()
+    for name, path in files.items():
+        path.write_text("edited\n", encoding="utf-8")
+        after = fingerprints()
+        assert {stage for stage in STAGES if after[stage] != before[stage]} == readers[name], name
+        before = after
+
+
 # ---------------------------------------------------------------- settings
 
 def test_config_file_flags_and_set_precedence(project, monkeypatch, tmp_path):
     config = tmp_path / "sub" / "p.toml"
     config.parent.mkdir()
     shutil.copy(project / "train.csv", config.parent / "train.csv")
+    (config.parent / "more" / "t2").mkdir(parents=True)
+    (config.parent / "more" / "t2" / "config.json").write_text("{}", encoding="utf-8")   # checked up front
     config.write_text(f'train = "train.csv"\neval = "{project / "dev.csv"}"\nout = "out"\n'
                       '[data]\ntext-column = "text"\nlabel_column = "label"\n'
                       '[teach]\nepochs = 2\nseed = 7\n[student]\nlayers = 1\nlayer_map = [0]\nensemble = ["more/t2"]\n'
@@ -262,6 +342,57 @@ def test_bad_config_files_name_the_problem(project, tmp_path, text, message):
     config.write_text(f'train = "{project / "train.csv"}"\neval = "{project / "dev.csv"}"\nout = "o"\n{text}')
     with pytest.raises(PipelineConfigError, match=re.escape(message)):
         build_settings(str(config), {})
+
+
+@pytest.mark.parametrize("assignment,message", [
+    ("student.alpha=2", "student.temperature must be > 0 and student.alpha in [0, 1]"),
+    ("student.temperature=abc", "student.temperature: expected a number, got 'abc'"),
+    ('teach.epochs="three"', "teach.epochs: expected a number, got 'three'"),
+    ("teach.lr=true", "teach.lr: expected a number, got True"),
+    ("teach.model=3.5", "teach.model: expected a string, got 3.5"),
+    ("student.layer_map=0,x", "student.layer_map: expected a list, each entry an integer, got ['0', 'x']"),
+    ("student.back_translate=only-one", "student.back_translate: expected 2 entries, got 1"),
+    ("student.layers=3", "student.layers must be between 1 and the teacher's 2"),   # the base model has 2
+    ("student.augment_ops=shuffle", "student: augmentation: unknown augmentation op(s) shuffle"),
+    ("teach.class_weights=some", "teach.class_weights must be none or balanced"),
+    ("teach.metric=f1", "teach.metric: 'f1' is not one of accuracy, macro_f1, auc, loss"),
+    ("data.format=xml", "data.format: 'xml' is not one of csv, tsv, jsonl, txt"),
+    ("data.label_names=missing.txt", "data.label_names: no such file: missing.txt"),
+    ("export.weight_type=int4", "export.weight_type: 'int4' is not one of qint8, quint8"),
+    ("export.opset=17", "export.opset: must lie in 18.."),
+    ("export.max_length=129", "export.max_length: the base model reads at most 128 tokens"),
+    ("export.samples=0", "export.samples: must be at least 1, got 0"),
+    ("baseline.analyzer=letters", "baseline.analyzer must be auto, word, char or char_wb"),
+    ("baseline.ngram_range=[2, 1]", "baseline.ngram_range: expected [low, high] with 1 <= low <= high"),
+    ("baseline.C=0", "baseline.C: must be > 0"),
+    ("report.rounds=0", "report.rounds: must be at least 1, got 0"),
+    ("report.batch_size=0", "report.batch_size: must be at least 1, got 0"),
+])
+def test_every_stage_setting_is_checked_before_any_stage_runs(project, tmp_path, assignment, message):
+    with pytest.raises(PipelineConfigError, match=re.escape(message)):
+        build_settings(str(project / "pipeline.toml"), {"": {"out": str(tmp_path / "o")}}, [assignment])
+
+
+def test_a_bad_setting_of_a_later_stage_fails_the_command_before_the_teacher_trains(project, tmp_path):
+    out = tmp_path / "o"
+    result = CliRunner().invoke(main, ["pipeline", "--config", str(project / "pipeline.toml"), "--out", str(out),
+                                       "--quiet", "--set", "report.rounds=0"])
+    assert result.exit_code == 1 and "report.rounds: must be at least 1, got 0" in result.output
+    assert not out.exists()
+
+
+def test_list_settings_become_typed_tuples_and_no_cache_needs_no_cache_dir(project, tmp_path):
+    def student(*sets):
+        settings = build_settings(str(project / "pipeline.toml"), {"": {"out": str(tmp_path / "o")}}, sets)
+        return settings, settings.student_settings()
+
+    assert student("student.layers=2", "student.layer_map=1,0")[1]["layer_map"] == (1, 0)
+    assert student("student.layers=2", "student.layer_map=[1, 0]")[1]["layer_map"] == (1, 0)
+    assert student("student.layer_map=1")[1]["layer_map"] == (1,)
+    assert student("student.augment_ops=swap,delete")[1]["augment_ops"] == ("swap", "delete")
+    settings, values = student("student.no_cache=true")
+    assert values["no_cache"] is True
+    assert settings.student_config(tmp_path / "t", tmp_path / "s", resume=False).cache_dir is None
 
 
 def test_missing_inputs_and_set_syntax(project):
