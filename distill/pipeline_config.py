@@ -20,10 +20,6 @@ each stage's own checks) before the first stage runs; errors name the section.ke
 """
 from __future__ import annotations
 
-import json
-import re
-import tempfile
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
@@ -133,7 +129,7 @@ def parse_assignment(text: str) -> tuple[str, str, object]:
     return section, name, parse_value(value.strip())
 
 
-def _normal(name: str) -> str:
+def normal_key(name: str) -> str:
     return name.replace("-", "_")
 
 
@@ -205,13 +201,13 @@ def check_table(table: dict, base: Path | None, source: str) -> dict:
     classes = _stage_classes()
     out: dict = {"": {}}
     for name, value in table.items():
-        name = _normal(name)
+        name = normal_key(name)
         if isinstance(value, dict):
             if name not in SECTIONS:
                 raise PipelineConfigError(f"{source}: unknown section [{name}]; sections: {', '.join(SECTIONS)}")
             out.setdefault(name, {})
             for key, item in value.items():
-                out[name][_normal(key)] = item
+                out[name][normal_key(key)] = item
         elif name in TOP_KEYS:
             out[""][name] = value
         else:
@@ -338,6 +334,8 @@ def build_settings(config_file: str | None, flags: dict, assignments=(), force: 
         train=str(top["train"]), eval=str(top["eval"]), out=str(top["out"]), data=data,
         **{s: merged.get(s, {}) for s in ("teach", "student", "export", "baseline", "report")},
         config_file=str(config_file) if config_file else None, force=force, progress=progress)
+    from .pipeline_checks import check_settings  # it reads this module's names
+
     check_settings(settings)
     return settings
 
@@ -351,162 +349,6 @@ def _nest(values: dict) -> dict:
         else:
             table.setdefault(section, {}).update(items)
     return table
-
-
-# ---------------------------------------------------------------- checks before any stage runs
-
-# Limits that `distill teach / student / export onnx` leave to their option types (click IntRange,
-# Choice) or meet only once they run: here they fail the pipeline before the first stage.
-AT_LEAST = {
-    ("teach", "extend_vocab_words"): 0, ("teach", "seed"): 0,
-    ("student", "layers"): 1, ("student", "hidden_size"): 1, ("student", "intermediate_size"): 1,
-    ("student", "heads"): 1, ("student", "seed"): 0,
-    ("export", "max_length"): 2, ("export", "samples"): 1, ("export", "seed"): 0,
-    ("baseline", "min_df"): 1, ("baseline", "max_features"): 1,
-    ("report", "batch_size"): 1, ("report", "rounds"): 1,
-}
-METRICS = ("accuracy", "macro_f1", "auc", "loss")      # the choices of --metric
-INPUT_FILES = (("data", "label_names"), ("teach", "label_descriptions"), ("teach", "unlabeled"),
-               ("student", "unlabeled"))
-FLAGS_NAMED_OTHERWISE = {"ensemble-teacher": "ensemble"}    # stage flag -> its key
-
-
-def check_settings(settings: PipelineSettings) -> None:
-    """Every stage's settings, before any stage runs (a bad value would otherwise fail its stage
-    after the earlier ones trained): PipelineConfigError naming the section.key."""
-    values = describe(settings)
-    _check_limits(values)
-    _check_input_files(values)
-    _check_max_lengths(values, _base_model_config(settings))
-    _check_teach(settings)
-    _check_student(settings)
-    _check_export(values["export"])
-    if values["baseline"]["enabled"]:
-        _check_baseline(values["baseline"])
-
-
-def _choices() -> dict:
-    from export.quantize import WEIGHT_TYPES
-
-    from .data import FORMATS
-    from .vocab_extend import INITS
-
-    return {("data", "format"): FORMATS, ("teach", "metric"): METRICS, ("student", "metric"): METRICS,
-            ("teach", "extend_vocab_init"): INITS, ("export", "weight_type"): WEIGHT_TYPES}
-
-
-def _check_limits(values: dict) -> None:
-    for (section, key), minimum in AT_LEAST.items():
-        value = values[section][key]
-        if value is not None and value < minimum:
-            raise PipelineConfigError(f"{section}.{key}: must be at least {minimum}, got {value!r}")
-    for (section, key), choices in _choices().items():
-        value = values[section][key]
-        if value is not None and value not in choices:
-            raise PipelineConfigError(f"{section}.{key}: {value!r} is not one of {', '.join(choices)}")
-
-
-def _check_input_files(values: dict) -> None:
-    for section, key in INPUT_FILES:
-        path = values[section][key]
-        if path is not None and not Path(path).is_file():
-            raise PipelineConfigError(f"{section}.{key}: no such file: {path}")
-
-
-@contextmanager
-def _stage_errors(section: str, *errors):
-    """A stage's own checks, their messages naming pipeline keys (student.alpha), not flags (--alpha)."""
-    try:
-        yield
-    except errors as error:
-        raise PipelineConfigError(_pipeline_names(str(error), section)) from error
-
-
-def _pipeline_names(message: str, section: str) -> str:
-    keys = set(settable_keys(section))
-
-    def key_of(match) -> str:
-        key = _normal(FLAGS_NAMED_OTHERWISE.get(match.group(1), match.group(1)))
-        return f"{section}.{key}" if key in keys else match.group(0)
-
-    renamed = re.sub(r"--([a-z][a-z0-9-]*)", key_of, message)
-    return renamed if renamed != message else f"{section}: {message}"
-
-
-def _check_teach(settings: PipelineSettings) -> None:
-    from .teacher import TeachError, _check
-
-    config = settings.teach_config(Path(settings.out) / "teacher", resume=False)
-    with _stage_errors("teach", TeachError):
-        if config.few_shot:
-            from .fewshot import check_few_shot
-            check_few_shot(config)
-        else:
-            _check(config)
-
-
-def _check_student(settings: PipelineSettings) -> None:
-    from .student_config import StudentError, check_config
-    from .student_model import resolve_layer_map
-
-    layers = _base_model_config(settings).get("num_hidden_layers")
-    with tempfile.TemporaryDirectory() as stand_in:
-        # check_config also looks for the teacher's config.json; the teacher stage writes it later
-        (Path(stand_in) / "config.json").write_text("{}", encoding="utf-8")
-        config = settings.student_config(Path(stand_in), Path(settings.out) / "student", resume=False)
-        with _stage_errors("student", StudentError):
-            check_config(config)
-            if isinstance(layers, int):
-                resolve_layer_map(config, layers)
-
-
-def _base_model_config(settings: PipelineSettings) -> dict:
-    """config.json of the teacher's base model, whose layers and positions the teacher keeps;
-    {} when the base model is not a local directory."""
-    from .teacher import default_teacher_path
-
-    config = Path(settings.teach_settings()["model"] or default_teacher_path()) / "config.json"
-    try:
-        return json.loads(config.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-
-
-def _check_max_lengths(values: dict, base_config: dict) -> None:
-    """Every model of the pipeline reads at most the base model's positions."""
-    positions = base_config.get("max_position_embeddings")
-    for section in ("teach", "student", "export"):
-        length = values[section]["max_length"]
-        if isinstance(positions, int) and length is not None and length > positions:
-            raise PipelineConfigError(f"{section}.max_length: the base model reads at most {positions} "
-                                      f"tokens (max_position_embeddings), got {length}")
-
-
-def _check_export(values: dict) -> None:
-    import onnx
-
-    from export.onnx_export import MIN_OPSET
-
-    newest = onnx.defs.onnx_opset_version()
-    if not MIN_OPSET <= values["opset"] <= newest:
-        raise PipelineConfigError(f"export.opset: must lie in {MIN_OPSET}..{newest} (the exporter needs "
-                                  f"{MIN_OPSET} or later; onnx {onnx.__version__} knows up to {newest}), "
-                                  f"got {values['opset']}")
-
-
-def _check_baseline(values: dict) -> None:
-    from .pipeline_baseline import vectorizer_settings
-
-    try:
-        vectorizer_settings((), values)       # refuses an unknown analyzer
-    except ValueError as error:
-        raise PipelineConfigError(str(error)) from error
-    low, high = values["ngram_range"] or (1, 1)
-    if not 1 <= low <= high:
-        raise PipelineConfigError(f"baseline.ngram_range: expected [low, high] with 1 <= low <= high, "
-                                  f"got {list(values['ngram_range'])}")
-    if values["C"] <= 0:
-        raise PipelineConfigError(f"baseline.C: must be > 0, got {values['C']!r}")
 
 
 def describe(settings: PipelineSettings) -> dict:

@@ -69,7 +69,8 @@ def checkpoint_dir_for(out: str) -> Path:
     return out.parent / f"{out.name}.checkpoints"
 
 
-def _check(config: TeachConfig) -> None:
+def check_teach_config(config: TeachConfig) -> None:
+    """Every `teach` setting that cannot work or would be ignored: TeachError, before any work."""
     if config.early_stopping is not None and not config.eval:
         raise TeachError("--early-stopping needs --eval")
     if config.class_weights not in ("none", "balanced"):
@@ -197,7 +198,7 @@ def teach(config: TeachConfig, callbacks=()) -> dict:
     if config.few_shot:
         from .fewshot import teach_few_shot
         return teach_few_shot(config)
-    _check(config)
+    check_teach_config(config)
     check_writable_target(config.out, config.force)
     started = time.time()
     train, dev = read_data(config)

@@ -1,0 +1,166 @@
+"""The pipeline's settings checked before its first stage runs: types are checked as they are
+read (pipeline_config), the rest here: ranges, choices, input files, each stage's own checks
+(teach, student) and the base model's limits. Errors are PipelineConfigError naming SECTION.KEY.
+"""
+from __future__ import annotations
+
+import json
+import re
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+from .pipeline_config import PipelineConfigError, PipelineSettings, describe, normal_key, settable_keys
+
+# Limits that `distill teach / student / export onnx` leave to their option types (click IntRange,
+# Choice) or meet only once they run: here they fail the pipeline before the first stage.
+AT_LEAST = {
+    ("teach", "extend_vocab_words"): 0, ("teach", "seed"): 0,
+    ("student", "layers"): 1, ("student", "hidden_size"): 1, ("student", "intermediate_size"): 1,
+    ("student", "heads"): 1, ("student", "seed"): 0,
+    ("export", "max_length"): 2, ("export", "samples"): 1, ("export", "seed"): 0,
+    ("baseline", "min_df"): 1, ("baseline", "max_features"): 1,
+    ("report", "batch_size"): 1, ("report", "rounds"): 1,
+}
+METRICS = ("accuracy", "macro_f1", "auc", "loss")      # the choices of --metric
+INPUT_FILES = (("data", "label_names"), ("teach", "label_descriptions"), ("teach", "unlabeled"),
+               ("student", "unlabeled"))
+FLAGS_NAMED_OTHERWISE = {"ensemble-teacher": "ensemble"}    # stage flag -> its key
+
+
+def check_settings(settings: PipelineSettings) -> None:
+    """Every stage's settings, before any stage runs (a bad value would otherwise fail its stage
+    after the earlier ones trained): PipelineConfigError naming the section.key."""
+    values = describe(settings)
+    _check_limits(values)
+    _check_input_files(values)
+    _check_max_lengths(values, _base_model_config(settings))
+    _check_teach(settings)
+    _check_student(settings)
+    _check_export(values["export"])
+    if values["baseline"]["enabled"]:
+        _check_baseline(values["baseline"])
+
+
+def _choices() -> dict:
+    from export.quantize import WEIGHT_TYPES
+
+    from .data import FORMATS
+    from .vocab_extend import INITS
+
+    return {("data", "format"): FORMATS, ("teach", "metric"): METRICS, ("student", "metric"): METRICS,
+            ("teach", "extend_vocab_init"): INITS, ("export", "weight_type"): WEIGHT_TYPES}
+
+
+def _check_limits(values: dict) -> None:
+    for (section, key), minimum in AT_LEAST.items():
+        value = values[section][key]
+        if value is not None and value < minimum:
+            raise PipelineConfigError(f"{section}.{key}: must be at least {minimum}, got {value!r}")
+    for (section, key), choices in _choices().items():
+        value = values[section][key]
+        if value is not None and value not in choices:
+            raise PipelineConfigError(f"{section}.{key}: {value!r} is not one of {', '.join(choices)}")
+
+
+def _check_input_files(values: dict) -> None:
+    for section, key in INPUT_FILES:
+        path = values[section][key]
+        if path is not None and not Path(path).is_file():
+            raise PipelineConfigError(f"{section}.{key}: no such file: {path}")
+
+
+@contextmanager
+def _stage_errors(section: str, *errors):
+    """A stage's own checks, their messages naming pipeline keys (student.alpha), not flags (--alpha)."""
+    try:
+        yield
+    except errors as error:
+        raise PipelineConfigError(_pipeline_names(str(error), section)) from error
+
+
+def _pipeline_names(message: str, section: str) -> str:
+    keys = set(settable_keys(section))
+
+    def key_of(match) -> str:
+        key = normal_key(FLAGS_NAMED_OTHERWISE.get(match.group(1), match.group(1)))
+        return f"{section}.{key}" if key in keys else match.group(0)
+
+    renamed = re.sub(r"--([a-z][a-z0-9-]*)", key_of, message)
+    return renamed if renamed != message else f"{section}: {message}"
+
+
+def _check_teach(settings: PipelineSettings) -> None:
+    from .teacher import TeachError, check_teach_config
+
+    config = settings.teach_config(Path(settings.out) / "teacher", resume=False)
+    with _stage_errors("teach", TeachError):
+        if config.few_shot:
+            from .fewshot import check_few_shot
+            check_few_shot(config)
+        else:
+            check_teach_config(config)
+
+
+def _check_student(settings: PipelineSettings) -> None:
+    from .student_config import StudentError, check_config
+    from .student_model import resolve_layer_map
+
+    layers = _base_model_config(settings).get("num_hidden_layers")
+    with tempfile.TemporaryDirectory() as stand_in:
+        # check_config also looks for the teacher's config.json; the teacher stage writes it later
+        (Path(stand_in) / "config.json").write_text("{}", encoding="utf-8")
+        config = settings.student_config(Path(stand_in), Path(settings.out) / "student", resume=False)
+        with _stage_errors("student", StudentError):
+            check_config(config)
+            if isinstance(layers, int):
+                resolve_layer_map(config, layers)
+
+
+def _base_model_config(settings: PipelineSettings) -> dict:
+    """config.json of the teacher's base model, whose layers and positions the teacher keeps;
+    {} when the base model is not a local directory."""
+    from .teacher import default_teacher_path
+
+    config = Path(settings.teach_settings()["model"] or default_teacher_path()) / "config.json"
+    try:
+        return json.loads(config.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
+def _check_max_lengths(values: dict, base_config: dict) -> None:
+    """Every model of the pipeline reads at most the base model's positions."""
+    positions = base_config.get("max_position_embeddings")
+    for section in ("teach", "student", "export"):
+        length = values[section]["max_length"]
+        if isinstance(positions, int) and length is not None and length > positions:
+            raise PipelineConfigError(f"{section}.max_length: the base model reads at most {positions} "
+                                      f"tokens (max_position_embeddings), got {length}")
+
+
+def _check_export(values: dict) -> None:
+    import onnx
+
+    from export.onnx_export import MIN_OPSET
+
+    newest = onnx.defs.onnx_opset_version()
+    if not MIN_OPSET <= values["opset"] <= newest:
+        raise PipelineConfigError(f"export.opset: must lie in {MIN_OPSET}..{newest} (the exporter needs "
+                                  f"{MIN_OPSET} or later; onnx {onnx.__version__} knows up to {newest}), "
+                                  f"got {values['opset']}")
+
+
+def _check_baseline(values: dict) -> None:
+    from .pipeline_baseline import vectorizer_settings
+
+    try:
+        vectorizer_settings((), values)       # refuses an unknown analyzer
+    except ValueError as error:
+        raise PipelineConfigError(str(error)) from error
+    low, high = values["ngram_range"] or (1, 1)
+    if not 1 <= low <= high:
+        raise PipelineConfigError(f"baseline.ngram_range: expected [low, high] with 1 <= low <= high, "
+                                  f"got {list(values['ngram_range'])}")
+    if values["C"] <= 0:
+        raise PipelineConfigError(f"baseline.C: must be > 0, got {values['C']!r}")
