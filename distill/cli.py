@@ -20,6 +20,12 @@ def _fail(error: Exception) -> None:
     raise click.ClickException(str(error)) from error
 
 
+def _rows(data_summary: dict) -> str:
+    """'80 rows', or '10 of 80 rows' for a subsample."""
+    rows, in_file = data_summary["rows"], data_summary.get("file_rows", data_summary["rows"])
+    return f"{rows} rows" if rows == in_file else f"{rows} of {in_file} rows"
+
+
 def _progress(wanted: bool) -> bool:
     """--quiet also silences the progress bars transformers draws itself (loading weights)."""
     if not wanted:
@@ -177,7 +183,7 @@ def summary(report: dict, out: str) -> str:
     lines = [f"\n== {report['command']} -> {out}",
              f"model: {report['model_source']}  ({report['parameters']:,} parameters)",
              f"labels: {', '.join(report['labels'])}",
-             f"train: {report['data']['train']['rows']} rows ({report['data']['train_rows_used']} used), "
+             f"train: {_rows(report['data']['train'])} ({report['data']['train_rows_used']} used), "
              f"{report['train_seconds']:.0f} s, {report['train_samples_per_second'] or 0:.1f} samples/s"]
     for name in ("train", "eval", "unlabeled"):
         skipped = describe_skipped((report["data"].get(name) or {}).get("skipped") or {})
@@ -279,8 +285,10 @@ def student_options(f):
         click.option("--temperature", type=float, default=C.temperature, show_default=True,
                      help="Softmax temperature T of the KD term (scaled by T^2)."),
         click.option("--alpha", type=float, default=C.alpha, show_default=True,
-                     help="Weight of the KD term; 1 - alpha weights the cross-entropy on labelled rows. "
-                          "Rows without a label (transfer data) get KD at weight 1."),
+                     help="Weight of the KD term; 1 - alpha weights the cross-entropy of a labelled row. "
+                          "Rows without a label (transfer data) get KD at weight 1. The loss is the mean "
+                          "over all the batch's rows, so the more transfer rows, the smaller the labels' "
+                          "share."),
         click.option("--kd-loss", type=click.Choice(["kl", "mse"]), default=C.kd_loss, show_default=True,
                      help="kl: T^2 * KL(teacher || student) on softened outputs; mse: squared error on logits."),
         click.option("--augment-factor", type=int, default=C.augment_factor, show_default=True,

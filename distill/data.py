@@ -63,13 +63,17 @@ class LabelledData:
     label_names: list[str]
     lines: list[int]                # source line of each row (1-based)
     skipped: dict[str, int] = field(default_factory=dict)  # reason -> count
+    file_rows: int | None = None    # rows read from the file, before any subsample (None: len)
 
     def __len__(self) -> int:
         return len(self.texts)
 
     def summary(self) -> dict:
-        """What training.json records about the file: path, sha256, rows, skipped rows."""
-        return {"path": str(self.path), "sha256": self.sha256, "rows": len(self), "skipped": self.skipped}
+        """What training.json records about the file: path, sha256, rows used (a subsample's
+        size), rows in the file, skipped rows."""
+        return {"path": str(self.path), "sha256": self.sha256, "rows": len(self),
+                "file_rows": self.file_rows if self.file_rows is not None else len(self),
+                "skipped": self.skipped}
 
     def counts(self) -> list[int]:
         """Rows per class, in label_names order."""
@@ -244,6 +248,10 @@ def _csv_records(path, raw, fmt, columns, bad):
             if any(cell.strip() for cell in row):
                 header, header_line = [cell.strip() for cell in row], start[0]
             start[0] = 0
+        repeated = sorted({c for c in header if c and header.count(c) > 1})
+        if repeated:
+            raise DataError(f"column name(s) {', '.join(map(repr, repeated))} appear more than once in "
+                            f"the header", path, header_line)
         indices = []
         for c in columns:
             if c in header:
@@ -395,7 +403,8 @@ def load_labelled(path, options: DataOptions = DataOptions(),
         raise DataError(f"a training file needs at least 2 classes; every row is labelled "
                         f"{label_list[ids[0]]!r}", path, column=label_col)
     return LabelledData(path=os.fspath(path), sha256=hashlib.sha256(raw).hexdigest(), texts=texts,
-                        labels=ids, label_names=list(label_list), lines=lines, skipped=skipped)
+                        labels=ids, label_names=list(label_list), lines=lines, skipped=skipped,
+                        file_rows=len(texts))
 
 
 def load_texts(path, options: DataOptions = DataOptions()) -> list[str]:

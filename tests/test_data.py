@@ -192,6 +192,11 @@ def test_a_lone_carriage_return_is_not_a_line_break(tmp_path):
     assert_error(error(crlf), crlf, 3, "empty text")
 
 
+def test_a_column_name_twice_in_the_header(tmp_path):
+    p = write(tmp_path / "d.csv", "text,label,text\na,pos,b\nc,neg,d\n")
+    assert_error(error(p), p, 1, "'text' appear more than once")
+
+
 def test_empty_text(tmp_path):
     p = write(tmp_path / "train.csv", "text,label\na,pos\n" + "b,neg\n" * 14 + "   ,pos\n")
     assert_error(error(p), p, 17, "empty text in column 'text'")
@@ -289,6 +294,7 @@ def test_subsample_is_seeded_and_without_replacement(tmp_path):
     d = load_labelled(write(tmp_path / "d.csv", "text,label\n" + rows))
     a, b, c = subsample(d, 30, seed=0), subsample(d, 30, seed=0), subsample(d, 30, seed=1)
     assert len(a) == 30 and a.texts == b.texts and a.texts != c.texts
+    assert a.summary()["rows"] == 30 and a.summary()["file_rows"] == d.summary()["file_rows"] == 100
     assert len(set(a.texts)) == 30
     assert all(d.texts[d.lines.index(line)] == t for t, line in zip(a.texts, a.lines))
     assert all(d.labels[d.texts.index(t)] == y for t, y in zip(a.texts, a.labels))

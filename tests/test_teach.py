@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from safetensors.torch import load_file
 from transformers import AutoModelForSequenceClassification, TrainerCallback
 
-from distill.cli import main
+from distill.cli import main, summary
 from distill.data import DataOptions
 from distill.teacher import TeachConfig, TeachError, checkpoint_dir_for, teach
 from tiny import make_reviews, make_tiny_model, write_csv
@@ -150,6 +150,8 @@ def test_max_train_samples_and_dropout(tiny_model_dir, reviews_csv, tmp_path):
     report = teach(config(tiny_model_dir, train, dev, tmp_path / "out", max_train_samples=30,
                           dropout=0.3, epochs=1))
     assert report["data"]["train_rows_used"] == 30
+    assert report["data"]["train"]["rows"] == 30 and report["data"]["train"]["file_rows"] == 80
+    assert "train: 30 of 80 rows (30 used)" in summary(report, str(tmp_path / "out"))
     saved = json.loads((tmp_path / "out" / "config.json").read_text())
     assert saved["hidden_dropout_prob"] == 0.3 and saved["attention_probs_dropout_prob"] == 0.3
 
