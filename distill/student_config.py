@@ -107,6 +107,12 @@ def check_config(config: StudentConfig) -> None:
         raise StudentError("--cache-dir with --no-cache: the cache is off, so the directory would go unused")
     if config.metric != StudentConfig.metric and config.early_stopping is None:
         raise StudentError("--metric only acts with --early-stopping")
+    augment_settings = {"--augment-ops": tuple(config.augment_ops) != tuple(StudentConfig.augment_ops),
+                        "--augment-rate": config.augment_rate != StudentConfig.augment_rate,
+                        "--synonym-neighbours": config.synonym_neighbours != StudentConfig.synonym_neighbours}
+    changed = [option for option, differs in augment_settings.items() if differs]
+    if changed and config.augment_factor == 0:
+        raise StudentError(f"{', '.join(changed)} only act(s) with --augment-factor above 0")
     if config.trim_min_count < 1 or (config.trim_min_count > 1 and not config.trim_vocab):
         raise StudentError("--trim-min-count must be at least 1, and more than 1 only with --trim-vocab")
     if config.trim_characters not in CHARACTER_CHOICES or (config.trim_characters != "all" and not config.trim_vocab):

@@ -320,8 +320,14 @@ def onnx_command(model_dir, out, int8, weight_type, per_channel, opset, max_leng
     """
     from distill.data import DataError
 
+    ctx = click.get_current_context()
     if not int8:
-        refuse_int8_only_options(click.get_current_context())
+        refuse_given(ctx, INT8_ONLY, "int8 settings, used only with --int8 (add --int8, or leave them out "
+                                     "for an fp32 bundle)")
+    if not eval_path:
+        refuse_given(ctx, ("max_accuracy_drop",), "compares accuracies on --eval, so it needs --eval")
+    else:
+        refuse_given(ctx, ("samples",), "sizes the generated parity sample, which --eval's texts replace")
     _quiet_transformers()
     settings = ExportSettings(model_dir=model_dir, out=out, int8=int8, weight_type=weight_type,
                               per_channel=per_channel, opset=opset, max_length=max_length,
@@ -341,16 +347,15 @@ def onnx_command(model_dir, out, int8, weight_type, per_channel, opset, max_leng
                f"{Path(report['bundle']) / 'export.json'}")
 
 
-def refuse_int8_only_options(ctx: click.Context) -> None:
-    """Without --int8: stop when an int8-only option was given (an fp32 export would ignore it).
-    Their defaults are real values, so "given" is read from click's parameter source."""
+def refuse_given(ctx: click.Context, names, why: str) -> None:
+    """Stop when one of these options was given where the export would ignore it. Their
+    defaults are real values, so "given" is read from click's parameter source."""
     from click.core import ParameterSource
 
-    given = [f"--{name.replace('_', '-')}" for name in INT8_ONLY
+    given = [f"--{name.replace('_', '-')}" for name in names
              if ctx.get_parameter_source(name) not in (ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP)]
     if given:
-        raise click.UsageError(f"{', '.join(given)}: int8 settings, used only with --int8 (add --int8, "
-                               f"or leave {'them' if len(given) > 1 else 'it'} out for an fp32 bundle)", ctx)
+        raise click.UsageError(f"{', '.join(given)}: {why}", ctx)
 
 
 def _quiet_transformers() -> None:

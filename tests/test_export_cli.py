@@ -123,3 +123,15 @@ def test_int8_options_without_int8_are_refused(tiny_model_dir, tmp_path):
         assert result.exit_code == 2, result.output
         assert f"{', '.join(given)}: int8 settings, used only with --int8" in result.output
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny-model"]
+
+
+def test_options_the_export_would_ignore_are_refused(tiny_model_dir, tmp_path):
+    from tiny import write_csv
+
+    data = write_csv(tmp_path / "dev.csv", [("a good film", "positive"), ("a bad film", "negative")])
+    for args, message in ((["--int8", "--max-accuracy-drop", 2], "--max-accuracy-drop: compares accuracies "
+                                                                  "on --eval, so it needs --eval"),
+                          (["--eval", data, "--samples", 8], "--samples: sizes the generated parity sample")):
+        result = run([tiny_model_dir, "--out", tmp_path / "b", *args])
+        assert result.exit_code == 2 and message in result.output, result.output
+    assert not (tmp_path / "b").exists()

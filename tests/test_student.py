@@ -431,6 +431,8 @@ def test_cli_rejects_bad_settings(trained, tmp_path):
                             "--max-unlabeled must be at least 1, got -1"),
                            (["--no-cache"], "--cache-dir with --no-cache"),
                            (["--metric", "loss"], "--metric only acts with --early-stopping"),
+                           (["--augment-factor", "0", "--augment-rate", "0.3"],
+                            "--augment-rate only act(s) with --augment-factor above 0"),
                            (["--warmup", "-0.5"], "--warmup and --weight-decay must be >= 0"),
                            (["--max-length", "129"], "--max-length 129 is longer than"),
                            (["--layer-map", "0,7"], "teacher has layers 0..3, not [7]"),
