@@ -20,7 +20,8 @@ from dataclasses import asdict, replace
 import numpy as np
 
 from .data import LabelledData, load_labelled
-from .teacher import TeachConfig, TeachError, default_teacher_path
+from .teacher import (TeachConfig, TeachError, changed_from_default, check_counts, check_max_length,
+                      check_model_source, default_teacher_path)
 
 METHODS = ("prompt", "contrastive", "pet")
 DEFAULT_TEMPLATES = {"prompt": "This review is {label}.", "contrastive": "This review is {label}.",
@@ -35,6 +36,13 @@ class FewShotError(TeachError):
 
 def template_for(config: TeachConfig) -> str | None:
     return config.template if config.template is not None else DEFAULT_TEMPLATES.get(config.few_shot)
+
+
+# the training settings of `teach` and the methods that use them; the others refuse them
+USED_BY = {"epochs": ("pet",), "contrastive_epochs": ("contrastive",), "final_epochs": ("pet",),
+           "lr": ("contrastive", "pet"), "batch_size": ("contrastive", "pet"), "warmup": ("contrastive", "pet"),
+           "weight_decay": ("contrastive", "pet"), "logging_steps": ("pet",)}
+NOT_USED = ("dropout", "extend_vocab", "extend_vocab_words", "extend_vocab_init", "keep_checkpoints", "metric")
 
 
 def check_few_shot(config: TeachConfig) -> None:
@@ -58,8 +66,20 @@ def check_few_shot(config: TeachConfig) -> None:
                    "class_weights": config.class_weights != "none", "resample": config.resample != "none",
                    "max_train_samples": config.max_train_samples is not None}
     bad = [f"--{name.replace('_', '-')}" for name, used in unsupported.items() if used]
+    bad += changed_from_default(config, NOT_USED)
     if bad:
         raise FewShotError(f"{', '.join(bad)}: not used by --few-shot (use --shots to pick rows per class)")
+    for name, methods in USED_BY.items():
+        if method not in methods and changed_from_default(config, (name,)):
+            raise FewShotError(f"--{name.replace('_', '-')} applies to --few-shot {' or '.join(methods)}, "
+                               f"not {method}")
+    if config.template is not None and config.label_descriptions:
+        raise FewShotError("--template and --label-descriptions both describe the labels: give one")
+    check_counts({"--eval-batch-size": config.eval_batch_size, "--logging-steps": config.logging_steps})
+    if config.warmup < 0 or config.weight_decay < 0:
+        raise FewShotError("--warmup and --weight-decay must be >= 0")
+    if config.model:
+        check_model_source(config.model)
     if config.shots is not None and config.shots < 0:
         raise FewShotError("--shots must be >= 0")
     if config.shots == 0 and method != "prompt":
@@ -114,6 +134,16 @@ def quiet_transformers():
         hf_logging.set_verbosity(level)
 
 
+def encoder_config(source: str):
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(source)
+    except OSError as e:  # a hub id that is not in the local cache
+        raise FewShotError(f"--model {source}: cannot load it ({str(e).splitlines()[0]}); pass the path "
+                           "of a local model directory") from None
+
+
 def load_encoder(source: str):
     """(BertModel in eval mode, tokenizer) of any BERT checkpoint (a sentence-transformers
     directory, a bare BertModel or a classifier whose head is ignored)."""
@@ -160,6 +190,7 @@ def teach_few_shot(config: TeachConfig) -> dict:
     started = time.time()
     train, dev = read_few_shot_data(config)
     source = config.model or default_teacher_path()
+    check_max_length(config.max_length, encoder_config(source), source, FewShotError)
     if config.few_shot == "prompt":
         from .fewshot_prompt import prompt_teacher as run
     elif config.few_shot == "contrastive":

@@ -23,7 +23,7 @@ import time
 
 import numpy as np
 
-from .data import LabelledData, load_texts
+from .data import LabelledData, file_sha256, load_texts
 from .fewshot import FewShotError, quiet_transformers, template_for
 
 PET_TEMPERATURE = 2.0   # soft labels for the final classifier, as in PET
@@ -87,6 +87,8 @@ def parse_verbalizer(spec: str | None, labels: list[str], tokenizer) -> list[int
         token_id = tokenizer.convert_tokens_to_ids(pieces[0])
         if token_id == tokenizer.unk_token_id:
             raise FewShotError(f"--verbalizer: {name}={words[name]!r} is not in the vocabulary ([UNK])")
+        if token_id in tokenizer.all_special_ids:
+            raise FewShotError(f"--verbalizer: {name}={words[name]!r} is a special token, not a word")
         ids.append(int(token_id))
     if len(set(ids)) != len(ids):
         raise FewShotError("--verbalizer: two labels share a verbalisation token")
@@ -101,6 +103,9 @@ def split_template(template: str, tokenizer) -> tuple[list[int], list[int], int]
         raise FewShotError(f"--template {template!r} must contain {{text}} exactly once")
     if template.count(mask) != 1:
         raise FewShotError(f"--template {template!r} must contain {mask} exactly once")
+    if "{label}" in template:
+        raise FewShotError(f"--template {template!r}: {{label}} belongs to prompt and contrastive "
+                           "templates; a pet pattern names the label through --verbalizer")
     before, after = template.split("{text}")
     prefix = tokenizer(before, add_special_tokens=False)["input_ids"] if before.strip() else []
     suffix = tokenizer(after, add_special_tokens=False)["input_ids"] if after.strip() else []
@@ -266,7 +271,8 @@ def pet_teacher(config, source: str, train: LabelledData, dev) -> dict:
     few_shot = {"method": "pet", "template": template, "verbalizer": {
                     name: tokenizer.convert_ids_to_tokens(i) for name, i in zip(labels, verbaliser)},
                 "verbalizer_token_ids": verbaliser, "shots_per_class": config.shots, "rows": len(train),
-                "unlabeled": {"path": config.unlabeled, "rows": len(unlabeled)} if config.unlabeled else None,
+                "unlabeled": {"path": config.unlabeled, "sha256": file_sha256(config.unlabeled),
+                              "rows": len(unlabeled)} if config.unlabeled else None,
                 "cloze": {"epochs": cloze_history, "eval": cloze_eval},
                 "final_classifier": {"soft_labels_from": "the cloze model", "temperature": PET_TEMPERATURE,
                                      "alpha": PET_ALPHA, "epochs": config.final_epochs,

@@ -43,7 +43,11 @@ def read_label_descriptions(path, labels: list[str]) -> list[list[str]]:
     except (OSError, UnicodeDecodeError) as error:
         raise FewShotError(f"--label-descriptions {path}: cannot read: {error}") from error
     numbered = [(i + 1, line) for i, line in enumerate(lines) if line.strip()]
-    if numbered and all("\t" in line for _, line in numbered):
+    untabbed = [number for number, line in numbered if "\t" not in line]
+    if untabbed and len(untabbed) < len(numbered):  # a typo, not the plain one-line-per-label form
+        raise FewShotError(f"{path}, line {untabbed[0]}: no tab, while other lines are "
+                           "label<TAB>description; write every line that way (or none)")
+    if numbered and not untabbed:
         found: dict[str, list[str]] = {name: [] for name in labels}
         for number, line in numbered:
             name, text = line.split("\t", 1)
@@ -77,6 +81,9 @@ def label_descriptions(config, labels: list[str], required: bool = True) -> list
     template = template_for(config)
     if "{label}" not in template:
         raise FewShotError(f"--template {template!r} has no {{label}} placeholder")
+    if "{text}" in template:
+        raise FewShotError(f"--template {template!r}: {{text}} belongs to pet patterns; a prompt or "
+                           "contrastive template describes a label, with {label}")
     if all(_NUMBER.fullmatch(name) for name in labels):
         if not required and config.template is None:
             return None

@@ -1,4 +1,5 @@
 """distill teach --few-shot prompt|contrastive|pet on tiny local models (distill/fewshot*.py)."""
+import hashlib
 import json
 import re
 
@@ -206,7 +207,9 @@ def test_label_description_files(tmp_path):
     for text, message in [("negative\tx\nneutral\ty\n", "unknown label 'neutral'"),
                           ("negative\tx\n", "no description for label(s) positive"),
                           ("negative\tx\npositive\ty\nnegative\t x\n", "line 3: 'negative' has the description 'x' twice"),
-                          ("only one line\n", "1 description lines for 2 labels")]:
+                          ("only one line\n", "1 description lines for 2 labels"),
+                          ("negative\tawful\npositive great\n", "line 2: no tab, while other lines are "
+                                                              "label<TAB>description")]:
         bad = tmp_path / "bad.txt"
         bad.write_text(text, encoding="utf-8")
         with pytest.raises(FewShotError, match=re.escape(message)):
@@ -352,6 +355,7 @@ def test_verbalizer_maps_single_tokens_and_rejects_the_rest(mlm_parts):
                           ("positive=great,negative=bad,neutral=ok", "unknown label 'neutral'"),
                           ("positive=great,negative=great", "share a verbalisation token"),
                           ("positive great", "is not LABEL=WORD"),
+                          ("positive=great,negative=[SEP]", "'\\[SEP\\]' is a special token"),
                           (None, "needs --verbalizer")]:
         with pytest.raises(FewShotError, match=message):
             parse_verbalizer(spec, labels, tokenizer)
@@ -383,7 +387,8 @@ def test_cloze_encoding_truncates_the_text_not_the_pattern(mlm_parts):
     assert [rows[i]["input_ids"][p] for i, p in enumerate(positions)] == [tokenizer.mask_token_id] * 2
     rows, positions = encode_cloze(tokenizer, [long_text], "[MASK] : {text}", 10)
     assert positions == [1] and rows[0]["input_ids"][-1] == tokenizer.sep_token_id
-    for template, message in [("It was [MASK].", "exactly once"), ("{text} good", r"\[MASK\] exactly once")]:
+    for template, message in [("It was [MASK].", "exactly once"), ("{text} good", r"\[MASK\] exactly once"),
+                              ("{text} {label}? [MASK]", "belongs to prompt and contrastive templates")]:
         with pytest.raises(FewShotError, match=message):
             encode_cloze(tokenizer, ["x"], template, 16)
 
@@ -397,6 +402,7 @@ def test_pet_teacher_end_to_end(files, tmp_path):
     shots = report["few_shot"]
     assert shots["verbalizer"] == {"negative": "bad", "positive": "great"}
     assert shots["unlabeled"]["rows"] == 20 and shots["final_classifier"]["texts"] == 28
+    assert shots["unlabeled"]["sha256"] == hashlib.sha256(files["unlabeled"].read_bytes()).hexdigest()
     assert len(shots["cloze"]["epochs"]) == 2 and shots["cloze"]["eval"]["n"] == 24
     assert report["final_eval"]["n"] == 24
     config = json.loads((out / "config.json").read_text())
@@ -417,6 +423,19 @@ def test_pet_teacher_end_to_end(files, tmp_path):
     (["--few-shot", "contrastive", "--unlabeled", __file__],
      "--unlabeled applies to --few-shot pet, not contrastive; a contrastive teacher learns from unlabelled "
      "texts through `distill student --teacher DIR --unlabeled FILE`"),
+    (["--few-shot", "contrastive", "--epochs", "5"], "--epochs applies to --few-shot pet, not contrastive"),
+    (["--few-shot", "prompt", "--lr", "1e-3"], "--lr applies to --few-shot contrastive or pet, not prompt"),
+    (["--few-shot", "prompt", "--contrastive-epochs", "2"], "--contrastive-epochs applies to --few-shot contrastive"),
+    (["--few-shot", "contrastive", "--final-epochs", "2"], "--final-epochs applies to --few-shot pet"),
+    (["--few-shot", "pet", "--dropout", "0.2", "--extend-vocab-words", "3"],
+     "--dropout, --extend-vocab-words: not used by --few-shot"),
+    (["--few-shot", "prompt", "--template", "{label}!", "--label-descriptions", __file__],
+     "--template and --label-descriptions both describe the labels: give one"),
+    (["--few-shot", "contrastive", "--eval-batch-size", "0"], "--eval-batch-size must be at least 1, got 0"),
+    (["--few-shot", "contrastive", "--warmup", "-1"], "--warmup and --weight-decay must be >= 0"),
+    (["--few-shot", "prompt", "--max-length", "129"], "--max-length 129 is longer than"),
+    (["--few-shot", "prompt", "--model", "/nonexistent/encoder"], "--model /nonexistent/encoder: no such directory"),
+    (["--few-shot", "prompt", "--template", "{text} is {label}"], "{text} belongs to pet patterns"),
 ])
 def test_conflicting_options_fail_before_any_work(files, tmp_path, extra, message):
     result = CliRunner().invoke(main, ["teach", "--train", str(files["train"]), "--model", str(files["model"]),
