@@ -448,6 +448,14 @@ def load_texts(path, options: DataOptions = DataOptions()) -> list[str]:
     return texts
 
 
+def unlabeled_options(path, options: DataOptions) -> DataOptions:
+    """The data options for an unlabelled file: a .txt file is one text per line (its column
+    can only be an index), whatever --text-column names the labelled files' column."""
+    if resolve_format(path, options) == "txt" and not str(options.text_column).isdigit():
+        return replace(options, text_column="text")
+    return options
+
+
 def _describe(skipped: dict[str, int]) -> str:
     return ", ".join(f"{n} {kind}" for kind, n in sorted(skipped.items()))
 

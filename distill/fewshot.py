@@ -21,7 +21,7 @@ import numpy as np
 
 from .data import LabelledData, load_labelled
 from .teacher import (TeachConfig, TeachError, changed_from_default, check_counts, check_max_length,
-                      check_model_source, default_teacher_path)
+                      check_model_source, default_teacher_path, model_config)
 
 METHODS = ("prompt", "contrastive", "pet")
 DEFAULT_TEMPLATES = {"prompt": "This review is {label}.", "contrastive": "This review is {label}.",
@@ -134,16 +134,6 @@ def quiet_transformers():
         hf_logging.set_verbosity(level)
 
 
-def encoder_config(source: str):
-    from transformers import AutoConfig
-
-    try:
-        return AutoConfig.from_pretrained(source)
-    except OSError as e:  # a hub id that is not in the local cache
-        raise FewShotError(f"--model {source}: cannot load it ({str(e).splitlines()[0]}); pass the path "
-                           "of a local model directory") from None
-
-
 def load_encoder(source: str):
     """(BertModel in eval mode, tokenizer) of any BERT checkpoint (a sentence-transformers
     directory, a bare BertModel or a classifier whose head is ignored)."""
@@ -188,9 +178,9 @@ def teach_few_shot(config: TeachConfig) -> dict:
     check_few_shot(config)
     check_writable_target(config.out, config.force)
     started = time.time()
-    train, dev = read_few_shot_data(config)
     source = config.model or default_teacher_path()
-    check_max_length(config.max_length, encoder_config(source), source, FewShotError)
+    check_max_length(config.max_length, model_config(source, FewShotError), source, FewShotError)
+    train, dev = read_few_shot_data(config)
     if config.few_shot == "prompt":
         from .fewshot_prompt import prompt_teacher as run
     elif config.few_shot == "contrastive":

@@ -23,7 +23,7 @@ import time
 
 import numpy as np
 
-from .data import LabelledData, file_sha256, load_texts
+from .data import LabelledData, file_sha256, load_texts, unlabeled_options
 from .fewshot import FewShotError, quiet_transformers, template_for
 
 PET_TEMPERATURE = 2.0   # soft labels for the final classifier, as in PET
@@ -251,7 +251,8 @@ def pet_teacher(config, source: str, train: LabelledData, dev) -> dict:
     verbaliser = parse_verbalizer(config.verbalizer, labels, tokenizer)
     template = template_for(config)
     split_template(template, tokenizer)
-    unlabeled = load_texts(config.unlabeled, config.data) if config.unlabeled else []
+    unlabeled = load_texts(config.unlabeled, unlabeled_options(config.unlabeled, config.data)) \
+        if config.unlabeled else []
 
     rows, positions = encode_cloze(tokenizer, train.texts, template, config.max_length)
     cloze_history = train_cloze(mlm, tokenizer, rows, positions, train.labels, verbaliser, config)

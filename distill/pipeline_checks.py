@@ -34,12 +34,26 @@ def check_settings(settings: PipelineSettings) -> None:
     values = describe(settings)
     _check_limits(values)
     _check_input_files(values)
+    _check_data(settings)
     _check_max_lengths(values, _base_model_config(settings))
     _check_teach(settings)
     _check_student(settings)
     _check_export(values["export"])
     if values["baseline"]["enabled"]:
         _check_baseline(values["baseline"])
+
+
+def _check_data(settings: PipelineSettings) -> None:
+    """The data files parse (a bad row is named by file and line) before OUT is made."""
+    from .data import DataError, load_labelled, load_texts, unlabeled_options
+
+    try:
+        train = load_labelled(settings.train, settings.data)
+        load_labelled(settings.eval, settings.data, labels=train.label_names)
+        for path in {settings.teach_settings().get("unlabeled"), settings.student_settings().get("unlabeled")} - {None}:
+            load_texts(path, unlabeled_options(path, settings.data))
+    except DataError as error:
+        raise PipelineConfigError(str(error)) from error
 
 
 def _choices() -> dict:

@@ -13,7 +13,6 @@ import shutil
 import time
 from dataclasses import asdict
 
-from .data import DataOptions
 from .student_config import StudentConfig, StudentError, check_config
 from .student_model import build_student, few_shot_head, head_init, student_model_config
 from .teacher_logits import ensemble_parts, load_ensemble, teacher_parts
@@ -43,23 +42,11 @@ def side_by_side(teacher_entry: dict, student_entry: dict) -> dict:
             "speedup": ratio(s.get("samples_per_second"), t.get("samples_per_second"))}
 
 
-def unlabeled_options(path, options: DataOptions) -> DataOptions:
-    """The data options for the unlabelled file: a .txt file is one text per line (its column
-    can only be an index), whatever --text-column names the labelled files' column."""
-    from dataclasses import replace
-
-    from .data import resolve_format
-
-    if resolve_format(path, options) == "txt" and not str(options.text_column).isdigit():
-        return replace(options, text_column="text")
-    return options
-
-
 def read_student_data(config: StudentConfig, labels: list[str]):
     """(train, dev, unlabelled texts, unlabelled file sha256), in the teacher's label order."""
     import numpy as np
 
-    from .data import file_sha256, load_labelled, load_texts, subsample
+    from .data import file_sha256, load_labelled, load_texts, subsample, unlabeled_options
 
     train = subsample(load_labelled(config.train, config.data, labels=labels), config.max_train_samples, config.seed)
     dev = load_labelled(config.eval, config.data, labels=labels) if config.eval else None

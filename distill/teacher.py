@@ -152,6 +152,19 @@ def load_teacher_model(source: str, labels: list[str], dropout: float | None, se
     return model, tokenizer
 
 
+def model_config(source: str, error=TeachError):
+    """The checkpoint's config (cheap: config.json only), for the checks made before any data
+    is read; a missing directory or an unreachable hub id is `error`."""
+    from transformers import AutoConfig
+
+    check_model_source(source)
+    try:
+        return AutoConfig.from_pretrained(source)
+    except OSError as e:  # a hub id that is not in the local cache: the hub cannot be reached here
+        raise error(f"--model {source}: cannot load it ({str(e).splitlines()[0]}); pass the path "
+                    "of a local model directory") from None
+
+
 def check_model_source(source: str) -> None:
     """A --model that names a path must be a model directory; anything else is a hub id."""
     path = Path(source).expanduser()
@@ -201,11 +214,11 @@ def teach(config: TeachConfig, callbacks=()) -> dict:
     check_teach_config(config)
     check_writable_target(config.out, config.force)
     started = time.time()
+    source = config.model or default_teacher_path()
+    check_max_length(config.max_length, model_config(source), source)
     train, dev = read_data(config)
     labels = train.label_names
-    source = config.model or default_teacher_path()
     model, tokenizer = load_teacher_model(source, labels, config.dropout, config.seed)
-    check_max_length(config.max_length, model.config, source)
     vocab_report = None
     if config.extend_vocab:
         from .vocab_extend import extend_vocabulary

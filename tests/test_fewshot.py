@@ -394,8 +394,14 @@ def test_cloze_encoding_truncates_the_text_not_the_pattern(mlm_parts):
 
 
 def test_pet_teacher_end_to_end(files, tmp_path):
+    """With the labelled files' text in a column named `sentence` (as SST-2's), the unlabelled
+    .txt file is still one text per line."""
+    from distill.data import DataOptions
+
     out = tmp_path / "pet"
-    report = teach(TeachConfig(train=str(files["train"]), eval=str(files["dev"]), out=str(out),
+    train = write_csv(tmp_path / "train.csv", make_reviews(40, seed=1), header=("sentence", "label"))
+    dev = write_csv(tmp_path / "dev.csv", make_reviews(24, seed=2), header=("sentence", "label"))
+    report = teach(TeachConfig(train=str(train), eval=str(dev), out=str(out), data=DataOptions(text_column="sentence"),
                                model=str(files["mlm"]), few_shot="pet", shots=4, epochs=2, final_epochs=1,
                                batch_size=8, verbalizer="positive=great,negative=bad",
                                unlabeled=str(files["unlabeled"]), progress=False))

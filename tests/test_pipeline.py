@@ -321,8 +321,9 @@ def test_config_file_flags_and_set_precedence(project, monkeypatch, tmp_path):
 
     # a flag left at its default does not override the file; one given does; --set beats flags
     config.write_text(config.read_text().replace('text-column = "text"', 'text_column = "review"'))
-    CliRunner().invoke(main, ["pipeline", "--config", str(config)])
-    assert seen.pop("s").data.text_column == "review"
+    result = CliRunner().invoke(main, ["pipeline", "--config", str(config)])
+    assert result.exit_code == 1 and "no column 'review'" in result.output  # the file's, checked up front
+    seen.clear()
     CliRunner().invoke(main, ["pipeline", "--config", str(config), "--text-column", "text",
                               "--teacher-epochs", "5", "--set", "teach.epochs=9"])
     assert seen["s"].data.text_column == "text" and seen["s"].teach_settings()["epochs"] == 9.0
@@ -377,6 +378,15 @@ def test_a_bad_setting_of_a_later_stage_fails_the_command_before_the_teacher_tra
     result = CliRunner().invoke(main, ["pipeline", "--config", str(project / "pipeline.toml"), "--out", str(out),
                                        "--quiet", "--set", "report.rounds=0"])
     assert result.exit_code == 1 and "report.rounds: must be at least 1, got 0" in result.output
+    assert not out.exists()
+
+
+def test_a_bad_data_row_fails_the_command_before_out_is_made(project, tmp_path):
+    out, bad = tmp_path / "o", tmp_path / "bad_eval.csv"
+    bad.write_text('text,label\na fine film,positive\n"never closed,negative\n', encoding="utf-8")
+    result = CliRunner().invoke(main, ["pipeline", "--config", str(project / "pipeline.toml"), "--out", str(out),
+                                       "--eval", str(bad), "--quiet"])
+    assert result.exit_code == 1 and f"{bad}, line 3: malformed CSV" in result.output, result.output
     assert not out.exists()
 
 

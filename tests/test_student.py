@@ -493,7 +493,7 @@ def test_torchrun_two_processes(trained, tmp_path):
 
 def test_unlabelled_txt_is_one_text_per_line_whatever_the_text_column(tmp_path):
     from distill.data import load_texts
-    from distill.student import unlabeled_options
+    from distill.data import unlabeled_options
 
     txt = tmp_path / "unlabeled.txt"
     txt.write_text("a gripping film\n\nthe plot was dull\n", encoding="utf-8")

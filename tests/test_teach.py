@@ -295,6 +295,13 @@ def test_cli_refuses_settings_that_cannot_work_before_writing_anything(tiny_mode
     assert not (tmp_path / "new").exists()  # not even the parent directories
 
 
+def test_max_length_past_the_positions_is_refused_before_the_data_is_read(tiny_model_dir, tmp_path):
+    bad = tmp_path / "bad.csv"
+    bad.write_text('text,label\n"never closed,positive\n', encoding="utf-8")
+    with pytest.raises(TeachError, match="--max-length 200 is longer than"):
+        teach(config(tiny_model_dir, bad, None, tmp_path / "out", max_length=200))
+
+
 def test_teacher_directory_has_vocab_txt_and_the_umask_mode(tiny_model_dir, reviews_csv, tmp_path):
     import os
 
