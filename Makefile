@@ -9,7 +9,9 @@ DATA ?= ../shared/data
 $(BIN)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	# CPU torch first: a bare `torch` requirement would pull a multi-GB CUDA build.
+	# torch first, pinned: a bare `torch` requirement would pull a multi-GB CUDA build. These
+	# machines' pip configuration finds the CPU wheel; elsewhere add
+	# --index-url https://download.pytorch.org/whl/cpu to this line.
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $@

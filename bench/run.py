@@ -10,7 +10,7 @@ the report table. A rerun skips the stages whose settings and inputs did not cha
 sst2 (../shared/data/sst2, evaluated on dev.tsv):
   quick  teacher: 1 epoch on a 6,000-row subset; student: 3 layers, trimmed vocabulary, KD on those
          rows plus 12,000 other SST-2 training texts as unlabelled transfer data, 1 epoch
-  full   teacher: 1 epoch on all 67,349 rows (89.6% in the issue's reference run); student: 3
+  full   teacher: 2 epochs on all 67,349 rows (89.6% in the issue's reference run); student: 3
          layers, trimmed vocabulary, KD on all rows plus one augmented copy each, 1 epoch
 thucnews (../shared/data/thucnews, 10 classes of news titles, evaluated on test.txt):
   --teacher tiny    (default) a small randomly initialised BERT over the shared Chinese vocabulary

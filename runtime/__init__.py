@@ -1,7 +1,7 @@
 """distill-edge runtime: classify text with an edge bundle using numpy and the standard library.
 
     from runtime import Classifier
-    clf = Classifier.load("models/sst2-student-int8")
+    clf = Classifier.load("models/demo/student-int8")   # made by `make demo`
     clf.predict(["a gripping film"])          # -> ["positive"]
 
 `Session` (the numpy ONNX executor) is imported on first use, so `import runtime` stays cheap.

@@ -1,6 +1,6 @@
 """Classifier: an edge bundle (model.onnx, vocab.txt, runtime.json) -> labels and probabilities.
 
-    clf = Classifier.load("models/sst2-student-int8")
+    clf = Classifier.load("models/demo/student-int8")   # made by `make demo`
     clf.predict(["a gripping film", "dull and lifeless"])   # -> ["positive", "negative"]
     clf.predict_proba(texts)                                 # -> float32 (n, n_labels)
 
