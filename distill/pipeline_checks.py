@@ -50,7 +50,8 @@ def _check_data(settings: PipelineSettings) -> None:
     try:
         train = load_labelled(settings.train, settings.data)
         load_labelled(settings.eval, settings.data, labels=train.label_names)
-        for path in {settings.teach_settings().get("unlabeled"), settings.student_settings().get("unlabeled")} - {None}:
+        unlabeled = {settings.teach_settings().get("unlabeled"), settings.student_settings().get("unlabeled")}
+        for path in unlabeled - {None}:
             load_texts(path, unlabeled_options(path, settings.data))
     except DataError as error:
         raise PipelineConfigError(str(error)) from error

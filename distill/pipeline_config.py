@@ -14,9 +14,10 @@ A pipeline file has top-level `train`, `eval`, `out` and one table per stage:
 
 Keys may be written with dashes or underscores (`max-length` = `max_length`). The command line
 overrides any key with `--set SECTION.KEY=VALUE` (VALUE is read as a TOML value, else a string),
-and the common ones with their own flags (`--teacher-epochs`, `--student-epochs`, `--layers`, ...). Unknown sections or keys
-are errors that list the valid ones. Every value is checked (type, range, choice, input files,
-each stage's own checks) before the first stage runs; errors name the section.key.
+and the common ones with their own flags (`--teacher-epochs`, `--student-epochs`, `--layers`,
+...). Unknown sections or keys are errors that list the valid ones. Every value is checked (type,
+range, choice, input files, each stage's own checks) before the first stage runs
+(pipeline_checks); errors name the section.key.
 """
 from __future__ import annotations
 
