@@ -28,6 +28,7 @@ FORMAT = 1
 WEIGHT_FILES = ("*.safetensors", "pytorch_model*.bin", "model*.bin")
 TOKENIZER_FILES = ("vocab.txt", "vocab.json", "merges.txt", "*.model", "tokenizer.json",
                    "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json")
+CONFIG_FILES = ("config.json",)   # the architecture the weights run in (activation, epsilon, ...)
 
 
 def default_cache_dir() -> Path:
@@ -53,14 +54,14 @@ def _files(model_dir, patterns) -> list[Path]:
 
 
 def weights_sha256(model_dir) -> str:
-    """SHA-256 over what decides a model directory's logits for a text: its weight files and
-    the tokenizer files present (names, sizes and bytes, sorted by name), so editing only the
-    tokenizer (vocab.txt, do_lower_case, ...) gives another hash."""
+    """SHA-256 over what decides a model directory's logits for a text: its weight files, its
+    config.json and the tokenizer files present (names, sizes and bytes, sorted by name), so
+    editing only the tokenizer (vocab.txt, do_lower_case, ...) or the config gives another hash."""
     weights = _files(model_dir, WEIGHT_FILES)
     if not weights:
         raise FileNotFoundError(f"{model_dir}: no weight files ({', '.join(WEIGHT_FILES)})")
     digest = hashlib.sha256()
-    for path in sorted(set(weights) | set(_files(model_dir, TOKENIZER_FILES))):
+    for path in sorted(set(weights) | set(_files(model_dir, TOKENIZER_FILES + CONFIG_FILES))):
         name = path.name.encode()
         digest.update(len(name).to_bytes(8, "little") + name + path.stat().st_size.to_bytes(8, "little"))
         with open(path, "rb") as f:

@@ -62,13 +62,14 @@ def test_weights_hash_follows_the_weight_bytes(tiny_model_dir):
 
 TOKENIZER_EDITS = [("vocab.txt", "[MASK]\n", "[MASK]\nzzz\n"),
                    ("tokenizer_config.json", '"do_lower_case": true', '"do_lower_case": false'),
-                   ("tokenizer.json", '"lowercase": true', '"lowercase": false')]
+                   ("tokenizer.json", '"lowercase": true', '"lowercase": false'),
+                   ("config.json", '"hidden_act": "gelu"', '"hidden_act": "relu"')]
 
 
 @pytest.mark.parametrize("name,old,new", TOKENIZER_EDITS)
 def test_weights_hash_follows_the_tokenizer_files(tiny_model_dir, name, old, new):
-    """Editing only the teacher's tokenizer changes the logits of every text, so it must change
-    the cache key (whose teacher field is this hash); other files do not."""
+    """Editing only the teacher's tokenizer or config changes the logits of every text, so it
+    must change the cache key (whose teacher field is this hash); other files do not."""
     before = weights_sha256(tiny_model_dir)
     (tiny_model_dir / "README.md").write_text("notes")
     assert weights_sha256(tiny_model_dir) == before
