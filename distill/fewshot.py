@@ -20,8 +20,9 @@ from dataclasses import asdict, replace
 import numpy as np
 
 from .data import LabelledData, load_labelled
-from .teacher import (TeachConfig, TeachError, changed_from_default, check_counts, check_max_length,
-                      check_model_source, default_teacher_path, model_config)
+from .config_checks import changed_from_default, check_counts, check_schedule
+from .teacher import (TeachConfig, TeachError, check_max_length, check_model_source, default_teacher_path,
+                      model_config)
 
 METHODS = ("prompt", "contrastive", "pet")
 DEFAULT_TEMPLATES = {"prompt": "This review is {label}.", "contrastive": "This review is {label}.",
@@ -75,9 +76,9 @@ def check_few_shot(config: TeachConfig) -> None:
                                f"not {method}")
     if config.template is not None and config.label_descriptions:
         raise FewShotError("--template and --label-descriptions both describe the labels: give one")
-    check_counts({"--eval-batch-size": config.eval_batch_size, "--logging-steps": config.logging_steps})
-    if config.warmup < 0 or config.weight_decay < 0:
-        raise FewShotError("--warmup and --weight-decay must be >= 0")
+    check_counts({"--eval-batch-size": config.eval_batch_size, "--logging-steps": config.logging_steps},
+                 FewShotError)
+    check_schedule(config, FewShotError)
     if config.model:
         check_model_source(config.model)
     if config.shots is not None and config.shots < 0:

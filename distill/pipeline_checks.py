@@ -35,9 +35,10 @@ def check_settings(settings: PipelineSettings) -> None:
     _check_limits(values)
     _check_input_files(values)
     _check_data(settings)
-    _check_max_lengths(values, _base_model_config(settings))
+    base_config = _base_model_config(settings)
+    _check_max_lengths(values, base_config)
     _check_teach(settings)
-    _check_student(settings)
+    _check_student(settings, base_config.get("num_hidden_layers"))
     _check_export(values["export"])
     if values["baseline"]["enabled"]:
         _check_baseline(values["baseline"])
@@ -117,11 +118,11 @@ def _check_teach(settings: PipelineSettings) -> None:
             check_teach_config(config)
 
 
-def _check_student(settings: PipelineSettings) -> None:
+def _check_student(settings: PipelineSettings, layers) -> None:
+    """`layers`: the base model's layer count (the teacher keeps it), None when unknown."""
     from .student_config import StudentError, check_config
     from .student_model import resolve_layer_map
 
-    layers = _base_model_config(settings).get("num_hidden_layers")
     with tempfile.TemporaryDirectory() as stand_in:
         # check_config also looks for the teacher's config.json; the teacher stage writes it later
         (Path(stand_in) / "config.json").write_text("{}", encoding="utf-8")

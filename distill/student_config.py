@@ -5,6 +5,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .augment import OPS, AugmentOptions
+from .config_checks import changed_from_default, check_counts, check_schedule
 from .data import DataOptions
 from .vocab_trim import CHARACTER_CHOICES, RANK_CHOICES
 
@@ -93,24 +94,18 @@ def check_config(config: StudentConfig) -> None:
         raise StudentError("--epochs, --lr and --batch-size must be positive")
     if config.max_length is not None and config.max_length < 2:
         raise StudentError("--max-length must be at least 2")
-    for option, value in (("--eval-batch-size", config.eval_batch_size), ("--logging-steps", config.logging_steps),
-                          ("--teacher-batch-size", config.teacher_batch_size),
-                          ("--max-train-samples", config.max_train_samples),
-                          ("--max-unlabeled", config.max_unlabeled), ("--early-stopping", config.early_stopping)):
-        if value is not None and value < 1:
-            raise StudentError(f"{option} must be at least 1, got {value}")
-    if config.warmup < 0 or config.weight_decay < 0:
-        raise StudentError("--warmup and --weight-decay must be >= 0")
+    check_counts({"--eval-batch-size": config.eval_batch_size, "--logging-steps": config.logging_steps,
+                  "--teacher-batch-size": config.teacher_batch_size,
+                  "--max-train-samples": config.max_train_samples, "--max-unlabeled": config.max_unlabeled,
+                  "--early-stopping": config.early_stopping}, StudentError)
+    check_schedule(config, StudentError)
     if config.max_unlabeled is not None and not config.unlabeled:
         raise StudentError("--max-unlabeled only acts with --unlabeled")
     if config.cache_dir is not None and config.no_cache:
         raise StudentError("--cache-dir with --no-cache: the cache is off, so the directory would go unused")
-    if config.metric != StudentConfig.metric and config.early_stopping is None:
+    if config.early_stopping is None and changed_from_default(config, ("metric",)):
         raise StudentError("--metric only acts with --early-stopping")
-    augment_settings = {"--augment-ops": tuple(config.augment_ops) != tuple(StudentConfig.augment_ops),
-                        "--augment-rate": config.augment_rate != StudentConfig.augment_rate,
-                        "--synonym-neighbours": config.synonym_neighbours != StudentConfig.synonym_neighbours}
-    changed = [option for option, differs in augment_settings.items() if differs]
+    changed = changed_from_default(config, ("augment_ops", "augment_rate", "synonym_neighbours"))
     if changed and config.augment_factor == 0:
         raise StudentError(f"{', '.join(changed)} only act(s) with --augment-factor above 0")
     if config.trim_min_count < 1 or (config.trim_min_count > 1 and not config.trim_vocab):

@@ -6,6 +6,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from .config_checks import changed_from_default, check_counts, check_schedule
 from .data import DataOptions, LabelledData, class_weights_balanced, load_labelled, resample_indices, subsample
 
 
@@ -85,9 +86,10 @@ def check_teach_config(config: TeachConfig) -> None:
         raise TeachError("--epochs, --lr, --batch-size must be positive and --max-length at least 2")
     check_counts({"--eval-batch-size": config.eval_batch_size, "--logging-steps": config.logging_steps,
                   "--max-train-samples": config.max_train_samples,
-                  "--early-stopping": config.early_stopping})
-    if config.warmup < 0 or config.weight_decay < 0:
-        raise TeachError("--warmup and --weight-decay must be >= 0")
+                  "--early-stopping": config.early_stopping}, TeachError)
+    check_schedule(config, TeachError)
+    if config.model:
+        check_model_source(config.model)
     if config.class_weights != "none" and config.resample != "none":
         raise TeachError("--class-weights balanced with --resample: the resampled rows are already "
                          "balanced, so the weights would correct the imbalance twice; use one of them")
@@ -104,26 +106,12 @@ FEW_SHOT_FIELDS = ("shots", "template", "label_descriptions", "logit_scale", "pa
                    "verbalizer", "final_epochs", "unlabeled")
 
 
-def changed_from_default(config: TeachConfig, names) -> list[str]:
-    """The options among `names` that are set away from their defaults, as --option names."""
-    defaults = TeachConfig()
-    return [f"--{name.replace('_', '-')}" for name in names
-            if getattr(config, name) != getattr(defaults, name)]
-
-
 def check_max_length(max_length: int, model_config, source: str, error=TeachError) -> None:
     """Texts longer than the position table would fail mid-training: refuse before it starts."""
     positions = getattr(model_config, "max_position_embeddings", None)
     if positions is not None and max_length > positions:
         raise error(f"--max-length {max_length} is longer than {source} can read: it has "
                     f"{positions} positions")
-
-
-def check_counts(values: dict) -> None:
-    """Options that count something: at least 1 when given."""
-    for option, value in values.items():
-        if value is not None and value < 1:
-            raise TeachError(f"{option} must be at least 1, got {value}")
 
 
 def load_teacher_model(source: str, labels: list[str], dropout: float | None, seed: int):
@@ -138,7 +126,6 @@ def load_teacher_model(source: str, labels: list[str], dropout: float | None, se
     if dropout is not None:
         overrides = {"hidden_dropout_prob": dropout, "attention_probs_dropout_prob": dropout,
                      "classifier_dropout": dropout}
-    check_model_source(source)
     torch.manual_seed(seed)
     try:
         model = AutoModelForSequenceClassification.from_pretrained(
@@ -146,23 +133,27 @@ def load_teacher_model(source: str, labels: list[str], dropout: float | None, se
             label2id={name: i for i, name in enumerate(labels)}, problem_type="single_label_classification",
             ignore_mismatched_sizes=True, **overrides)
         tokenizer = AutoTokenizer.from_pretrained(source)
-    except OSError as e:  # a hub id that is not in the local cache: the hub cannot be reached here
-        raise TeachError(f"--model {source}: cannot load it ({str(e).splitlines()[0]}); pass the path "
-                         "of a local model directory") from None
+    except OSError as e:
+        raise cannot_load(source, e, TeachError) from None
     return model, tokenizer
 
 
 def model_config(source: str, error=TeachError):
     """The checkpoint's config (cheap: config.json only), for the checks made before any data
-    is read; a missing directory or an unreachable hub id is `error`."""
+    is read; an unreachable hub id is `error`. (A mistyped local path was refused by
+    check_model_source, from the command's config check.)"""
     from transformers import AutoConfig
 
-    check_model_source(source)
     try:
         return AutoConfig.from_pretrained(source)
-    except OSError as e:  # a hub id that is not in the local cache: the hub cannot be reached here
-        raise error(f"--model {source}: cannot load it ({str(e).splitlines()[0]}); pass the path "
-                    "of a local model directory") from None
+    except OSError as e:
+        raise cannot_load(source, e, error) from None
+
+
+def cannot_load(source: str, cause: OSError, error) -> Exception:
+    """A hub id that is not in the local cache: the hub cannot be reached on these machines."""
+    return error(f"--model {source}: cannot load it ({str(cause).splitlines()[0]}); pass the path "
+                 "of a local model directory")
 
 
 def check_model_source(source: str) -> None:

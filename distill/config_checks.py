@@ -1,0 +1,28 @@
+"""Checks that `teach`, `teach --few-shot` and `student` apply alike to their settings
+dataclasses; each passes the exception its command reports (TeachError, StudentError, ...)."""
+from __future__ import annotations
+
+
+def check_counts(values: dict, error) -> None:
+    """Options that count something ({'--option': value}): at least 1 when given."""
+    for option, value in values.items():
+        if value is not None and value < 1:
+            raise error(f"{option} must be at least 1, got {value}")
+
+
+def check_schedule(config, error) -> None:
+    """AdamW's warmup and weight decay cannot be negative."""
+    if config.warmup < 0 or config.weight_decay < 0:
+        raise error("--warmup and --weight-decay must be >= 0")
+
+
+def changed_from_default(config, names) -> list[str]:
+    """The fields among `names` set away from the dataclass's defaults, as --option names (a
+    list and a tuple of the same items count as equal)."""
+    defaults = type(config)()
+
+    def value(settings, name):
+        v = getattr(settings, name)
+        return tuple(v) if isinstance(v, list) else v
+
+    return [f"--{name.replace('_', '-')}" for name in names if value(config, name) != value(defaults, name)]
