@@ -161,6 +161,8 @@ def training_arguments(cls=TrainingArguments, *, checkpoint_dir: Path, epochs: f
         metric_for_best_model=metric if best else None,
         logging_steps=logging_steps, logging_first_step=True, report_to=[],
         disable_tqdm=not progress, ddp_backend="gloo" if _distributed_on_cpu() else None,
+        # pinned memory only helps a copy to an accelerator; without one torch warns on every run
+        dataloader_pin_memory=torch.accelerator.is_available(),
         save_only_model=False, **extra)
 
 
