@@ -270,7 +270,7 @@ def test_int8_passes_the_accuracy_gate_on_a_trained_model(int8_bundle):
     assert acc["onnx_fp32"]["accuracy"] >= 0.9                 # the model learned the task
     assert acc["int8_accuracy_drop_points"] <= acc["max_accuracy_drop_points"] == 1.0
     assert acc["onnx_fp32"]["accuracy"] == pytest.approx(acc["torch"]["accuracy"])
-    assert 0.0 <= acc["label_agreement_int8_vs_fp32"] <= 1.0
+    assert acc["label_agreement_int8_vs_fp32"] >= 0.9
 
 
 def test_quantize_fails_loudly_on_contrib_ops(tmp_path):
@@ -302,6 +302,20 @@ def test_parity_and_accuracy_checks():
     check_accuracy_drop(1.0, 1.0)
     with pytest.raises(ExportError, match="points below fp32"):
         check_accuracy_drop(1.01, 1.0)
+
+
+def test_export_refuses_onnx_logits_that_differ_from_torch(_tiny_model_master, tmp_path, monkeypatch):
+    """The parity gate compares the ONNX graph with torch: torch logits moved by 1e-3 (ten times
+    the limit) fail the export, and nothing is written."""
+    from export import validate
+    from export.cli import ExportSettings, export_bundle
+
+    real = validate.torch_logits
+    monkeypatch.setattr(validate, "torch_logits", lambda *args: real(*args) + np.float32(1e-3))
+    with pytest.raises(ExportError, match=r"fp32 ONNX vs torch: max \|logit difference\| 0\.001"):
+        export_bundle(ExportSettings(model_dir=str(_tiny_model_master), out=str(tmp_path / "b"), samples=8),
+                      log=lambda message: None)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_missing_runtime_ops_fail_the_export(monkeypatch):
@@ -489,6 +503,23 @@ def test_engines_agree_on_the_fp32_bundle(fp32_bundle):
         bundle_predict_logits(fp32_bundle, "one string")
 
 
+@pytest.mark.parametrize("bundle_fixture", ["fp32_bundle", "int8_bundle"])
+def test_numpy_engine_is_the_numpy_runtime(bundle_fixture, request, monkeypatch):
+    """The "numpy" engine (distill eval --engine numpy, the report card's numpy rows) runs
+    runtime.Classifier, with onnxruntime unimportable: its agreement with onnxruntime above is
+    not onnxruntime compared with itself."""
+    from export.engines import bundle_predict_logits
+    from runtime import Classifier
+
+    bundle = request.getfixturevalue(bundle_fixture)
+    texts = ["a gripping film", "dull and lifeless", "", "the plot " * 80]
+    want = Classifier.load(bundle, batch_size=2).logits(texts)
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)        # importing it now fails
+    np.testing.assert_array_equal(bundle_predict_logits(bundle, texts, engine="numpy", batch_size=2), want)
+    with pytest.raises(ImportError):
+        bundle_predict_logits(bundle, texts, engine="onnxruntime")
+
+
 def test_engines_agree_on_the_int8_bundle_batch_by_batch(int8_bundle, wide_rows):
     """Dynamic int8 quantizes activations per batch, so compare with identical batches (size 1).
     (With the default quint8 weights onnxruntime computes the exact integer result; qint8
@@ -517,7 +548,7 @@ def test_force_replaced_the_existing_bundle_and_the_table_was_printed(fp32_run, 
 
 
 def test_accuracy_gate_refuses_a_model_whose_int8_copy_collapses(trained_wide_model, wide_dev_csv,
-                                                                 tmp_path):
+                                                                 tmp_path, monkeypatch):
     """One extreme outlier in an unused embedding row ([MASK] never occurs in the texts) leaves
     fp32 unchanged but sets the per-tensor int8 scale so high that every other word embedding
     rounds to 0: int8 can no longer see the words. The export must fail after validation and
@@ -527,8 +558,20 @@ def test_accuracy_gate_refuses_a_model_whose_int8_copy_collapses(trained_wide_mo
     import torch
     from transformers import AutoModelForSequenceClassification
 
+    import export.cli
     from export.cli import export_group
 
+    failed = []
+
+    def spy(*args, **kwargs):
+        try:
+            return real_export(*args, **kwargs)
+        except ExportError as error:
+            failed.append(error)
+            raise
+
+    real_export = export.cli.export_bundle
+    monkeypatch.setattr(export.cli, "export_bundle", spy)
     model_dir = Path(shutil.copytree(trained_wide_model, tmp_path / "outlier"))
     model = AutoModelForSequenceClassification.from_pretrained(model_dir)
     with torch.no_grad():
@@ -542,6 +585,10 @@ def test_accuracy_gate_refuses_a_model_whose_int8_copy_collapses(trained_wide_mo
     assert "int8 accuracy is" in result.output and "--max-accuracy-drop 1" in result.output
     assert "onnx int8" in result.output                                  # the table is shown
     assert list(parent.iterdir()) == []
+    accuracy = failed[0].report["accuracy"]                 # int8 labels no longer follow fp32's
+    assert accuracy["onnx_fp32"]["accuracy"] >= 0.9 and accuracy["label_agreement_int8_vs_fp32"] < 0.8
+    assert accuracy["int8_accuracy_drop_points"] == pytest.approx(
+        100 * (accuracy["onnx_fp32"]["accuracy"] - accuracy["onnx_int8"]["accuracy"]))
 
 
 def test_distill_eval_on_a_bundle_with_both_engines(fp32_bundle, tmp_path):

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 from transformers import TrainerCallback
@@ -172,6 +173,22 @@ def test_table_numbers_equal_the_stage_reports(finished):
     markdown = (out / "report.md").read_text(encoding="utf-8")
     for row in report["rows"]:
         assert f"| {row['name']} |" in markdown and f"{100 * row['accuracy']:.2f}%" in markdown
+
+
+def test_report_numpy_rows_run_the_numpy_runtime(finished, monkeypatch):
+    """The report's "numpy runtime" rows predict with runtime.Classifier, even with onnxruntime
+    unimportable (so their agreement with the onnxruntime rows is two engines agreeing)."""
+    from distill.pipeline_report import load_predictor
+    from runtime import Classifier
+
+    out = finished[0]
+    texts = ["a gripping film", "dull and lifeless", ""]
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    for bundle in (out / "student-fp32", out / "student-int8"):
+        predict = load_predictor(bundle, "numpy", batch_size=2, n_labels=2)
+        np.testing.assert_array_equal(predict(texts), Classifier.load(bundle, batch_size=2).logits(texts))
+        with pytest.raises(ImportError):
+            load_predictor(bundle, "onnxruntime", batch_size=2, n_labels=2)
 
 
 # ---------------------------------------------------------------- skipping, resuming
