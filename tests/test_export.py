@@ -669,5 +669,19 @@ def test_distill_eval_refuses_bad_lengths_and_batch_sizes_on_a_model_dir(tiny_mo
             result = _eval(model, data, "--batch-size", size)
             assert result.exit_code == 2, result.output
             assert f"Invalid value for '--batch-size': {size} is not in the range x>=1" in result.output
-    result = _eval(tiny_model_dir, data, "--max-length", 8, "--json", tmp_path / "ok.json")
-    assert result.exit_code == 0 and json.loads((tmp_path / "ok.json").read_text())["n"] == 4
+
+
+def test_distill_eval_max_length_cuts_model_dir_texts(tiny_model_dir, tmp_path):
+    """On a model directory (torch), --max-length 3 gives the report of the first words alone."""
+    rows = make_reviews(30, seed=3)
+    data = write_csv(tmp_path / "dev.csv", rows)
+    first_words = write_csv(tmp_path / "first.csv", [(text.split()[0], label) for text, label in rows])
+    reports = {}
+    for name, args in (("cut", [data, "--max-length", 3]), ("first", [first_words]), ("full", [data])):
+        result = _eval(tiny_model_dir, *args, "--json", tmp_path / f"{name}.json")
+        assert result.exit_code == 0, result.output
+        reports[name] = json.loads((tmp_path / f"{name}.json").read_text())
+    assert reports["cut"]["n"] == 30
+    assert reports["cut"]["auc"] == pytest.approx(reports["first"]["auc"], abs=1e-9)
+    assert reports["cut"]["confusion_matrix"] == reports["first"]["confusion_matrix"]
+    assert reports["cut"]["auc"] != pytest.approx(reports["full"]["auc"], abs=1e-9)

@@ -393,11 +393,26 @@ def test_cloze_encoding_truncates_the_text_not_the_pattern(mlm_parts):
             encode_cloze(tokenizer, ["x"], template, 16)
 
 
-def test_pet_teacher_end_to_end(files, tmp_path):
+def test_pet_teacher_end_to_end(files, tmp_path, monkeypatch):
     """With the labelled files' text in a column named `sentence` (as SST-2's), the unlabelled
-    .txt file is still one text per line."""
+    .txt file is still one text per line. The final classifier is trained on the labelled rows
+    and the unlabelled texts (those with KD only), against the cloze model's own scores."""
+    import distill.fewshot_pet as pet
     from distill.data import DataOptions
 
+    seen = {}
+
+    def cloze_spy(*args, **kwargs):
+        seen.setdefault("cloze", []).append(real_cloze(*args, **kwargs))
+        return seen["cloze"][-1]
+
+    def final_spy(model, tokenizer, texts, labels, soft, dev, config):
+        seen["final"] = (list(texts), list(labels), soft)
+        return real_final(model, tokenizer, texts, labels, soft, dev, config)
+
+    real_cloze, real_final = pet.cloze_predict, pet.train_final_classifier
+    monkeypatch.setattr(pet, "cloze_predict", cloze_spy)
+    monkeypatch.setattr(pet, "train_final_classifier", final_spy)
     out = tmp_path / "pet"
     train = write_csv(tmp_path / "train.csv", make_reviews(40, seed=1), header=("sentence", "label"))
     dev = write_csv(tmp_path / "dev.csv", make_reviews(24, seed=2), header=("sentence", "label"))
@@ -416,6 +431,12 @@ def test_pet_teacher_end_to_end(files, tmp_path):
     assert config["id2label"] == {"0": "negative", "1": "positive"}
     assert saved_logits(out, ["good fun"]).shape == (1, 2)
     assert not (tmp_path / "pet.checkpoints").exists()
+    texts, labels, soft = seen["final"]
+    unlabeled = files["unlabeled"].read_text(encoding="utf-8").splitlines()
+    assert len(texts) == 28 and texts[8:] == unlabeled
+    assert labels[8:] == [-100] * 20 and set(labels[:8]) == {0, 1}
+    assert len(seen["cloze"]) == 2 and seen["cloze"][0].shape == (24, 2)      # dev, then the final texts
+    np.testing.assert_array_equal(soft, seen["cloze"][1])
 
 
 # ---------------------------------------------------------------- options and export

@@ -210,6 +210,15 @@ def test_early_stopping_keeps_best_and_stops(tiny_model_dir, reviews_csv, tmp_pa
     # the step-10 entry averages steps 6..10, the whole of epoch 2
     assert [(c["step"], c["epoch"]) for c in report["loss_curve"]] == [(1, 0.2), (5, 1.0), (10, 2.0)]
     assert report["loss_curve"][-1]["loss"] == pytest.approx(report["epochs"][1]["train_loss"], rel=1e-3)
+    # kept checkpoints show that the model written is epoch 1's, not the last epoch's
+    kept = teach(config(tiny_model_dir, train, dev, tmp_path / "kept", epochs=6, lr=1e-9,
+                        early_stopping=1, metric="accuracy", keep_checkpoints=True))
+    best = Path(kept["best_checkpoint"])
+    assert best.name == "checkpoint-5"
+    weights = {name: load_file(str(path / "model.safetensors"))
+               for name, path in (("best", best), ("last", best.parent / "checkpoint-10"), ("out", tmp_path / "kept"))}
+    assert any(not torch.equal(weights["best"][k], weights["last"][k]) for k in weights["best"])
+    assert all(torch.equal(weights["out"][k], weights["best"][k]) for k in weights["best"])
     with pytest.raises(TeachError, match="--early-stopping needs --eval"):
         teach(config(tiny_model_dir, train, None, tmp_path / "x", early_stopping=1))
 
