@@ -153,3 +153,22 @@ def test_back_translation_through_two_local_models(seq2seq_pair):
     assert 1 <= len(back) <= 3
     english = set("the film was good bad very dull great".split())
     assert all(b and set(b.split()) <= english and len(b.split()) <= 6 for b in back)
+
+
+
+def test_back_translation_feeds_the_pivot_to_the_backward_model(monkeypatch):
+    """(The tiny random models above answer every input alike, so the chain is checked here.)"""
+    import distill.augment as augment
+
+    calls = []
+
+    def fake_translate(model, texts, batch_size=32, max_new_tokens=128):
+        calls.append((model, list(texts)))
+        return [f"{model}({t})" if t != "same" else t for t in texts]
+
+    monkeypatch.setattr(augment, "translate", fake_translate)
+    back = augment.back_translate(["a", "b"], "en-xx", "xx-en")
+    assert calls == [("en-xx", ["a", "b"]), ("xx-en", ["en-xx(a)", "en-xx(b)"])]
+    assert back == ["xx-en(en-xx(a))", "xx-en(en-xx(b))"]
+    monkeypatch.setattr(augment, "translate", lambda model, texts, *args: ["", "same"])
+    assert augment.back_translate(["x", "same"], "en-xx", "xx-en") == []       # empty or unchanged: dropped

@@ -167,3 +167,10 @@ def test_second_student_run_reuses_the_cache(tiny_model_dir, reviews_csv, tmp_pa
     # another max_length is another key: the teacher runs again
     with pytest.raises(AssertionError, match="scored training texts"):
         distill_student(replace(config, out=str(tmp_path / "s3"), max_length=24))
+    # other augmentation settings are another key for the augmented texts only
+    scored.clear()
+    monkeypatch.setattr(teacher_logits, "score_with_teacher", lambda *a, **k: scored.append(len(a[2])) or real_score(*a, **k))
+    third = distill_student(replace(config, out=str(tmp_path / "s4"), augment_rate=0.3))
+    parts = third["distillation"]["teacher_logits"]
+    assert parts["labelled"]["cache_hit"] and parts["unlabeled"]["cache_hit"] and not parts["augmented"]["cache_hit"]
+    assert scored == [80]

@@ -477,6 +477,29 @@ def test_interrupted_student_resumes_from_its_checkpoint(trained, tmp_path, trim
     assert (model.config.vocab_size < teacher_vocab) == bool(trim)
 
 
+def test_mse_loss_and_a_sample_of_the_unlabelled_texts(trained, tmp_path, monkeypatch):
+    """--kd-loss mse reaches the loss; --max-unlabeled 7 keeps 7 distinct texts of the file, the
+    only unlabelled texts the teacher scores."""
+    import distill.teacher_logits as teacher_logits
+    import distill.trainer as trainer
+
+    kinds, scored = [], []
+    real_loss, real_score = trainer.distillation_loss, teacher_logits.score_with_teacher
+    monkeypatch.setattr(trainer, "distillation_loss", lambda *a: kinds.append(a[5]) or real_loss(*a))
+    monkeypatch.setattr(teacher_logits, "score_with_teacher", lambda *a, **k: scored.append(list(a[2])) or real_score(*a, **k))
+    config = StudentConfig(teacher=str(trained["teacher"]), train=str(trained["train"]), out=str(tmp_path / "s"),
+                           unlabeled=str(trained["unlabeled"]), max_unlabeled=7, kd_loss="mse", layers=1,
+                           augment_factor=0, epochs=1, batch_size=16, no_cache=True, progress=False)
+    report = distill_student(config)
+    assert report["training_args"]["kd_loss"] == "mse" and report["distillation"]["kd_loss"] == "mse"
+    assert kinds and set(kinds) == {"mse"}
+    unlabeled = trained["unlabeled"].read_text(encoding="utf-8").splitlines()
+    assert report["data"]["rows"] == {"labelled": 240, "augmented": 0, "unlabeled": 7}
+    assert sorted(len(texts) for texts in scored) == [7, 240]
+    sample = next(texts for texts in scored if len(texts) == 7)
+    assert len(set(sample)) == 7 and set(sample) <= set(unlabeled)
+
+
 def test_torchrun_two_processes(trained, tmp_path):
     out = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
