@@ -200,21 +200,67 @@ def _as_json(settings: dict) -> dict:
     return json.loads(json.dumps(settings, default=str))  # tuples -> lists, as read back
 
 
+# the settings that name files or model directories; --resume compares what they hold
+INPUT_PATHS = ("train", "model", "teacher", "ensemble", "unlabeled", "label_descriptions",
+               "back_translate", "data.label_names")
+
+
+def _content(value):
+    """The SHA-256 of a file, or of a model directory's weights, tokenizer and config (lists:
+    one each); the value itself where it names nothing on disk (a hub id, an unset option)."""
+    from .cache import weights_sha256
+    from .data import file_sha256
+
+    if isinstance(value, list):
+        return [_content(v) for v in value]
+    if not isinstance(value, str) or not os.path.exists(value):
+        return value
+    return file_sha256(value) if os.path.isfile(value) else weights_sha256(value)
+
+
+def _take_inputs(settings: dict) -> dict:
+    """Remove the INPUT_PATHS from settings (as JSON; "data.label_names" is the label_names of
+    settings["data"]) and return them, {name: value}."""
+    taken = {}
+    for name in INPUT_PATHS:
+        section, _, key = name.rpartition(".")
+        holder = settings.get(section) if section else settings
+        if isinstance(holder, dict) and key in holder:
+            taken[name] = holder.pop(key)
+    return taken
+
+
+def input_contents(settings: dict) -> dict:
+    return {name: _content(value) for name, value in _take_inputs(_as_json(settings)).items()}
+
+
 def record_run_settings(checkpoint_dir: Path, settings: dict) -> None:
-    """Write a fresh run's settings beside its checkpoints, for a later --resume to check."""
+    """Write a fresh run's settings, and the contents of the files they name, beside its
+    checkpoints, for a later --resume to check."""
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
-    (checkpoint_dir / RUN_SETTINGS).write_text(json.dumps(_as_json(settings), indent=1), encoding="utf-8")
+    record = {**_as_json(settings), "input_contents": input_contents(settings)}
+    (checkpoint_dir / RUN_SETTINGS).write_text(json.dumps(record, indent=1), encoding="utf-8")
 
 
 def check_resume_settings(checkpoint_dir: Path, settings: dict, error=ValueError) -> None:
     """--resume continues the interrupted run, so its settings must be that run's (except those
-    in RESUMABLE_CHANGES): otherwise training.json would describe a run that never happened."""
+    in RESUMABLE_CHANGES): otherwise training.json would describe a run that never happened.
+    Files and model directories are compared by content, not by how their path is spelled: a
+    training file edited in place (a renamed label shifts every label id) is refused, the same
+    file given by another path is not."""
     path = checkpoint_dir / RUN_SETTINGS
     if not path.exists():
         return  # checkpoints from before the settings were recorded
     saved, now = json.loads(path.read_text(encoding="utf-8")), _as_json(settings)
+    changed = []
+    saved_contents = saved.pop("input_contents", None)
+    if saved_contents is not None:      # recorded by content: compare that, not the paths
+        _take_inputs(saved)
+        now_contents = {name: _content(value) for name, value in _take_inputs(now).items()}
+        changed = [f"{name}: other contents than in the interrupted run" for name in INPUT_PATHS
+                   if saved_contents.get(name) != now_contents.get(name)]
     changed = [f"{key} {saved.get(key)!r} -> {now.get(key)!r}" for key in sorted(set(saved) | set(now))
-               if key not in RESUMABLE_CHANGES and saved.get(key) != now.get(key)]
+               if key not in RESUMABLE_CHANGES and saved.get(key) != now.get(key)] + changed
     if changed:
         raise error(f"--resume: the interrupted run in {checkpoint_dir} had other settings ("
                     f"{'; '.join(changed)}); resume with its settings, or start afresh without --resume")

@@ -1,4 +1,5 @@
 """`distill teach` and `distill eval` on tiny local models."""
+import hashlib
 import json
 import os
 import subprocess
@@ -253,6 +254,39 @@ def test_interrupted_run_leaves_no_model_and_resumes(tiny_model_dir, reviews_csv
     teach(replace(cfg, out=str(tmp_path / "straight")))
     resumed, straight = weights(out), weights(tmp_path / "straight")
     assert all(torch.allclose(resumed[k], straight[k], atol=1e-5) for k in straight)
+
+
+def test_resume_compares_the_data_and_model_by_content_not_by_path(tiny_model_dir, reviews_csv, tmp_path,
+                                                                   monkeypatch):
+    """A training file edited in place (rows dropped; a renamed label would shift every label id), or a model
+    directory with other weights, is refused on --resume; the same file spelled another way
+    (relative instead of absolute) resumes."""
+    import shutil
+
+    train, dev = reviews_csv
+    data = Path(train)
+    assert data.parent == tmp_path
+    model = Path(shutil.copytree(tiny_model_dir, tmp_path / "model"))
+    cfg = config(model, data, dev, tmp_path / "out", epochs=2)
+    with pytest.raises(KeyboardInterrupt):
+        teach(cfg, callbacks=[Interrupt(at_step=7)])
+    settings = json.loads((checkpoint_dir_for(cfg.out) / "run_settings.json").read_text())
+    assert settings["input_contents"]["train"] == hashlib.sha256(data.read_bytes()).hexdigest()
+
+    original = data.read_bytes()
+    data.write_bytes(b"".join(original.splitlines(keepends=True)[:-8]))    # 8 rows fewer
+    with pytest.raises(TeachError, match=r"other settings \(train: other contents than in the interrupted run\)"):
+        teach(replace(cfg, resume=True))
+    data.write_bytes(original)
+    tokenizer_config = model / "tokenizer_config.json"
+    tokenizer_config.write_text(tokenizer_config.read_text().replace("{", '{"model_max_length": 30, ', 1))
+    with pytest.raises(TeachError, match=r"model: other contents"):
+        teach(replace(cfg, resume=True))
+    shutil.rmtree(model)
+    shutil.copytree(tiny_model_dir, model)
+    monkeypatch.chdir(tmp_path)
+    report = teach(replace(cfg, resume=True, train=data.name, model="model"))
+    assert report["resumed_from"].endswith("checkpoint-5") and [e["epoch"] for e in report["epochs"]] == [2]
 
 
 def test_existing_output_needs_force_and_resume_needs_a_checkpoint(tiny_model_dir, reviews_csv, tmp_path):
