@@ -155,7 +155,7 @@ def distill_student(config: StudentConfig, callbacks=()) -> dict | None:
     train_rows: EncodedRows = encode_rows(tokenizer, texts, max_length, labels=row_labels, teacher_logits=logits)
     dev_rows = encode_rows(tokenizer, dev.texts, max_length, labels=dev.labels) if dev else None
 
-    history = EpochHistory()
+    history = EpochHistory(resume_from)
     all_callbacks = [history, *callbacks]
     if config.early_stopping is not None:
         all_callbacks.append(EarlyStoppingCallback(early_stopping_patience=config.early_stopping))

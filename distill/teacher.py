@@ -242,7 +242,7 @@ def teach(config: TeachConfig, callbacks=()) -> dict:
         eval_batch_size=config.eval_batch_size, weight_decay=config.weight_decay, warmup=config.warmup,
         seed=config.seed, has_eval=dev is not None, early_stopping=config.early_stopping,
         metric=config.metric, logging_steps=config.logging_steps, progress=config.progress)
-    history = EpochHistory()
+    history = EpochHistory(resume_from)
     all_callbacks = [history, *callbacks]
     if config.early_stopping is not None:
         all_callbacks.append(EarlyStoppingCallback(early_stopping_patience=config.early_stopping))

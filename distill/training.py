@@ -55,14 +55,20 @@ def metrics_function(label_names):
     return compute
 
 
+HISTORY = "epoch_history.json"   # in each checkpoint: the history up to it, for --resume
+
+
 class EpochHistory(TrainerCallback):
     """Per-epoch record for training.json: mean training losses (every batch, read from the
     trainer's `batch_losses`) and the eval metrics; and `steps`, the training loss the Trainer
-    logs every `logging_steps` (a curve inside an epoch, for one-epoch runs)."""
+    logs every `logging_steps` (a curve inside an epoch, for one-epoch runs). Saved with each
+    checkpoint, so a run resumed from one still reports the epochs before it."""
 
-    def __init__(self):
-        self.epochs: list[dict] = []
-        self.steps: list[dict] = []
+    def __init__(self, resume_from: Path | None = None):
+        saved = resume_from and Path(resume_from) / HISTORY
+        record = json.loads(saved.read_text(encoding="utf-8")) if saved and saved.is_file() else {}
+        self.epochs: list[dict] = record.get("epochs", [])
+        self.steps: list[dict] = record.get("steps", [])
         self.trainer = None  # set by attach(); its compute_loss appends to trainer.batch_losses
 
     def attach(self, trainer) -> "EpochHistory":
@@ -87,6 +93,12 @@ class EpochHistory(TrainerCallback):
         if logs and "loss" in logs:
             self.steps.append({"step": state.global_step, "epoch": round(float(state.epoch or 0), 4),
                                "loss": float(logs["loss"])})
+
+    def on_save(self, args, state, control, **kwargs):
+        checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        if state.is_world_process_zero and checkpoint.is_dir():
+            (checkpoint / HISTORY).write_text(json.dumps({"epochs": self.epochs, "steps": self.steps}),
+                                              encoding="utf-8")
 
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):
         entry = self._entry(state)

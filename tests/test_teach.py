@@ -247,13 +247,17 @@ def test_interrupted_run_leaves_no_model_and_resumes(tiny_model_dir, reviews_csv
         teach(replace(cfg, resume=True, lr=0.01))
     report = teach(replace(cfg, resume=True, epochs=3, keep_checkpoints=False))  # these may change
     assert report["resumed_from"].endswith("checkpoint-5")
-    assert [e["epoch"] for e in report["epochs"]] == [2, 3]
     assert (out / "model.safetensors").is_file()
 
-    # the resumed run ends where an uninterrupted run ends
-    teach(replace(cfg, out=str(tmp_path / "straight")))
+    # the resumed run ends where an uninterrupted run ends, and reports every epoch, as it does
+    straight_report = teach(replace(cfg, out=str(tmp_path / "straight")))
     resumed, straight = weights(out), weights(tmp_path / "straight")
     assert all(torch.allclose(resumed[k], straight[k], atol=1e-5) for k in straight)
+    assert [e["epoch"] for e in report["epochs"]] == [e["epoch"] for e in straight_report["epochs"]] == [1, 2, 3]
+    for name in ("train_loss", "accuracy", "eval_loss"):
+        assert [e[name] for e in report["epochs"]] == pytest.approx([e[name] for e in straight_report["epochs"]],
+                                                                     rel=1e-4)
+    assert [c["step"] for c in report["loss_curve"]] == [c["step"] for c in straight_report["loss_curve"]]
 
 
 def test_resume_compares_the_data_and_model_by_content_not_by_path(tiny_model_dir, reviews_csv, tmp_path,
@@ -286,7 +290,7 @@ def test_resume_compares_the_data_and_model_by_content_not_by_path(tiny_model_di
     shutil.copytree(tiny_model_dir, model)
     monkeypatch.chdir(tmp_path)
     report = teach(replace(cfg, resume=True, train=data.name, model="model"))
-    assert report["resumed_from"].endswith("checkpoint-5") and [e["epoch"] for e in report["epochs"]] == [2]
+    assert report["resumed_from"].endswith("checkpoint-5") and [e["epoch"] for e in report["epochs"]] == [1, 2]
 
 
 def test_existing_output_needs_force_and_resume_needs_a_checkpoint(tiny_model_dir, reviews_csv, tmp_path):
