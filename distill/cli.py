@@ -394,23 +394,28 @@ def eval_command(model, data_path, json_path, plot_path, batch_size, max_length,
 
     Prints accuracy, macro-F1, ROC-AUC, per-class precision/recall/F1 and the confusion matrix.
     """
-    from .data import DataError
-    from .evaluation import EvalError, evaluate_path
+    from .data import DataError, describe_skipped
+    from .evaluation import EvalError, check_outputs, evaluate_path, make_parent
     from .metrics import format_report, plot_confusion_matrix
     from .savedir import write_json
 
     options = data_options_from(kwargs)
     try:
+        check_outputs(data_path, {"--json": json_path, "--plot": plot_path})
         report = evaluate_path(model, data_path, options, engine=engine, batch_size=batch_size,
                                max_length=max_length)
     except (DataError, EvalError) as error:
         _fail(error)
-    click.echo(f"{model} on {data_path} ({report['engine']}, {report['n']} rows)")
+    skipped = describe_skipped(report["skipped"])
+    click.echo(f"{model} on {data_path} ({report['engine']}, {report['n']} rows"
+               f"{'; ' + skipped if skipped else ''})")
     click.echo(format_report(report))
     if json_path:
+        make_parent(json_path)
         write_json(json_path, report)
         click.echo(f"report: {json_path}")
     if plot_path:
+        make_parent(plot_path)
         plot_confusion_matrix(report, plot_path, title=f"{Path(model).name} on {Path(data_path).name}")
         click.echo(f"plot: {plot_path}")
 

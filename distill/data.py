@@ -92,16 +92,43 @@ def file_sha256(path) -> str:
 
 
 def _read_bytes(path) -> bytes:
+    """The file's bytes, once they are known to be UTF-8 text with "\n" line ends (or none)."""
     name = os.fspath(path)
     if os.path.isdir(name):
         raise DataError("is a directory, not a data file", path)
     try:
         with open(name, "rb") as f:
-            return f.read()
+            raw = f.read()
     except FileNotFoundError:
         raise DataError("no such file", path) from None
     except OSError as e:
         raise DataError(f"cannot read: {e.strerror or e}", path) from None
+    _check_text_encoding(path, raw)
+    return raw
+
+
+_WIDE_BOMS = ((b"\xff\xfe\x00\x00", "UTF-32"), (b"\x00\x00\xfe\xff", "UTF-32"),
+              (b"\xff\xfe", "UTF-16"), (b"\xfe\xff", "UTF-16"))  # UTF-32 LE starts like UTF-16 LE
+
+
+def _check_text_encoding(path, raw: bytes) -> None:
+    """File-level errors, whatever --skip-bad-rows says: a UTF-16/32 file (Excel's "Unicode
+    Text"), a NUL byte (UTF-16 without a byte order mark, or a binary file: every row would be
+    garbage), and carriage-return-only line ends (classic Mac), which would read as one line."""
+    for bom, encoding in _WIDE_BOMS:
+        if raw.startswith(bom):
+            raise DataError(f"the file is {encoding} (it starts with a {encoding} byte order mark); "
+                            f"save it as UTF-8", path)
+    body = raw.removeprefix(b"\xef\xbb\xbf")
+    nul = body.find(b"\x00")
+    if nul >= 0:
+        line_start = body.rfind(b"\n", 0, nul) + 1
+        raise DataError(f"NUL byte at column {nul - line_start + 1}: not UTF-8 text (UTF-16 without "
+                        f"a byte order mark, or a binary file?); save it as UTF-8", path,
+                        body.count(b"\n", 0, nul) + 1)
+    if b"\r" in body and b"\n" not in body:
+        raise DataError("lines end with a carriage return (\\r) only (old Mac line ends); save the "
+                        "file with \\n or \\r\\n line ends", path)
 
 
 def _lines(path, raw: bytes, bad: list) -> Iterator[tuple[int, str]]:
@@ -286,6 +313,10 @@ def _csv_records(path, raw, fmt, columns, bad):
             reason += " (a quoted field that starts on this line is never closed)"
         elif "expected after" in str(e):
             reason += " (a quote inside a quoted field must be doubled: \"\")"
+        elif "new-line character seen in unquoted field" in str(e):  # a lone "\r" (Python's hint misleads)
+            quote = " that is not quoted" if fmt == "csv" else ""
+            reason = (f"malformed {fmt.upper()}: a carriage return (\\r) inside a field{quote} "
+                      f"(mixed line ends? save the file with \\n or \\r\\n line ends)")
         raise DataError(reason, path, start[0] or None) from None
 
 

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -15,23 +17,71 @@ class EvalError(Exception):
     """The thing to evaluate cannot be used."""
 
 
+def _read_json(file: Path):
+    try:
+        return json.loads(file.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise EvalError(f"{file}: not valid JSON: {error}") from None
+
+
+def _runtime_config(bundle: Path) -> dict:
+    """runtime.json, checked as the numpy runtime checks it, so no field is missing later."""
+    from runtime import BundleError
+    from runtime.classifier import check_runtime_config
+
+    file = bundle / "runtime.json"
+    config = _read_json(file)
+    if not isinstance(config, dict):
+        raise EvalError(f"{file}: expected a JSON object")
+    try:
+        check_runtime_config(config, str(file))
+    except BundleError as error:
+        raise EvalError(str(error)) from None
+    return config
+
+
 def model_labels(path) -> list[str]:
     """Label names in id order, from a bundle's runtime.json or a model's config.json."""
     path = Path(path)
     if is_bundle(path):
-        return list(json.loads((path / "runtime.json").read_text(encoding="utf-8"))["labels"])
+        return list(_runtime_config(path)["labels"])
     config_file = path / "config.json"
     if not config_file.is_file():
         raise EvalError(f"{path}: neither a model directory (config.json) nor a bundle (runtime.json + model.onnx)")
-    config = json.loads(config_file.read_text(encoding="utf-8"))
+    config = _read_json(config_file)
     id2label = config.get("id2label") or {}
     return [id2label[str(i)] for i in range(len(id2label))]
 
 
-def bundle_logits(path, texts, engine: str, batch_size: int, max_length: int | None) -> np.ndarray:
-    from export.engines import bundle_predict_logits
+def _onnxruntime_errors() -> tuple[type, ...]:
+    """What onnxruntime raises for a model.onnx it cannot load (a truncated file:
+    InvalidProtobuf; an empty one: InvalidArgument)."""
+    from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
 
-    return bundle_predict_logits(path, texts, engine=engine, batch_size=batch_size, max_length=max_length)
+    return tuple(getattr(ort_errors, name) for name in ("Fail", "InvalidArgument", "InvalidGraph",
+                                                         "InvalidProtobuf", "NoSuchFile", "NotImplemented"))
+
+
+def _onnxruntime_reason(error: Exception) -> str:
+    """'[ONNXRuntimeError] : 7 : INVALID_PROTOBUF : Load model from X failed:Protobuf parsing
+    failed.' -> 'Protobuf parsing failed.' (the caller names the file)."""
+    reason = re.sub(r"^\[ONNXRuntimeError\] : \d+ : \w+ : ", "", str(error))
+    return re.sub(r"^Load model from .* failed:\s*", "", reason)
+
+
+def bundle_logits(path, texts, engine: str, batch_size: int, max_length: int | None) -> np.ndarray:
+    """A damaged bundle file is an EvalError naming it: the numpy runtime's documented errors
+    (which name the file), or onnxruntime's load errors."""
+    from export.engines import bundle_predict_logits
+    from runtime import BundleError
+    from runtime.onnx import ModelError
+
+    try:
+        return bundle_predict_logits(path, texts, engine=engine, batch_size=batch_size, max_length=max_length)
+    except (BundleError, ModelError, FileNotFoundError) as error:
+        raise EvalError(str(error)) from None
+    except _onnxruntime_errors() as error:
+        raise EvalError(f"{Path(path) / 'model.onnx'}: {_onnxruntime_reason(error)}") from None
 
 
 def check_max_length(path, bundle: bool, max_length: int | None) -> None:
@@ -48,6 +98,36 @@ def check_max_length(path, bundle: bool, max_length: int | None) -> None:
         limit, reason = int(config.get("max_position_embeddings", 512)), "the model's max_position_embeddings"
     if not 2 <= max_length <= limit:
         raise EvalError(f"--max-length {max_length}: must lie in 2..{limit} ({reason})")
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    if a.resolve() == b.resolve():
+        return True
+    return a.exists() and b.exists() and os.path.samefile(a, b)  # hard links, case-insensitive disks
+
+
+def check_outputs(data_path, outputs: dict) -> None:
+    """Refuse, before anything is evaluated, an output ({option: path or None}) that would
+    overwrite --data or another output, or whose folder cannot be made. Creates nothing: the
+    missing parent folders are made when the output is written (make_parent)."""
+    from .savedir import check_writable_target
+
+    taken = [("--data", Path(data_path))]
+    for option, out in outputs.items():
+        if out is None:
+            continue
+        for other, path in taken:
+            if _same_file(Path(out), path):
+                raise EvalError(f"{option} {out} is the same file as {other} {path}: choose another path")
+        taken.append((option, Path(out)))
+        try:
+            check_writable_target(out, force=True)  # force: an existing report is replaced
+        except (NotADirectoryError, PermissionError) as error:
+            raise EvalError(f"{option}: {error}") from None
+
+
+def make_parent(path) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
 
 
 def evaluate_path(path, data_path, options: DataOptions = DataOptions(), engine: str = "auto",

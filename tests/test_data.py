@@ -374,3 +374,63 @@ def test_shared_data(shared_data):
     assert (len(train), len(test)) == (10000, 10000)
     assert set(train.labels) == set(test.labels) == set(range(10))
     assert json.dumps(train.label_names, ensure_ascii=False)
+
+
+# ---------------------------------------------------------------- encodings and line ends
+
+@pytest.mark.parametrize("encoding, bom_name", [("utf-16", "UTF-16"), ("utf-16-be", "UTF-16"),
+                                                ("utf-32", "UTF-32"), ("utf-32-be", "UTF-32")])
+@pytest.mark.parametrize("name", ["d.csv", "d.tsv", "d.txt", "d.jsonl"])
+def test_a_utf16_or_utf32_file_is_refused_even_with_skip_bad_rows(tmp_path, encoding, bom_name, name):
+    """Excel's "Unicode Text" is UTF-16 with a byte order mark: a file-level error, never rows
+    of NUL-laden text (the .txt reader used to accept them with --skip-bad-rows)."""
+    body = {"d.csv": "text,label\r\nbook a flight,book\r\nplay a song,play\r\n",
+            "d.tsv": "text\tlabel\r\nbook a flight\tbook\r\nplay a song\tplay\r\n",
+            "d.txt": "book a flight\tbook\r\nplay a song\tplay\r\n",
+            "d.jsonl": '{"text": "book a flight", "label": "book"}\n{"text": "play", "label": "play"}\n'}[name]
+    bom = "\ufeff" if encoding.endswith("-be") else ""  # "utf-16"/"utf-32" write their own (LE here)
+    p = write(tmp_path / name, (bom + body).encode(encoding))
+    for options in (DataOptions(), DataOptions(skip_bad_rows=True)):
+        assert_error(error(p, options), p, None, f"the file is {bom_name}", "save it as UTF-8")
+        with pytest.raises(DataError, match="save it as UTF-8"):
+            load_texts(p, options)
+    names = write(tmp_path / "names.txt", (bom + "book\nplay\n").encode(encoding))
+    good = write(tmp_path / "good.txt", "book a flight\t0\nplay a song\t1\n")
+    assert_error(error(good, DataOptions(label_names=str(names))), names, None, f"the file is {bom_name}")
+
+
+def test_nul_bytes_are_a_file_error_naming_the_line_even_with_skip_bad_rows(tmp_path):
+    """UTF-16 without a byte order mark (or a binary file) has NUL bytes: no row of it is text."""
+    no_bom = write(tmp_path / "d.txt", "book a flight\tbook\nplay a song\tplay\n".encode("utf-16-le"))
+    for options in (DataOptions(), DataOptions(skip_bad_rows=True)):
+        assert_error(error(no_bom, options), no_bom, 1, "NUL byte at column 2", "save it as UTF-8")
+    one = write(tmp_path / "d.csv", b"\xef\xbb\xbftext,label\na,pos\nb\x00c,neg\nd,neg\n")
+    for options in (DataOptions(), DataOptions(skip_bad_rows=True)):
+        assert_error(error(one, options), one, 3, "NUL byte at column 2")
+    jsonl = write(tmp_path / "d.jsonl", b'{"text": "a", "label": "x"}\n{"text": "b\x00", "label": "y"}\n')
+    assert_error(error(jsonl, DataOptions(skip_bad_rows=True)), jsonl, 2, "NUL byte at column 12")
+
+
+@pytest.mark.parametrize("name, body", [("d.csv", "text,label\rgood movie,pos\rbad movie,neg\r"),
+                                        ("d.tsv", "text\tlabel\rgood movie\tpos\rbad movie\tneg\r"),
+                                        ("d.txt", "good movie\tpos\rbad movie\tneg\r"),
+                                        ("d.jsonl", '{"text": "a", "label": "x"}\r{"text": "b", "label": "y"}\r')])
+def test_carriage_return_only_line_ends_are_refused(tmp_path, name, body):
+    """Old Mac line ends: one long line to the readers, and Python's csv hint ("universal-newline
+    mode") means nothing to a user."""
+    p = write(tmp_path / name, body)
+    for options in (DataOptions(), DataOptions(skip_bad_rows=True)):
+        err = error(p, options)
+        assert_error(err, p, None, "carriage return (\\r) only", "\\n or \\r\\n line ends")
+        assert "universal-newline" not in str(err)
+
+
+def test_a_lone_carriage_return_in_an_unquoted_field_names_the_line_and_the_cause(tmp_path):
+    mixed = write(tmp_path / "d.csv", "text,label\r\ngood\rmovie,pos\r\nbad,neg\r\n")
+    err = error(mixed)
+    assert_error(err, mixed, 2, "malformed CSV: a carriage return (\\r) inside a field that is not quoted")
+    assert "universal-newline" not in str(err)
+    tsv = write(tmp_path / "d.tsv", "text\tlabel\ngood\rmovie\tpos\nbad\tneg\n")
+    assert_error(error(tsv), tsv, 2, "malformed TSV: a carriage return (\\r) inside a field")
+    quoted = write(tmp_path / "q.csv", 'text,label\n"good\rmovie",pos\nbad,neg\n')  # still fine
+    assert load_labelled(quoted).texts == ["good\rmovie", "bad"]

@@ -1,0 +1,131 @@
+"""`distill eval` on the command line: output paths checked before evaluating, skipped rows in
+the summary, clean errors for unusable data files and damaged bundles."""
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+sys.path.insert(0, str(Path(__file__).parent))
+from tiny import make_reviews, write_csv  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def bundle(_tiny_model_master, tmp_path_factory):
+    """An fp32 bundle of the tiny model (a few seconds: few parity samples)."""
+    from export.cli import ExportSettings, export_bundle
+
+    out = tmp_path_factory.mktemp("eval-cli") / "bundle"
+    export_bundle(ExportSettings(model_dir=str(_tiny_model_master), out=str(out), samples=8),
+                  log=lambda message: None)
+    return out
+
+
+def run_eval(model, data, *args):
+    from distill.cli import main
+
+    return CliRunner().invoke(main, ["eval", str(model), "--data", str(data), *map(str, args)],
+                              catch_exceptions=False)
+
+
+@pytest.fixture
+def no_evaluation(monkeypatch):
+    """Refusals must come before the model or the data are touched."""
+    import distill.evaluation
+
+    def evaluate_path(*args, **kwargs):
+        raise AssertionError("evaluated although the command should have stopped first")
+
+    monkeypatch.setattr(distill.evaluation, "evaluate_path", evaluate_path)
+
+
+# ---------------------------------------------------------------- --json and --plot
+
+def test_missing_parent_folders_of_json_and_plot_are_created(bundle, tmp_path):
+    data = write_csv(tmp_path / "dev.csv", make_reviews(8, seed=3))
+    report, plot = tmp_path / "reports" / "a" / "r.json", tmp_path / "plots" / "b" / "cm.png"
+    result = run_eval(bundle, data, "--json", report, "--plot", plot)
+    assert result.exit_code == 0, result.output
+    assert json.loads(report.read_text())["n"] == 8
+    assert plot.read_bytes().startswith(b"\x89PNG")
+
+
+def test_an_output_that_is_the_data_file_or_the_other_output_is_refused(bundle, tmp_path, no_evaluation,
+                                                                         monkeypatch):
+    data = write_csv(tmp_path / "dev.csv", make_reviews(8, seed=3))
+    before = data.read_bytes()
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "link.csv").symlink_to(data)
+    monkeypatch.chdir(tmp_path)
+    for args, words in [(["--json", data], f"--json {data} is the same file as --data {data}"),
+                        (["--plot", data], f"--plot {data} is the same file as --data"),
+                        (["--json", "sub/../dev.csv"], "--json sub/../dev.csv is the same file as --data"),
+                        (["--plot", "link.csv"], "--plot link.csv is the same file as --data"),
+                        (["--json", "out/r.x", "--plot", "out/sub/../r.x"],
+                         "--plot out/sub/../r.x is the same file as --json out/r.x")]:
+        result = run_eval(bundle, data, *args)
+        assert result.exit_code == 1, result.output
+        assert result.output.startswith("Error: ") and words in result.output, result.output
+        assert data.read_bytes() == before
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_output_under_a_file_is_refused_before_evaluating(bundle, tmp_path, no_evaluation):
+    data = write_csv(tmp_path / "dev.csv", make_reviews(8, seed=3))
+    report = tmp_path / "r.json"
+    result = run_eval(bundle, data, "--json", report, "--plot", data / "cm.png")
+    assert result.exit_code == 1, result.output
+    assert f"Error: --plot: cannot write {data / 'cm.png'}: {data} is a file" in result.output
+    assert not report.exists()
+
+
+# ---------------------------------------------------------------- the summary
+
+def test_the_summary_says_how_many_rows_were_skipped_and_why(bundle, tmp_path):
+    rows = make_reviews(16, seed=3) + [("a trip to the moon", "unknown")]
+    data = write_csv(tmp_path / "dev.csv", rows)
+    report = tmp_path / "r.json"
+    result = run_eval(bundle, data, "--skip-bad-rows", "--json", report)
+    assert result.exit_code == 0, result.output
+    assert f"{bundle} on {data} (onnxruntime, 16 rows; skipped 1 row: 1 unknown label)" in result.output
+    assert json.loads(report.read_text())["skipped"] == {"unknown label": 1}
+    clean = run_eval(bundle, write_csv(tmp_path / "clean.csv", rows[:16]))
+    assert "(onnxruntime, 16 rows)" in clean.output and "skipped" not in clean.output
+
+
+# ---------------------------------------------------------------- unusable inputs
+
+def test_a_utf16_data_file_is_a_clear_error(bundle, tmp_path):
+    data = tmp_path / "u.tsv"
+    data.write_bytes("text\tlabel\r\nbook a flight\tbook\r\n".encode("utf-16"))
+    result = run_eval(bundle, data)
+    assert result.exit_code == 1
+    assert f"Error: {data}: the file is UTF-16" in result.output and "save it as UTF-8" in result.output
+
+
+def _damage(bundle, tmp_path, file, content: bytes | None) -> Path:
+    copy = Path(shutil.copytree(bundle, tmp_path / "damaged"))
+    target = copy / file
+    target.write_bytes(target.read_bytes()[:1000] if content is None else content)
+    return copy
+
+
+@pytest.mark.parametrize("engine", ["onnxruntime", "numpy"])
+@pytest.mark.parametrize("file, content, reason", [
+    ("runtime.json", b'{"format": 1}', "'labels' must be a non-empty list of strings"),
+    ("runtime.json", b"not json", "not valid JSON"),
+    ("runtime.json", b"[1, 2]", "expected a JSON object"),
+    ("model.onnx", None, ""),          # truncated
+    ("model.onnx", b"", ""),           # empty
+])
+def test_a_damaged_bundle_is_an_error_naming_the_file(bundle, tmp_path, engine, file, content, reason):
+    damaged = _damage(bundle, tmp_path, file, content)
+    data = write_csv(tmp_path / "dev.csv", make_reviews(8, seed=3))
+    result = run_eval(damaged, data, "--engine", engine)   # catch_exceptions=False: no traceback
+    assert result.exit_code == 1, result.output
+    assert result.output.startswith(f"Error: {damaged / file}: {reason}"), result.output
+    assert "ONNXRuntimeError" not in result.output
