@@ -129,15 +129,37 @@ def run_student(settings, out: Path, resume: bool, callbacks) -> dict:
 
 
 def run_export(settings, out: Path, int8: bool) -> dict:
+    """The fp32 stage reports its logits' deviation from torch, the int8 stage its deviation
+    from the fp32 graph (export.json's parity section has both)."""
+    from export import ExportError
     from export.cli import ExportSettings, export_bundle
 
     values = settings.export_settings(int8=int8)
     export = ExportSettings(model_dir=str(out / "student"), out=str(out / OUTPUTS["export_int8" if int8 else "export_fp32"]),
                             int8=int8, eval_path=settings.eval, data_options=settings.data, force=True, **values)
-    report = export_bundle(export, log=lambda m: _log(f"  {m}"))
+    try:
+        report = export_bundle(export, log=lambda m: _log(f"  {m}"))
+    except ExportError as error:
+        raise ExportError(export_failure(error)) from error
     accuracy = (report.get("accuracy") or {}).get("onnx_int8" if int8 else "onnx_fp32") or {}
-    return {"accuracy": accuracy.get("accuracy"), "bytes": report["sizes"]["int8_bytes" if int8 else "fp32_bytes"],
-            "max_abs_logit_diff": report["parity"]["max_abs_logit_diff"]}
+    parity = report["parity"]
+    deviation = ({"max_abs_logit_diff_vs_fp32": parity["int8_max_abs_logit_diff_vs_fp32"]} if int8
+                 else {"max_abs_logit_diff_vs_torch": parity["max_abs_logit_diff"]})
+    size = report["sizes"]["int8_bytes" if int8 else "fp32_bytes"]
+    return {"accuracy": accuracy.get("accuracy"), "bytes": size, **deviation}
+
+
+def export_failure(error) -> str:
+    """An export's error in pipeline terms: its flags named as export.KEY settings, and a tripped
+    accuracy gate told how to pass it."""
+    from .pipeline_checks import flags_to_keys
+
+    message = flags_to_keys(str(error), "export")
+    accuracy = (getattr(error, "report", None) or {}).get("accuracy") or {}
+    drop, limit = accuracy.get("int8_accuracy_drop_points"), accuracy.get("max_accuracy_drop_points")
+    if drop is not None and limit is not None and drop > limit:
+        message += "; to accept the drop, raise export.max_accuracy_drop (--set export.max_accuracy_drop=N)"
+    return message
 
 
 def run_baseline_stage(settings, out: Path) -> dict:
@@ -170,7 +192,7 @@ def checkpoint_exists(out: Path, stage: str) -> bool:
 def run_pipeline(settings, log=_log, callbacks: dict | None = None) -> dict:
     """Run (or skip) every stage; returns report.json's dict. callbacks: {stage: [TrainerCallback]}
     for the two training stages."""
-    from .pipeline_report import build_report, format_table
+    from .pipeline_report import build_report, eval_skipped, format_table
     from .pipeline_state import PipelineState, fingerprint, path_digest
 
     out = Path(settings.out)
@@ -191,7 +213,8 @@ def run_pipeline(settings, log=_log, callbacks: dict | None = None) -> dict:
             log(f"{tag}: unchanged, skipped ({output})")
             continue
         record = state.get(stage)
-        resume = bool(record and record.get("status") == "running" and record.get("fingerprint") == stage_fingerprint
+        resume = bool(record and record.get("status") in ("running", "failed")
+                      and record.get("fingerprint") == stage_fingerprint
                       and not settings.force and checkpoint_exists(out, stage))
         reason = "--force" if settings.force else state.why_run(stage, stage_fingerprint, inputs, output)
         log(f"{tag}: running ({reason}{', resuming from its last checkpoint' if resume else ''}) -> {output}")
@@ -211,21 +234,33 @@ def run_pipeline(settings, log=_log, callbacks: dict | None = None) -> dict:
                 report = build_report(settings, out, summary, log)
                 result = {"rows": len(report["rows"])}
         except Exception as error:
-            raise PipelineError(f"stage {stage} failed: {type(error).__name__}: {error}") from error
+            message = f"{type(error).__name__}: {error}"
+            state.fail(stage, message, time.time() - started)
+            raise PipelineError(f"stage {stage} failed: {message}") from error
         seconds = time.time() - started
         digests[stage] = path_digest(output)
         state.finish(stage, digests[stage], seconds, result)
         summary[stage] = {"status": "ran", "seconds": round(seconds, 2), "summary": result}
-        details = ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
-                            for k, v in result.items() if v is not None)
+        details = ", ".join(f"{k} {format_value(k, v)}" for k, v in result.items() if v is not None)
         log(f"{tag}: done in {seconds:.0f} s" + (f" ({details})" if details else ""))
     if report is None:
         import json
         report = json.loads((out / "report.json").read_text(encoding="utf-8"))
     log("")
     log(format_table(report))
+    skipped = eval_skipped(report)
+    if skipped:
+        log(f"eval {report['eval']['path']}: {skipped}")
     log(f"\nreport: {out / 'report.md'}, {out / 'report.json'}; plots: {out / 'plots'}")
     return report
+
+
+def format_value(key: str, value) -> str:
+    """A stage result for the progress line: logit deviations (1e-8 .. 1e-2) in scientific
+    notation, so that a small one does not print as 0.0000."""
+    if not isinstance(value, float):
+        return str(value)
+    return f"{value:.2e}" if "logit_diff" in key else f"{value:.4f}"
 
 
 # ---------------------------------------------------------------- the command

@@ -19,6 +19,7 @@ AT_LEAST = {
     ("student", "layers"): 1, ("student", "hidden_size"): 1, ("student", "intermediate_size"): 1,
     ("student", "heads"): 1, ("student", "seed"): 0,
     ("export", "max_length"): 2, ("export", "samples"): 1, ("export", "seed"): 0,
+    ("export", "max_accuracy_drop"): 0,
     ("baseline", "min_df"): 1, ("baseline", "max_features"): 1,
     ("report", "batch_size"): 1, ("report", "rounds"): 1,
 }
@@ -96,14 +97,20 @@ def _stage_errors(section: str, *errors):
 
 
 def _pipeline_names(message: str, section: str) -> str:
+    renamed = flags_to_keys(message, section)
+    return renamed if renamed != message else f"{section}: {message}"
+
+
+def flags_to_keys(message: str, section: str) -> str:
+    """A stage's message with its flags (--max-accuracy-drop) named as pipeline keys
+    (export.max_accuracy_drop); flags without a key are left as they are."""
     keys = set(settable_keys(section))
 
     def key_of(match) -> str:
         key = normal_key(FLAGS_NAMED_OTHERWISE.get(match.group(1), match.group(1)))
         return f"{section}.{key}" if key in keys else match.group(0)
 
-    renamed = re.sub(r"--([a-z][a-z0-9-]*)", key_of, message)
-    return renamed if renamed != message else f"{section}: {message}"
+    return re.sub(r"--([a-z][a-z0-9-]*)", key_of, message)
 
 
 def _check_teach(settings: PipelineSettings) -> None:
@@ -156,15 +163,11 @@ def _check_max_lengths(values: dict, base_config: dict) -> None:
 
 
 def _check_export(values: dict) -> None:
-    import onnx
+    from export.onnx_export import opset_problem
 
-    from export.onnx_export import MIN_OPSET
-
-    newest = onnx.defs.onnx_opset_version()
-    if not MIN_OPSET <= values["opset"] <= newest:
-        raise PipelineConfigError(f"export.opset: must lie in {MIN_OPSET}..{newest} (the exporter needs "
-                                  f"{MIN_OPSET} or later; onnx {onnx.__version__} knows up to {newest}), "
-                                  f"got {values['opset']}")
+    problem = opset_problem(values["opset"])
+    if problem:
+        raise PipelineConfigError(f"export.opset: {problem}, got {values['opset']}")
 
 
 def _check_baseline(values: dict) -> None:

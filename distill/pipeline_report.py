@@ -315,11 +315,20 @@ def markdown_table(report: dict) -> str:
     return "\n".join(out)
 
 
+def eval_skipped(report: dict) -> str:
+    """'skipped 1 row: 1 empty text' for the eval rows --skip-bad-rows left out, or ''."""
+    from .data import describe_skipped
+
+    return describe_skipped(report["eval"].get("skipped") or {})
+
+
 def markdown(report: dict) -> str:
     m, s = report["machine"], report["settings"]
+    skipped = eval_skipped(report)
     parts = [
         "# distill pipeline report", "",
-        f"- train: `{s['train']}`; eval: `{report['eval']['path']}` ({report['eval']['rows']} rows)",
+        f"- train: `{s['train']}`; eval: `{report['eval']['path']}` ({report['eval']['rows']} rows"
+        + (f"; {skipped}" if skipped else "") + ")",
         f"- date: {report['date']}; machine: {m['cpu']}, {m['cores']} CPU cores available, "
         f"{'a GPU present (not used)' if m['gpu'] else 'no GPU'}; {m['platform']}",
         f"- every row measured in one process on one thread, batches of {report['batch_size']} texts "

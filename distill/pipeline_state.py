@@ -4,9 +4,10 @@ digest of its output, in OUT/pipeline.json.
 A stage is skipped when the fingerprint of its last finished run equals the current one (same
 settings, same input files, same upstream outputs) and its output is still the one it wrote
 (same digest). A run that starts, fails or is interrupted keeps that finished record (under
-`last_done`), so a failed attempt with other settings does not cost the stage its skip. A stage
-that started with the same fingerprint but did not finish is resumed from its last training
-checkpoint where it has one.
+`last_done`), so a failed attempt with other settings does not cost the stage its skip. A stage's
+status is "running" while it runs (and after an interruption that gave it no chance to write),
+"failed" with the error after it raised, "done" once finished. A stage that started with the same
+fingerprint but did not finish is resumed from its last training checkpoint where it has one.
 """
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ import os
 import tempfile
 import time
 from pathlib import Path
+
+from .savedir import current_umask
 
 STATE_FILE = "pipeline.json"
 FORMAT = 1
@@ -99,9 +102,16 @@ class PipelineState:
                       finished=time.strftime("%Y-%m-%dT%H:%M:%S"))
         self.save()
 
+    def fail(self, stage: str, error: str, seconds: float) -> None:
+        """The attempt raised: its record says so, keeping the last finished run under last_done."""
+        self.stages[stage].update(status="failed", error=error, seconds=round(seconds, 2),
+                                  failed=time.strftime("%Y-%m-%dT%H:%M:%S"))
+        self.save()
+
     def save(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=".pipeline.", suffix=".json", dir=self.path.parent)
+        os.fchmod(fd, 0o666 & ~current_umask())  # mkstemp makes it private (0600); an output is not
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             json.dump({"format": FORMAT, "stages": self.stages}, f, indent=2, ensure_ascii=False, default=str)
             f.write("\n")
@@ -118,7 +128,7 @@ class PipelineState:
         if record is None:
             return "first run"
         if record.get("status") != "done" and record.get("fingerprint") == stage_fingerprint:
-            return "interrupted"
+            return "failed last time" if record.get("status") == "failed" else "interrupted"
         compared = self.last_done(stage) or record
         if compared.get("fingerprint") != stage_fingerprint:
             changed = changed_keys(compared.get("inputs"), inputs)

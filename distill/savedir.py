@@ -31,7 +31,7 @@ def check_writable_target(out: str | os.PathLike, force: bool) -> Path:
     return out
 
 
-def _umask() -> int:
+def current_umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
@@ -47,7 +47,7 @@ def atomic_directory(out: str | os.PathLike, force: bool = False):
     out = check_writable_target(out, force)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it private (0700); an output is not
+    os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp makes it private (0700); an output is not
     try:
         yield tmp
     except BaseException:

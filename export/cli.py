@@ -137,19 +137,26 @@ def export_bundle(s: ExportSettings, log=_log) -> dict:
     the export ran but failed a check) and leaves --out untouched on any failure."""
     from export import validate as v
     from export.bundle import check_out_dir, runtime_config, staging, write_json, write_support_files
-    from export.onnx_export import export_fp32, load_classifier
+    from export.onnx_export import export_fp32, load_classifier, opset_problem
 
     started = time.time()
     if s.samples < 1:
         raise ExportError("--samples must be at least 1")
+    if s.max_accuracy_drop < 0:
+        raise ExportError(f"--max-accuracy-drop {s.max_accuracy_drop:g}: must be at least 0 (points of accuracy)")
+    problem = opset_problem(s.opset)
+    if problem:
+        raise ExportError(f"--opset {s.opset}: {problem}")
     check_out_dir(s.out, s.force)
     model, tokenizer, labels = load_classifier(s.model_dir)
     max_length = resolve_max_length(s.max_length, s.model_dir, model, tokenizer)
     runtime = runtime_config(labels, tokenizer, max_length, quantized=s.int8)
     data = None
     if s.eval_path:
-        from distill.data import DataOptions, load_labelled
+        from distill.data import DataOptions, describe_skipped, load_labelled
         data = load_labelled(s.eval_path, s.data_options or DataOptions(), labels=labels)
+        if data.skipped:
+            log(f"{s.eval_path}: {describe_skipped(data.skipped)}")
         if not len(data):
             raise ExportError(f"{s.eval_path}: no rows to evaluate")
         sample = make_sample(tokenizer, data.texts, "eval", max_length)
@@ -242,6 +249,8 @@ def _mb(n: int) -> str:
 
 def format_summary(report: dict) -> str:
     """The short table printed at the end (and on a failed check)."""
+    from distill.data import describe_skipped
+
     acc, sizes, parity = report.get("accuracy"), report["sizes"], report["parity"]
     rows = [("torch", acc and acc["torch"], None, None),
             ("onnx fp32", acc and acc["onnx_fp32"], parity["max_abs_logit_diff"], sizes["fp32_bytes"])]
@@ -255,6 +264,9 @@ def format_summary(report: dict) -> str:
         d = "-" if diff is None else f"{diff:.2e}"
         z = "-" if size is None else _mb(size)
         lines.append(f"{name:10}  {a:>8}  {f:>8}  {d:>11}  {z:>9}")
+    if acc:
+        skipped = describe_skipped(acc.get("skipped") or {})
+        lines.append(f"accuracy on {acc['n']} rows of {acc['file']}" + (f" ({skipped})" if skipped else ""))
     lines.append(f"max|dlogit|: fp32 vs torch (limit {parity['tolerance']:g}); int8 vs fp32 (information) "
                  f"on {parity['rows']} rows, lengths {parity['min_length']}..{parity['max_length']}")
     if "int8_bytes" in sizes:
@@ -296,14 +308,15 @@ def export_group():
 @click.option("--per-channel", is_flag=True, default=False,
               help="With --int8: quantize weights per output channel instead of per tensor.")
 @click.option("--opset", type=int, default=DEFAULT_OPSET, show_default=True,
-              help="ai.onnx opset version to export (18 or later).")
+              help="ai.onnx opset version to export: 18 up to the highest the installed exporter can "
+                   "produce (25 with onnxscript 0.7); another is refused before the model is loaded.")
 @click.option("--max-length", type=int, default=None,
               help="Token limit written to runtime.json (default: the model's training max_length, "
                    "capped by its position embeddings).")
 @click.option("--eval", "eval_path", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Labelled file: accuracy and macro-F1 of torch, fp32 and int8 ONNX; its texts are "
                    "also the parity sample.")
-@click.option("--max-accuracy-drop", type=float, default=DEFAULT_MAX_DROP, show_default=True,
+@click.option("--max-accuracy-drop", type=click.FloatRange(min=0), default=DEFAULT_MAX_DROP, show_default=True,
               help="With --int8 and --eval: fail (nothing written) when int8 accuracy is more than "
                    "this many points below fp32.")
 @click.option("--samples", type=int, default=DEFAULT_SAMPLES, show_default=True,

@@ -31,6 +31,41 @@ MIN_OPSET = 18            # the dynamo exporter's torchlib targets opset 18 and 
 PROTOBUF_LIMIT = 2 ** 31  # a single .onnx file cannot hold more
 
 
+def max_opset() -> int:
+    """The highest ai.onnx opset torch.onnx.export(dynamo=True) can produce with the installed
+    libraries (25 with onnxscript 0.7), capped by the opsets onnx knows (its checker runs too).
+
+    The exporter builds opset-18 graphs and onnxscript's version converter lifts them to the
+    requested opset. Past the converter's range onnx's C converter takes over, has no adapter for
+    Gelu, and the export fails after tracing ('No Op registered for Gelu with domain_version of
+    18'). No public API states that range, so the converter's own bound is read; the opset modules
+    onnxscript ships are no guide (up to 27 in 0.7, and 26 fails). Without the bound, only
+    MIN_OPSET is known to need no conversion."""
+    import onnx
+
+    try:
+        from onnxscript.version_converter import _version_converter
+        converter_max = int(_version_converter.SUPPORTED_MAX_ONNX_OPSET)
+    except (ImportError, AttributeError):
+        converter_max = MIN_OPSET
+    return min(converter_max, onnx.defs.onnx_opset_version())
+
+
+def opset_problem(opset: int) -> str | None:
+    """Why the installed exporter cannot produce `opset` ('must lie in 18..25 (...)'), or None."""
+    from importlib import metadata
+
+    newest = max_opset()
+    if MIN_OPSET <= opset <= newest:
+        return None
+    try:
+        onnxscript = f"onnxscript {metadata.version('onnxscript')}"
+    except metadata.PackageNotFoundError:
+        onnxscript = "onnxscript"
+    return (f"must lie in {MIN_OPSET}..{newest} (torch.onnx.export builds opset {MIN_OPSET} graphs "
+            f"and {onnxscript} converts them up to opset {newest})")
+
+
 def load_classifier(model_dir):
     """(model in eval mode, tokenizer, label names in id order) or ExportError.
 
@@ -85,8 +120,9 @@ def export_fp32(model, path, opset: int = DEFAULT_OPSET) -> dict:
     import torch
     from torch.export import Dim
 
-    if opset < MIN_OPSET:
-        raise ExportError(f"--opset {opset}: the dynamo exporter needs opset {MIN_OPSET} or later")
+    problem = opset_problem(opset)
+    if problem:
+        raise ExportError(f"--opset {opset}: {problem}")
     model.set_attn_implementation("eager")
     max_positions = int(getattr(model.config, "max_position_embeddings", 512))
     seq = min(8, max_positions)

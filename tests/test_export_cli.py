@@ -1,11 +1,12 @@
 """`export onnx` command line: help, bad inputs with clear errors and nothing written.
-(Successful exports run once per session in test_export.py.)"""
+(Successful exports run once per session in test_export.py; one here, at the highest opset.)"""
 from __future__ import annotations
 
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from export.cli import export_group
@@ -135,3 +136,74 @@ def test_options_the_export_would_ignore_are_refused(tiny_model_dir, tmp_path):
         result = run([tiny_model_dir, "--out", tmp_path / "b", *args])
         assert result.exit_code == 2 and message in result.output, result.output
     assert not (tmp_path / "b").exists()
+
+
+def test_help_states_the_opset_range():
+    from importlib import metadata
+
+    from export.onnx_export import max_opset
+
+    result = CliRunner().invoke(export_group, ["onnx", "--help"])
+    text = " ".join(result.output.split())
+    assert "18 up to the highest the installed exporter can produce" in text
+    if metadata.version("onnxscript").startswith("0.7."):   # the number the help quotes
+        assert "(25 with onnxscript 0.7)" in text and max_opset() == 25
+
+
+def test_an_opset_the_exporter_cannot_produce_is_refused_before_the_model_loads(tiny_model_dir, tmp_path,
+                                                                                monkeypatch):
+    """Past the exporter's range torch.onnx.export fails only after tracing, with a long onnx
+    traceback (26: 'No Op registered for Gelu with domain_version of 18')."""
+    from export.onnx_export import max_opset
+
+    def must_not_load(*args):
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr("export.onnx_export.load_classifier", must_not_load)
+    newest = max_opset()
+    assert 18 <= newest
+    for opset in (17, newest + 1, 99):
+        result = run([tiny_model_dir, "--out", tmp_path / "b", "--opset", opset])
+        assert result.exit_code == 1, result.output
+        assert f"--opset {opset}: must lie in 18..{newest} (torch.onnx.export builds opset 18 graphs" \
+               in result.output
+    assert not (tmp_path / "b").exists()
+
+
+def test_a_negative_max_accuracy_drop_is_refused_up_front(tiny_model_dir, tmp_path, monkeypatch):
+    from tiny import write_csv
+
+    from export import ExportError
+    from export.cli import ExportSettings, export_bundle
+
+    def must_not_load(*args):
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr("export.onnx_export.load_classifier", must_not_load)
+    data = write_csv(tmp_path / "dev.csv", [("a good film", "positive"), ("a bad film", "negative")])
+    result = run([tiny_model_dir, "--out", tmp_path / "b", "--int8", "--eval", data, "--max-accuracy-drop", -5])
+    assert result.exit_code == 2 and "--max-accuracy-drop" in result.output and ">=0" in result.output
+    with pytest.raises(ExportError, match=r"--max-accuracy-drop -5: must be at least 0"):   # called from code
+        export_bundle(ExportSettings(str(tiny_model_dir), str(tmp_path / "b"), int8=True, eval_path=str(data),
+                                     max_accuracy_drop=-5))
+    assert not (tmp_path / "b").exists()
+
+
+def test_the_highest_opset_exports_and_the_summary_names_skipped_eval_rows(tiny_model_dir, tmp_path):
+    """One export at max_opset() (the bound is not too high) with an eval file whose bad row
+    --skip-bad-rows leaves out: the progress and the final summary both say so."""
+    import json
+
+    from tiny import write_csv
+
+    from export.onnx_export import max_opset
+
+    rows = [("a good film", "positive"), ("", "negative")] + [("a bad film", "negative")] * 3
+    data = write_csv(tmp_path / "dev.csv", rows)
+    result = run([tiny_model_dir, "--out", tmp_path / "b", "--eval", data, "--skip-bad-rows",
+                  "--opset", max_opset()])
+    assert result.exit_code == 0, result.output
+    assert f"{data}: skipped 1 row: 1 empty text" in result.output          # progress (stderr)
+    assert f"accuracy on 4 rows of {data} (skipped 1 row: 1 empty text)" in result.output   # summary
+    report = json.loads((tmp_path / "b" / "export.json").read_text())
+    assert report["opset"]["fp32"] == max_opset() and report["accuracy"]["skipped"] == {"empty text": 1}

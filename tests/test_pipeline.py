@@ -213,6 +213,68 @@ def test_a_changed_setting_reruns_only_the_stages_it_affects(finished, tmp_path)
     assert (out / "teacher" / "model.safetensors").read_bytes() == teacher_weights
 
 
+def test_each_export_stage_reports_its_own_logit_deviation(finished):
+    """fp32: ONNX vs torch; int8: int8 vs fp32 (not the fp32 figure again), printed so that a
+    value far below 1e-4 does not read 0.0000."""
+    out, second = finished[0], finished[3]
+    stages = read(out / "pipeline.json")["stages"]
+    fp32, int8 = read(out / "student-fp32" / "export.json"), read(out / "student-int8" / "export.json")
+    fp32_diff = stages["export_fp32"]["summary"]["max_abs_logit_diff_vs_torch"]
+    int8_diff = stages["export_int8"]["summary"]["max_abs_logit_diff_vs_fp32"]
+    assert fp32_diff == fp32["parity"]["max_abs_logit_diff"]
+    assert int8_diff == int8["parity"]["int8_max_abs_logit_diff_vs_fp32"] != int8["parity"]["max_abs_logit_diff"]
+    line = next(line for line in second if "] export_int8: done in" in line)
+    assert f"max_abs_logit_diff_vs_fp32 {int8_diff:.2e}" in line
+    line = next(line for line in second if "] export_fp32: done in" in line)
+    assert f"max_abs_logit_diff_vs_torch {fp32_diff:.2e}" in line
+
+
+def test_a_tripped_int8_accuracy_gate_names_the_pipeline_setting_and_is_recorded_as_failed(
+        finished, tmp_path, monkeypatch):
+    out = copy_of(finished, tmp_path)
+    monkeypatch.setattr("export.validate.accuracy_drop_points", lambda fp32, int8: 5.0)
+    with pytest.raises(PipelineError) as error:
+        run(finished[0].parent, out, sets=["export.max_accuracy_drop=1"])
+    message = str(error.value)
+    assert message.startswith("stage export_int8 failed: ExportError: int8 accuracy is 5.00 points below fp32, "
+                              "more than export.max_accuracy_drop 1: bundle not written")
+    assert message.endswith("raise export.max_accuracy_drop (--set export.max_accuracy_drop=N)")
+    assert "--max-accuracy-drop" not in message
+    record = read(out / "pipeline.json")["stages"]["export_int8"]
+    assert record["status"] == "failed" and record["error"] == message.split(" failed: ", 1)[1]
+    assert record["last_done"]["status"] == "done"
+    monkeypatch.undo()
+    _, lines = run(finished[0].parent, out)
+    assert statuses(lines) == {stage: "skipped" for stage in STAGES}
+
+
+def test_pipeline_json_follows_the_umask(tmp_path):
+    import os
+
+    from distill.pipeline_state import PipelineState
+
+    previous = os.umask(0o022)
+    try:
+        PipelineState(tmp_path).save()
+    finally:
+        os.umask(previous)
+    assert (tmp_path / "pipeline.json").stat().st_mode & 0o777 == 0o644
+
+
+def test_the_report_says_how_many_eval_rows_were_skipped(finished, tmp_path):
+    from distill.pipeline_report import build_report
+
+    out = copy_of(finished, tmp_path)
+    bad_eval = tmp_path / "dev-with-bad-rows.csv"
+    rows = (finished[0].parent / "dev.csv").read_text(encoding="utf-8")
+    bad_eval.write_text(rows + ",positive\n", encoding="utf-8")          # an empty text
+    settings = build_settings(str(finished[0].parent / "pipeline.toml"), {"": {"out": str(out), "eval": str(bad_eval)}},
+                              ["data.skip_bad_rows=true", "report.plots=false"], progress=False)
+    report = build_report(settings, out, {}, log=lambda m: None)
+    assert report["eval"]["skipped"] == {"empty text": 1}
+    assert "(30 rows; skipped 1 row: 1 empty text)" in (out / "report.md").read_text(encoding="utf-8")
+
+
 def test_an_interrupted_pipeline_resumes(finished):
     out, report, first, second, between = finished
     assert statuses(first) == {"teacher": "ran"}
@@ -240,6 +302,9 @@ def test_a_failed_run_keeps_the_finished_stages_skippable(finished, tmp_path):
     teacher_weights = (out / "teacher" / "model.safetensors").read_bytes()
     with pytest.raises(PipelineError, match="stage teacher failed: RuntimeError"):
         run(finished[0].parent, out, sets=["teach.lr=1e-3"], callbacks={"teacher": [FailAtTrainBegin()]})
+    record = read(out / "pipeline.json")["stages"]["teacher"]    # failed, not "running"; its error kept
+    assert record["status"] == "failed" and record["error"] == "RuntimeError: failed before the first step"
+    assert record["last_done"]["status"] == "done"
     _, lines = run(finished[0].parent, out)
     assert statuses(lines) == {stage: "skipped" for stage in STAGES}
     assert (out / "teacher" / "model.safetensors").read_bytes() == teacher_weights
@@ -377,6 +442,7 @@ def test_bad_config_files_name_the_problem(project, tmp_path, text, message):
     ("data.label_names=missing.txt", "data.label_names: no such file: missing.txt"),
     ("export.weight_type=int4", "export.weight_type: 'int4' is not one of qint8, quint8"),
     ("export.opset=17", "export.opset: must lie in 18.."),
+    ("export.max_accuracy_drop=-5", "export.max_accuracy_drop: must be at least 0, got -5"),
     ("export.max_length=129", "export.max_length: the base model reads at most 128 tokens"),
     ("export.samples=0", "export.samples: must be at least 1, got 0"),
     ("baseline.analyzer=letters", "baseline.analyzer must be auto, word, char or char_wb"),
@@ -388,6 +454,18 @@ def test_bad_config_files_name_the_problem(project, tmp_path, text, message):
 def test_every_stage_setting_is_checked_before_any_stage_runs(project, tmp_path, assignment, message):
     with pytest.raises(PipelineConfigError, match=re.escape(message)):
         build_settings(str(project / "pipeline.toml"), {"": {"out": str(tmp_path / "o")}}, [assignment])
+
+
+def test_an_opset_the_exporter_cannot_produce_is_refused_before_any_stage_runs(project, tmp_path):
+    """onnx knows opsets past the exporter's (28 against 25 with onnx 1.23, onnxscript 0.7); the
+    export of such an opset would fail only after the teacher and the student trained."""
+    from export.onnx_export import max_opset
+
+    newest = max_opset()
+    build_settings(str(project / "pipeline.toml"), {"": {"out": str(tmp_path / "o")}}, [f"export.opset={newest}"])
+    with pytest.raises(PipelineConfigError, match=re.escape(f"export.opset: must lie in 18..{newest} (")) as error:
+        build_settings(str(project / "pipeline.toml"), {"": {"out": str(tmp_path / "o")}}, [f"export.opset={newest + 1}"])
+    assert str(error.value).endswith(f"got {newest + 1}")
 
 
 def test_a_bad_setting_of_a_later_stage_fails_the_command_before_the_teacher_trains(project, tmp_path):
