@@ -183,6 +183,8 @@ def summary(report: dict, out: str) -> str:
     lines = [f"\n== {report['command']} -> {out}",
              f"model: {report['model_source']}  ({report['parameters']:,} parameters)",
              f"labels: {', '.join(report['labels'])}",
+             *([f"new weights (not in the checkpoint, drawn with --seed): {', '.join(report['new_weights'])}"]
+               if report.get("new_weights") else []),
              f"train: {_rows(report['data']['train'])} ({report['data']['train_rows_used']} used), "
              f"{report['train_seconds']:.0f} s, {report['train_samples_per_second'] or 0:.1f} samples/s"]
     for name in ("train", "eval", "unlabeled"):

@@ -10,10 +10,22 @@ def check_counts(values: dict, error) -> None:
             raise error(f"{option} must be at least 1, got {value}")
 
 
+def check_positive(values: dict, error) -> None:
+    """Options that must be above 0 ({'--option': value})."""
+    for option, value in values.items():
+        if value <= 0:
+            raise error(f"{option} must be > 0, got {value}")
+
+
+def check_minimum(option: str, value, minimum, error) -> None:
+    if value is not None and value < minimum:
+        raise error(f"{option} must be at least {minimum}, got {value}")
+
+
 def check_schedule(config, error) -> None:
     """AdamW's warmup and weight decay cannot be negative."""
-    if config.warmup < 0 or config.weight_decay < 0:
-        raise error("--warmup and --weight-decay must be >= 0")
+    check_minimum("--warmup", config.warmup, 0, error)
+    check_minimum("--weight-decay", config.weight_decay, 0, error)
 
 
 def changed_from_default(config, names) -> list[str]:

@@ -13,14 +13,14 @@ take like any other teacher. This module holds the dispatch and what the methods
 """
 from __future__ import annotations
 
-import contextlib
 import time
 from dataclasses import asdict, replace
 
 import numpy as np
 
 from .data import LabelledData, load_labelled
-from .config_checks import changed_from_default, check_counts, check_schedule
+from .predict import quiet_transformers
+from .config_checks import changed_from_default, check_counts, check_minimum, check_positive, check_schedule
 from .teacher import (TeachConfig, TeachError, check_max_length, check_model_source, default_teacher_path,
                       model_config)
 
@@ -89,10 +89,9 @@ def check_few_shot(config: TeachConfig) -> None:
         raise FewShotError("--pairs must be at least 2 (one similar, one dissimilar)")
     if config.logit_scale is not None and config.logit_scale <= 0:
         raise FewShotError("--logit-scale must be > 0")
-    if config.contrastive_epochs <= 0 or config.final_epochs <= 0:
-        raise FewShotError("--contrastive-epochs and --final-epochs must be > 0")
-    if config.epochs <= 0 or config.lr <= 0 or config.batch_size <= 0 or config.max_length < 4:
-        raise FewShotError("--epochs, --lr, --batch-size must be positive and --max-length at least 4")
+    check_positive({"--contrastive-epochs": config.contrastive_epochs, "--final-epochs": config.final_epochs,
+                    "--epochs": config.epochs, "--lr": config.lr, "--batch-size": config.batch_size}, FewShotError)
+    check_minimum("--max-length", config.max_length, 4, FewShotError)
 
 
 def per_class_sample(data: LabelledData, shots: int | None, seed: int) -> LabelledData:
@@ -121,19 +120,6 @@ def read_few_shot_data(config: TeachConfig) -> tuple[LabelledData, LabelledData 
 
 
 # ---------------------------------------------------------------- encoders and embeddings
-
-@contextlib.contextmanager
-def quiet_transformers():
-    """Silence transformers' load reports (a classifier's head keys are expected to go unused)."""
-    from transformers.utils import logging as hf_logging
-
-    level = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()
-    try:
-        yield
-    finally:
-        hf_logging.set_verbosity(level)
-
 
 def load_encoder(source: str):
     """(BertModel in eval mode, tokenizer) of any BERT checkpoint (a sentence-transformers

@@ -24,7 +24,8 @@ import time
 import numpy as np
 
 from .data import LabelledData, file_sha256, load_texts, unlabeled_options
-from .fewshot import FewShotError, quiet_transformers, template_for
+from .fewshot import FewShotError, template_for
+from .predict import quiet_transformers
 
 PET_TEMPERATURE = 2.0   # soft labels for the final classifier, as in PET
 PET_ALPHA = 0.5         # labelled rows: 0.5 * KD + 0.5 * cross-entropy; unlabelled rows: KD only

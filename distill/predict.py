@@ -1,10 +1,24 @@
 """Batched torch inference on a model directory: the one path every report uses."""
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
 import numpy as np
+
+
+@contextlib.contextmanager
+def quiet_transformers():
+    """Silence transformers' load reports (a classifier's head keys are expected to go unused)."""
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
 
 
 class ModelDirError(Exception):

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .augment import OPS, AugmentOptions
-from .config_checks import changed_from_default, check_counts, check_schedule
+from .config_checks import changed_from_default, check_counts, check_minimum, check_positive, check_schedule
 from .data import DataOptions
 from .vocab_trim import CHARACTER_CHOICES, RANK_CHOICES
 
@@ -86,14 +86,13 @@ def check_config(config: StudentConfig) -> None:
             raise StudentError(f"--ensemble-teacher {other}: not {TEACHER_DIR_HELP} (no config.json)")
     if config.early_stopping is not None and not config.eval:
         raise StudentError("--early-stopping needs --eval")
-    if config.temperature <= 0 or not 0 <= config.alpha <= 1:
-        raise StudentError("--temperature must be > 0 and --alpha in [0, 1]")
+    if not 0 <= config.alpha <= 1:
+        raise StudentError(f"--alpha must be in [0, 1], got {config.alpha}")
     if config.kd_loss not in ("kl", "mse") or config.init not in (None, "teacher", "random"):
         raise StudentError("--kd-loss must be kl or mse, --init teacher or random")
-    if config.epochs <= 0 or config.lr <= 0 or config.batch_size <= 0:
-        raise StudentError("--epochs, --lr and --batch-size must be positive")
-    if config.max_length is not None and config.max_length < 2:
-        raise StudentError("--max-length must be at least 2")
+    check_positive({"--temperature": config.temperature, "--epochs": config.epochs, "--lr": config.lr,
+                    "--batch-size": config.batch_size}, StudentError)
+    check_minimum("--max-length", config.max_length, 2, StudentError)
     check_counts({"--eval-batch-size": config.eval_batch_size, "--logging-steps": config.logging_steps,
                   "--teacher-batch-size": config.teacher_batch_size,
                   "--max-train-samples": config.max_train_samples, "--max-unlabeled": config.max_unlabeled,

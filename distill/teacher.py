@@ -6,7 +6,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .config_checks import changed_from_default, check_counts, check_schedule
+from .config_checks import changed_from_default, check_counts, check_minimum, check_positive, check_schedule
 from .data import DataOptions, LabelledData, class_weights_balanced, load_labelled, resample_indices, subsample
 
 
@@ -82,8 +82,8 @@ def check_teach_config(config: TeachConfig) -> None:
         raise TeachError("--extend-vocab with --freeze-encoder: the new embedding rows would never train")
     if config.dropout is not None and not 0 <= config.dropout < 1:
         raise TeachError("--dropout must be in [0, 1)")
-    if config.epochs <= 0 or config.lr <= 0 or config.batch_size <= 0 or config.max_length < 2:
-        raise TeachError("--epochs, --lr, --batch-size must be positive and --max-length at least 2")
+    check_positive({"--epochs": config.epochs, "--lr": config.lr, "--batch-size": config.batch_size}, TeachError)
+    check_minimum("--max-length", config.max_length, 2, TeachError)
     check_counts({"--eval-batch-size": config.eval_batch_size, "--logging-steps": config.logging_steps,
                   "--max-train-samples": config.max_train_samples,
                   "--early-stopping": config.early_stopping}, TeachError)
@@ -122,20 +122,24 @@ def load_teacher_model(source: str, labels: list[str], dropout: float | None, se
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+    from .predict import quiet_transformers
+
     overrides = {}
     if dropout is not None:
         overrides = {"hidden_dropout_prob": dropout, "attention_probs_dropout_prob": dropout,
                      "classifier_dropout": dropout}
     torch.manual_seed(seed)
     try:
-        model = AutoModelForSequenceClassification.from_pretrained(
-            source, num_labels=len(labels), id2label=dict(enumerate(labels)),
-            label2id={name: i for i, name in enumerate(labels)}, problem_type="single_label_classification",
-            ignore_mismatched_sizes=True, **overrides)
+        with quiet_transformers():     # its load report is replaced by new_weights in training.json
+            model, info = AutoModelForSequenceClassification.from_pretrained(
+                source, id2label=dict(enumerate(labels)), label2id={name: i for i, name in enumerate(labels)},
+                problem_type="single_label_classification", ignore_mismatched_sizes=True,
+                output_loading_info=True, **overrides)
         tokenizer = AutoTokenizer.from_pretrained(source)
     except OSError as e:
         raise cannot_load(source, e, TeachError) from None
-    return model, tokenizer
+    new_weights = sorted(set(info["missing_keys"]) | {key for key, *_ in info["mismatched_keys"]})
+    return model, tokenizer, new_weights
 
 
 def model_config(source: str, error=TeachError):
@@ -209,7 +213,7 @@ def teach(config: TeachConfig, callbacks=()) -> dict:
     check_max_length(config.max_length, model_config(source), source)
     train, dev = read_data(config)
     labels = train.label_names
-    model, tokenizer = load_teacher_model(source, labels, config.dropout, config.seed)
+    model, tokenizer, new_weights = load_teacher_model(source, labels, config.dropout, config.seed)
     vocab_report = None
     if config.extend_vocab:
         from .vocab_extend import extend_vocabulary
@@ -268,6 +272,7 @@ def teach(config: TeachConfig, callbacks=()) -> dict:
             "command": "teach",
             "config": {**asdict(config), "model": source},
             "model_source": source,
+            "new_weights": new_weights,
             "labels": labels,
             "data": {"train": train.summary(), "eval": dev.summary() if dev else None,
                      "train_rows_used": len(train_rows),

@@ -72,8 +72,13 @@ class EpochHistory(TrainerCallback):
         self.trainer = None  # set by attach(); its compute_loss appends to trainer.batch_losses
 
     def attach(self, trainer) -> "EpochHistory":
+        """Also removes the PrinterCallback the Trainer adds when the progress bars are off
+        (--quiet): it printed raw log dicts; the command prints this history instead."""
+        from transformers.trainer_callback import PrinterCallback
+
         self.trainer = trainer
         trainer.batch_losses = {}
+        trainer.remove_callback(PrinterCallback)
         return self
 
     def _entry(self, state) -> dict:

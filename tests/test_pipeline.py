@@ -427,7 +427,7 @@ def test_bad_config_files_name_the_problem(project, tmp_path, text, message):
 
 
 @pytest.mark.parametrize("assignment,message", [
-    ("student.alpha=2", "student.temperature must be > 0 and student.alpha in [0, 1]"),
+    ("student.alpha=2", "student.alpha must be in [0, 1], got 2.0"),
     ("student.temperature=abc", "student.temperature: expected a number, got 'abc'"),
     ('teach.epochs="three"', "teach.epochs: expected a number, got 'three'"),
     ("teach.lr=true", "teach.lr: expected a number, got True"),

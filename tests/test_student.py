@@ -433,7 +433,11 @@ def test_cli_rejects_bad_settings(trained, tmp_path):
                            (["--metric", "loss"], "--metric only acts with --early-stopping"),
                            (["--augment-factor", "0", "--augment-rate", "0.3"],
                             "--augment-rate only act(s) with --augment-factor above 0"),
-                           (["--warmup", "-0.5"], "--warmup and --weight-decay must be >= 0"),
+                           (["--warmup", "-0.5"], "--warmup must be at least 0, got -0.5"),
+                           (["--alpha", "2"], "--alpha must be in [0, 1], got 2.0"),
+                           (["--temperature", "0"], "--temperature must be > 0, got 0.0"),
+                           (["--epochs", "0"], "--epochs must be > 0, got 0.0"),
+                           (["--max-length", "1"], "--max-length must be at least 2, got 1"),
                            (["--max-length", "129"], "--max-length 129 is longer than"),
                            (["--layer-map", "0,7"], "teacher has layers 0..3, not [7]"),
                            (["--hidden-size", "30", "--heads", "4"], "is not a multiple of --heads 4")):

@@ -322,7 +322,11 @@ def test_bad_input_names_file_and_line_and_writes_nothing(tiny_model_dir, tmp_pa
     (["--eval-batch-size", "0"], "--eval-batch-size must be at least 1, got 0"),
     (["--logging-steps", "0"], "--logging-steps must be at least 1, got 0"),
     (["--early-stopping", "0"], "--early-stopping must be at least 1, got 0"),
-    (["--warmup", "-1"], "--warmup and --weight-decay must be >= 0"),
+    (["--warmup", "-1"], "--warmup must be at least 0, got -1.0"),
+    (["--weight-decay", "-0.1"], "--weight-decay must be at least 0, got -0.1"),
+    (["--max-length", "1"], "--max-length must be at least 2, got 1"),
+    (["--lr", "0"], "--lr must be > 0, got 0.0"),
+    (["--batch-size", "0"], "--batch-size must be > 0, got 0"),
     (["--class-weights", "balanced", "--resample", "over"], "correct the imbalance twice"),
     (["--extend-vocab-words", "5"], "--extend-vocab-words only act(s) with --extend-vocab"),
     (["--metric", "loss"], "--metric only act(s) with --early-stopping"),
@@ -375,6 +379,24 @@ def test_cli_summary_says_which_rows_were_skipped(tiny_model_dir, reviews_csv, t
     assert result.exit_code == 0, result.output
     assert f"train ({messy}): skipped 2 rows: 1 empty text, 1 missing column" in result.output
     assert "Loading weights" not in result.output  # --quiet silences transformers' own bars too
+
+
+def test_quiet_run_prints_the_summary_alone(tiny_model_dir, tmp_path):
+    """With --quiet a teach run prints its summary and nothing of transformers' own: no load
+    report for the new 3-label head (the summary names the new weights), no raw Trainer log
+    dicts, no progress bars. Run as a user runs it, in its own process."""
+    train = write_csv(tmp_path / "three.csv", make_reviews(30, classes=("negative", "positive", "neutral")))
+    out = tmp_path / "out"
+    done = subprocess.run([sys.executable, "-m", "distill.cli", "teach", "--train", str(train), "--model",
+                           str(tiny_model_dir), "--out", str(out), "--epochs", "1", "--quiet"],
+                          env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stderr == ""
+    lines = done.stdout.strip().splitlines()
+    assert lines[0] == f"== teach -> {out}" and lines[-1] == f"report: {out / 'training.json'}"
+    assert "new weights (not in the checkpoint, drawn with --seed): classifier.bias, classifier.weight" in lines
+    assert not [line for line in lines if line.startswith("{")]
+    assert json.loads((out / "training.json").read_text())["new_weights"] == ["classifier.bias", "classifier.weight"]
 
 
 def test_eval_rejects_unknown_label(tiny_model_dir, reviews_csv, tmp_path):
