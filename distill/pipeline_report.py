@@ -10,7 +10,9 @@ Rows (name, output directory, engine):
     TF-IDF + linear SVM     baseline/       scikit-learn
 
 Throughput is sentences/s from raw text to logits (tokenizing included, loading excluded) over
-all eval texts, after a warm-up on the first batch; every engine uses batches of `batch_size`
+all eval texts, after one untimed warm-up pass over them (torch builds its kernels per batch
+shape: warmed up on one batch, the first engine timed paid for the others' shapes and seemed up
+to 1.7x slower than it is); every engine uses batches of `batch_size`
 texts sorted by length (the numpy runtime's Classifier does that itself, and torch and
 onnxruntime get the same favour, so the comparison does not flatter the student). One more
 teacher row runs torch the way a plain Hugging Face loop does, consecutive batches in input
@@ -127,11 +129,12 @@ def load_predictor(path, engine: str, batch_size: int, n_labels: int):
     return baseline_predictor(path, n_labels)
 
 
-def timed_passes(predictors: dict, texts: list[str], rounds: int, warmup: int, log) -> dict:
-    """{key: (logits of the first pass, [sentences/s of each round])}; rounds interleave the engines."""
+def timed_passes(predictors: dict, texts: list[str], rounds: int, log) -> dict:
+    """{key: (logits of the first timed pass, [sentences/s of each round])} after one untimed pass
+    of every engine over all texts; rounds interleave the engines."""
     results: dict = {}
     for key, predict in predictors.items():
-        predict(texts[:warmup])
+        predict(texts)
     for r in range(rounds):
         for key, predict in predictors.items():
             start = time.perf_counter()
@@ -220,7 +223,7 @@ def build_report(settings, out: Path, stages: dict, log) -> dict:
     with one_thread():
         predictors = {row_key(a, e): load_predictor(out / a, e, batch, len(labels)) for _, a, e in rows_wanted}
         log(f"  timing {len(predictors)} engines on {len(texts)} eval texts, one thread, batches of {batch}")
-        results = timed_passes(predictors, texts, int(options["rounds"]), min(batch, len(texts)), log)
+        results = timed_passes(predictors, texts, int(options["rounds"]), log)
 
     rows = []
     for name, artifact, engine in rows_wanted:

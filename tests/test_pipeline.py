@@ -191,6 +191,20 @@ def test_report_numpy_rows_run_the_numpy_runtime(finished, monkeypatch):
             load_predictor(bundle, "onnxruntime", batch_size=2, n_labels=2)
 
 
+def test_every_engine_is_warmed_up_on_all_texts_before_any_is_timed():
+    from distill.pipeline_report import timed_passes
+
+    calls = []
+
+    def engine(name):
+        return lambda texts: calls.append((name, len(texts))) or np.zeros((len(texts), 2), np.float32)
+
+    texts = ["a"] * 70
+    results = timed_passes({"a": engine("a"), "b": engine("b")}, texts, rounds=2, log=lambda line: None)
+    assert calls == [("a", 70), ("b", 70)] * 3          # warm-up pass, then two interleaved rounds
+    assert {key: len(speeds) for key, (_, speeds) in results.items()} == {"a": 2, "b": 2}
+
+
 # ---------------------------------------------------------------- skipping, resuming
 
 def test_rerun_without_changes_skips_every_stage(finished, tmp_path):
