@@ -352,8 +352,9 @@ def comparison_table(report: dict) -> str:
     rows = [("accuracy", "accuracy", "{:.4f}"), ("macro-F1", "macro_f1", "{:.4f}"),
             ("parameters", "parameters", "{:,}"), ("size (MB)", "size_bytes", None),
             ("CPU samples/s", "samples_per_second", "{:.1f}")]
-    lines = [f"distillation: T={d['temperature']} alpha={d['alpha']} ({d['kd_loss']}), "
-             f"layers {d['layer_map']} ({d['init']} init)",
+    layers = (f"{len(d['layer_map'])} layers (random init)" if d["init"] == "random"
+              else f"layers {d['layer_map']} of the teacher")
+    lines = [f"distillation: T={d['temperature']} alpha={d['alpha']} ({d['kd_loss']}), {layers}",
              f"{'':16}{'teacher':>14}{'student':>14}"]
     for title, key, fmt in rows:
         cells = []

@@ -415,7 +415,7 @@ def load_labelled(path, options: DataOptions = DataOptions(),
                 hint = "; pass --label-names to name integer ids" if _INT.fullmatch(key) \
                     and names is None else ""
                 raise _BadRow("unknown label", f"unknown label {key!r} in column {label_col!r} "
-                              f"(the model knows: {', '.join(known)}){hint}", number, label_col)
+                              f"(known labels: {', '.join(known)}){hint}", number, label_col)
         except _BadRow as b:
             bad_row(b)
             continue

@@ -304,6 +304,7 @@ def test_cli_student_end_to_end(trained, tmp_path):
         "--batch-size", "16", "--temperature", "3", "--alpha", "0.7", "--cache-dir", str(tmp_path / "cache"), "--quiet"])
     assert result.exit_code == 0, result.output
     assert "teacher" in result.output and "retention" in result.output and "vocabulary trimmed" in result.output
+    assert "distillation: T=3.0 alpha=0.7 (kl), layers [0, 2] of the teacher" in result.output
     report = json.loads((out / "training.json").read_text())
     d, c = report["distillation"], report["comparison"]
     assert d["teacher"] == str(trained["teacher"]) and len(d["teacher_weights_sha256"]) == 64
@@ -342,6 +343,15 @@ def test_cli_student_end_to_end(trained, tmp_path):
     result = CliRunner().invoke(main, ["eval", str(out), "--data", str(trained["dev"]), "--json", str(json_path)])
     assert result.exit_code == 0, result.output
     assert json.loads(json_path.read_text())["accuracy"] == student_acc
+
+
+def test_summary_of_a_random_init_student_names_no_teacher_layers():
+    from distill.cli import comparison_table
+
+    side = {"accuracy": None, "macro_f1": None, "parameters": 10, "size_bytes": 1e6, "samples_per_second": None}
+    report = {"comparison": {"teacher": side, "student": side, "retention": None, "smaller_by": 1.0},
+              "distillation": {"temperature": 2.0, "alpha": 0.5, "kd_loss": "kl", "layer_map": [0, 1], "init": "random"}}
+    assert comparison_table(report).splitlines()[0] == "distillation: T=2.0 alpha=0.5 (kl), 2 layers (random init)"
 
 
 def _always_kept_ids(tokenizer) -> set[int]:
