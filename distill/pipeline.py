@@ -28,6 +28,9 @@ from .options import data_options
 STAGES = ("teacher", "student", "export_fp32", "export_int8", "baseline", "report")
 OUTPUTS = {"teacher": "teacher", "student": "student", "export_fp32": "student-fp32",
            "export_int8": "student-int8", "baseline": "baseline", "report": "report.json"}
+# the settings section of each stage (its errors name that section's keys)
+STAGE_SECTIONS = {"teacher": "teach", "student": "student", "export_fp32": "export", "export_int8": "export",
+                  "baseline": "baseline", "report": "report"}
 
 
 class PipelineError(Exception):
@@ -150,11 +153,9 @@ def run_export(settings, out: Path, int8: bool) -> dict:
 
 
 def export_failure(error) -> str:
-    """An export's error in pipeline terms: its flags named as export.KEY settings, and a tripped
-    accuracy gate told how to pass it."""
-    from .pipeline_checks import flags_to_keys
-
-    message = flags_to_keys(str(error), "export")
+    """An export's error, with a tripped accuracy gate told how to pass it (run_pipeline names
+    the flags as export.KEY settings)."""
+    message = str(error)
     accuracy = (getattr(error, "report", None) or {}).get("accuracy") or {}
     drop, limit = accuracy.get("int8_accuracy_drop_points"), accuracy.get("max_accuracy_drop_points")
     if drop is not None and limit is not None and drop > limit:
@@ -234,7 +235,7 @@ def run_pipeline(settings, log=_log, callbacks: dict | None = None) -> dict:
                 report = build_report(settings, out, summary, log)
                 result = {"rows": len(report["rows"])}
         except Exception as error:
-            message = f"{type(error).__name__}: {error}"
+            message = f"{type(error).__name__}: {stage_message(stage, error)}"
             state.fail(stage, message, time.time() - started)
             raise PipelineError(f"stage {stage} failed: {message}") from error
         seconds = time.time() - started
@@ -253,6 +254,15 @@ def run_pipeline(settings, log=_log, callbacks: dict | None = None) -> dict:
         log(f"eval {report['eval']['path']}: {skipped}")
     log(f"\nreport: {out / 'report.md'}, {out / 'report.json'}; plots: {out / 'plots'}")
     return report
+
+
+def stage_message(stage: str, error: Exception) -> str:
+    """A stage's error with the flags it names (--trim-max-tokens) as pipeline keys
+    (student.trim_max_tokens): the pipeline's settings are keys, not flags."""
+    from .pipeline_checks import flags_to_keys
+
+    section = STAGE_SECTIONS.get(stage)
+    return flags_to_keys(str(error), section) if section else str(error)
 
 
 def format_value(key: str, value) -> str:

@@ -262,6 +262,17 @@ def test_a_tripped_int8_accuracy_gate_names_the_pipeline_setting_and_is_recorded
     assert statuses(lines) == {stage: "skipped" for stage in STAGES}
 
 
+def test_a_stage_that_fails_while_running_names_pipeline_keys(finished, tmp_path):
+    """A token budget below the always-kept tokens is found by the student stage itself (after
+    the teacher pass): its error names student.trim_max_tokens, the key the user sets."""
+    out = copy_of(finished, tmp_path)
+    with pytest.raises(PipelineError) as error:
+        run(finished[0].parent, out, sets=["student.trim_vocab=true", "student.trim_max_tokens=5"])
+    message = str(error.value)
+    assert message.startswith("stage student failed: StudentError: student.trim_max_tokens: max_tokens 5 is below")
+    assert "--trim-max-tokens" not in message
+
+
 def test_pipeline_json_follows_the_umask(tmp_path):
     import os
 
