@@ -27,11 +27,11 @@ def _rows(data_summary: dict) -> str:
 
 
 def _progress(wanted: bool) -> bool:
-    """--quiet also silences the progress bars transformers draws itself (loading weights)."""
+    """--quiet also silences transformers' own progress bars and log lines."""
     if not wanted:
-        from transformers.utils import logging
+        from .predict import silence_transformers
 
-        logging.disable_progress_bar()
+        silence_transformers()
     return wanted
 
 
@@ -84,7 +84,7 @@ def shared_training_options(C) -> list:
                      "(kept in OUT.checkpoints/)."),
         click.option("--force", is_flag=True, help="Replace an existing --out directory."),
         click.option("--keep-checkpoints", is_flag=True, help="Keep OUT.checkpoints/ after success."),
-        click.option("--quiet", is_flag=True, help="No progress bar."),
+        click.option("--quiet", is_flag=True, help="No progress bars and no transformers log lines: the summary alone."),
     ]
 
 
@@ -187,10 +187,12 @@ def summary(report: dict, out: str) -> str:
                if report.get("new_weights") else []),
              f"train: {_rows(report['data']['train'])} ({report['data']['train_rows_used']} used), "
              f"{report['train_seconds']:.0f} s, {report['train_samples_per_second'] or 0:.1f} samples/s"]
+    files = {**report["data"], "unlabeled": report["data"].get("unlabeled")
+             or (report.get("few_shot") or {}).get("unlabeled")}      # PET records it with its method
     for name in ("train", "eval", "unlabeled"):
-        skipped = describe_skipped((report["data"].get(name) or {}).get("skipped") or {})
+        skipped = describe_skipped((files.get(name) or {}).get("skipped") or {})
         if skipped:
-            lines.append(f"{name} ({report['data'][name]['path']}): {skipped}")
+            lines.append(f"{name} ({files[name]['path']}): {skipped}")
     if report.get("vocab_extension"):
         v = report["vocab_extension"]
         lines.append(f"vocabulary extended: {v['vocab_before']:,} -> {v['vocab_after']:,} tokens "

@@ -441,10 +441,16 @@ def load_labelled(path, options: DataOptions = DataOptions(),
 def load_texts(path, options: DataOptions = DataOptions()) -> list[str]:
     """Unlabelled texts. .txt: one text per line (field `text_column` when the line has tabs);
     other formats: the text column. Blank lines are ignored."""
+    return read_texts(path, options)[0]
+
+
+def read_texts(path, options: DataOptions = DataOptions()) -> tuple[list[str], dict]:
+    """(load_texts's texts, {reason: count} of the rows --skip-bad-rows left out)."""
     raw = _read_bytes(path)
     fmt = resolve_format(path, options)
     _check_not_empty(path, raw)
     texts: list[str] = []
+    skipped: dict = {}
     col = options.text_column
     if fmt == "txt":
         index = _column_index(path, col, 0)
@@ -474,9 +480,10 @@ def load_texts(path, options: DataOptions = DataOptions()) -> list[str]:
             record = _BadRow("empty text", f"empty text in column {col!r}", number)
         if not options.skip_bad_rows:
             raise DataError(record.reason, path, record.line)
+        skipped[record.kind] = skipped.get(record.kind, 0) + 1
     if not texts:
         raise DataError("no texts", path)
-    return texts
+    return texts, skipped
 
 
 def unlabeled_options(path, options: DataOptions) -> DataOptions:

@@ -23,7 +23,7 @@ import time
 
 import numpy as np
 
-from .data import LabelledData, file_sha256, load_texts, unlabeled_options
+from .data import LabelledData, file_sha256, read_texts, unlabeled_options
 from .fewshot import FewShotError, template_for
 from .predict import quiet_transformers
 
@@ -252,8 +252,8 @@ def pet_teacher(config, source: str, train: LabelledData, dev) -> dict:
     verbaliser = parse_verbalizer(config.verbalizer, labels, tokenizer)
     template = template_for(config)
     split_template(template, tokenizer)
-    unlabeled = load_texts(config.unlabeled, unlabeled_options(config.unlabeled, config.data)) \
-        if config.unlabeled else []
+    unlabeled, skipped = read_texts(config.unlabeled, unlabeled_options(config.unlabeled, config.data)) \
+        if config.unlabeled else ([], {})
 
     rows, positions = encode_cloze(tokenizer, train.texts, template, config.max_length)
     cloze_history = train_cloze(mlm, tokenizer, rows, positions, train.labels, verbaliser, config)
@@ -274,7 +274,7 @@ def pet_teacher(config, source: str, train: LabelledData, dev) -> dict:
                     name: tokenizer.convert_ids_to_tokens(i) for name, i in zip(labels, verbaliser)},
                 "verbalizer_token_ids": verbaliser, "shots_per_class": config.shots, "rows": len(train),
                 "unlabeled": {"path": config.unlabeled, "sha256": file_sha256(config.unlabeled),
-                              "rows": len(unlabeled)} if config.unlabeled else None,
+                              "rows": len(unlabeled), "skipped": skipped} if config.unlabeled else None,
                 "cloze": {"epochs": cloze_history, "eval": cloze_eval},
                 "final_classifier": {"soft_labels_from": "the cloze model", "temperature": PET_TEMPERATURE,
                                      "alpha": PET_ALPHA, "epochs": config.final_epochs,

@@ -333,7 +333,8 @@ def flags_from(ctx, kwargs: dict) -> dict:
               help="student.unlabeled: raw texts the teacher labels (transfer data).")
 @click.option("--no-baseline", is_flag=True, default=False, help="Skip the TF-IDF + linear SVM row.")
 @click.option("--force", is_flag=True, default=False, help="Rerun every stage, even unchanged ones.")
-@click.option("--quiet", is_flag=True, default=False, help="No training progress bars.")
+@click.option("--quiet", is_flag=True, default=False,
+              help="No progress bars and no transformers log lines; the stage lines and the table stay.")
 @data_options
 @click.pass_context
 def pipeline_command(ctx, config_file, assignments, force, quiet, **kwargs):
@@ -347,6 +348,10 @@ def pipeline_command(ctx, config_file, assignments, force, quiet, **kwargs):
     """
     from .pipeline_config import PipelineConfigError, build_settings
 
+    if quiet:
+        from .predict import silence_transformers
+
+        silence_transformers()
     try:
         settings = build_settings(config_file, flags_from(ctx, kwargs), assignments, force=force, progress=not quiet)
         run_pipeline(settings)

@@ -21,6 +21,15 @@ def quiet_transformers():
         hf_logging.set_verbosity(level)
 
 
+def silence_transformers() -> None:
+    """--quiet: no progress bars (loading weights, writing shards) and no log lines (load reports,
+    checkpoint-ordering warnings) from transformers, for the rest of the process."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+
+
 class ModelDirError(Exception):
     """Not a usable sequence-classification model directory."""
 

@@ -43,21 +43,24 @@ def side_by_side(teacher_entry: dict, student_entry: dict) -> dict:
 
 
 def read_student_data(config: StudentConfig, labels: list[str]):
-    """(train, dev, unlabelled texts, unlabelled file sha256), in the teacher's label order."""
+    """(train, dev, unlabelled texts, training.json's record of the unlabelled file or None), in
+    the teacher's label order."""
     import numpy as np
 
-    from .data import file_sha256, load_labelled, load_texts, subsample, unlabeled_options
+    from .data import file_sha256, load_labelled, read_texts, subsample, unlabeled_options
 
     train = subsample(load_labelled(config.train, config.data, labels=labels), config.max_train_samples, config.seed)
     dev = load_labelled(config.eval, config.data, labels=labels) if config.eval else None
-    unlabeled, sha = [], None
+    unlabeled, record = [], None
     if config.unlabeled:
-        unlabeled = load_texts(config.unlabeled, unlabeled_options(config.unlabeled, config.data))
-        sha = file_sha256(config.unlabeled)
+        unlabeled, skipped = read_texts(config.unlabeled, unlabeled_options(config.unlabeled, config.data))
+        record = {"path": config.unlabeled, "sha256": file_sha256(config.unlabeled), "file_rows": len(unlabeled),
+                  "skipped": skipped}
         if config.max_unlabeled is not None and config.max_unlabeled < len(unlabeled):
             pick = np.random.default_rng(config.seed).permutation(len(unlabeled))[:config.max_unlabeled]
             unlabeled = [unlabeled[i] for i in pick]
-    return train, dev, unlabeled, sha
+        record["rows"] = len(unlabeled)
+    return train, dev, unlabeled, record
 
 
 def distill_student(config: StudentConfig, callbacks=()) -> dict | None:
@@ -85,7 +88,7 @@ def distill_student(config: StudentConfig, callbacks=()) -> dict | None:
     student_model_config(teacher.config, config)   # and so does a student shape that cannot work
     max_length = config.max_length or default_max_length(config.teacher, teacher_tokenizer)
     check_max_length(max_length, teacher.config, config.teacher, StudentError)
-    train, dev, unlabeled, unlabeled_sha = read_student_data(config, labels)
+    train, dev, unlabeled, unlabeled_record = read_student_data(config, labels)
     members = load_ensemble(config, labels)
 
     checkpoints = checkpoint_dir_for(config.out)
@@ -112,7 +115,8 @@ def distill_student(config: StudentConfig, callbacks=()) -> dict | None:
     transfer = bool(unlabeled) or config.augment_factor > 0 or bool(config.back_translate)
     with args.main_process_first(desc="teacher logits"):
         parts, teacher_hash, cache_root = teacher_parts(
-            config, train, unlabeled, unlabeled_sha, teacher, teacher_tokenizer, max_length,
+            config, train, unlabeled, unlabeled_record["sha256"] if unlabeled_record else None, teacher,
+            teacher_tokenizer, max_length,
             need_labelled=config.alpha > 0 or transfer)
         if members and not parts:
             raise StudentError("--ensemble-teacher: alpha 0 without transfer data is plain cross-entropy, "
@@ -201,8 +205,7 @@ def distill_student(config: StudentConfig, callbacks=()) -> dict | None:
             "model_source": f"{config.teacher} (layers {layer_map}, init {init})",
             "labels": labels,
             "data": {"train": train.summary(), "eval": dev.summary() if dev else None,
-                     "unlabeled": {"path": config.unlabeled, "sha256": unlabeled_sha, "rows": len(unlabeled)}
-                     if config.unlabeled else None,
+                     "unlabeled": unlabeled_record,
                      "rows": {"labelled": len(train), "augmented": len(parts.get("augmented", {}).get("texts", [])),
                               "unlabeled": len(unlabeled)},
                      "train_rows_used": len(train_rows)},

@@ -116,8 +116,8 @@ def check_max_length(max_length: int, model_config, source: str, error=TeachErro
 
 def load_teacher_model(source: str, labels: list[str], dropout: float | None, seed: int):
     """A sequence classifier with our label set on top of any BERT-family checkpoint. The weights
-    the checkpoint lacks (the classifier; the pooler of a sentence-transformers checkpoint) are
-    drawn after seeding: Trainer seeds only once the model exists, so without this the same
+    the checkpoint lacks (new_weights: the classifier, or the pooler of a checkpoint without one)
+    are drawn after seeding: Trainer seeds only once the model exists, so without this the same
     --seed gave another head, and another teacher, on every run."""
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer

@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 from distill.data import (DataError, DataOptions, class_weights_balanced, describe_skipped,
-                          file_sha256, load_labelled, load_texts, resample_indices, subsample)
+                          file_sha256, load_labelled, load_texts, read_texts, resample_indices, subsample)
 from distill.options import data_options, data_options_from
 
 
@@ -123,6 +123,11 @@ def test_load_texts(tmp_path):
     with pytest.raises(DataError, match=r"b\.csv, line 3: empty text"):
         load_texts(bad)
     assert load_texts(bad, DataOptions(skip_bad_rows=True)) == ["ok"]
+    assert read_texts(bad, DataOptions(skip_bad_rows=True)) == (["ok"], {"empty text": 1})
+    utf8 = tmp_path / "v.txt"
+    utf8.write_bytes(b"good\n\xff bad\nfine\n")
+    assert read_texts(utf8, DataOptions(skip_bad_rows=True)) == (["good", "fine"], {"invalid UTF-8": 1})
+    assert read_texts(plain) == (["first text", "second", "third"], {})       # blank lines are not rows
 
 
 # ---------------------------------------------------------------- bad inputs

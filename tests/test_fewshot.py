@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from tiny import make_reviews, make_tiny_model, write_csv
 
-from distill.cli import main
+from distill.cli import main, summary
 from distill.fewshot import FewShotError, per_class_sample
 from distill.fewshot_contrastive import fit_logistic_regression, make_pairs
 from distill.fewshot_head import linear_head_model, mean_pool, pooling_map
@@ -414,16 +414,21 @@ def test_pet_teacher_end_to_end(files, tmp_path, monkeypatch):
     monkeypatch.setattr(pet, "cloze_predict", cloze_spy)
     monkeypatch.setattr(pet, "train_final_classifier", final_spy)
     out = tmp_path / "pet"
+    unlabeled_file = tmp_path / "unlabeled.txt"                     # one bad line, skipped and counted
+    unlabeled_file.write_bytes(files["unlabeled"].read_bytes() + b"\xff not UTF-8\n")
     train = write_csv(tmp_path / "train.csv", make_reviews(40, seed=1), header=("sentence", "label"))
     dev = write_csv(tmp_path / "dev.csv", make_reviews(24, seed=2), header=("sentence", "label"))
-    report = teach(TeachConfig(train=str(train), eval=str(dev), out=str(out), data=DataOptions(text_column="sentence"),
+    report = teach(TeachConfig(train=str(train), eval=str(dev), out=str(out),
+                               data=DataOptions(text_column="sentence", skip_bad_rows=True),
                                model=str(files["mlm"]), few_shot="pet", shots=4, epochs=2, final_epochs=1,
                                batch_size=8, verbalizer="positive=great,negative=bad",
-                               unlabeled=str(files["unlabeled"]), progress=False))
+                               unlabeled=str(unlabeled_file), progress=False))
     shots = report["few_shot"]
     assert shots["verbalizer"] == {"negative": "bad", "positive": "great"}
     assert shots["unlabeled"]["rows"] == 20 and shots["final_classifier"]["texts"] == 28
-    assert shots["unlabeled"]["sha256"] == hashlib.sha256(files["unlabeled"].read_bytes()).hexdigest()
+    assert shots["unlabeled"]["sha256"] == hashlib.sha256(unlabeled_file.read_bytes()).hexdigest()
+    assert shots["unlabeled"]["skipped"] == {"invalid UTF-8": 1}
+    assert f"unlabeled ({unlabeled_file}): skipped 1 row: 1 invalid UTF-8" in summary(report, str(out))
     assert len(shots["cloze"]["epochs"]) == 2 and shots["cloze"]["eval"]["n"] == 24
     assert report["final_eval"]["n"] == 24
     config = json.loads((out / "config.json").read_text())

@@ -262,6 +262,18 @@ def test_a_tripped_int8_accuracy_gate_names_the_pipeline_setting_and_is_recorded
     assert statuses(lines) == {stage: "skipped" for stage in STAGES}
 
 
+def test_quiet_silences_transformers_before_anything_runs(tmp_path, monkeypatch):
+    import distill.predict
+
+    calls = []
+    monkeypatch.setattr(distill.predict, "silence_transformers", lambda: calls.append("silenced"))
+    train = write_csv(tmp_path / "train.csv", make_reviews(4))
+    result = CliRunner().invoke(main, ["pipeline", "--quiet", "--train", str(train)])     # no --eval: refused
+    assert result.exit_code == 1 and "missing --eval" in result.output and calls == ["silenced"]
+    result = CliRunner().invoke(main, ["pipeline", "--train", str(train)])
+    assert result.exit_code == 1 and calls == ["silenced"]
+
+
 def test_a_stage_that_fails_while_running_names_pipeline_keys(finished, tmp_path):
     """A token budget below the always-kept tokens is found by the student stage itself (after
     the teacher pass): its error names student.trim_max_tokens, the key the user sets."""

@@ -1,5 +1,6 @@
 """`distill student`: student construction, vocabulary trimming, the CLI end to end, resume."""
 import copy
+import hashlib
 import json
 import os
 import subprocess
@@ -13,7 +14,7 @@ import torch
 from click.testing import CliRunner
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, TrainerCallback
 
-from distill.cli import main
+from distill.cli import main, summary
 from distill.data import DataOptions, load_labelled
 from distill.predict import load_model_dir, predict_logits
 from distill.student import StudentConfig, StudentError, distill_student
@@ -498,17 +499,24 @@ def test_mse_loss_and_a_sample_of_the_unlabelled_texts(trained, tmp_path, monkey
     import distill.trainer as trainer
 
     kinds, scored = [], []
+    unlabeled_file = tmp_path / "unlabeled.txt"                 # the fixture's 120 texts and one bad line
+    unlabeled_file.write_bytes(trained["unlabeled"].read_bytes() + b"\xff not UTF-8\n")
     real_loss, real_score = trainer.distillation_loss, teacher_logits.score_with_teacher
     monkeypatch.setattr(trainer, "distillation_loss", lambda *a: kinds.append(a[5]) or real_loss(*a))
     monkeypatch.setattr(teacher_logits, "score_with_teacher", lambda *a, **k: scored.append(list(a[2])) or real_score(*a, **k))
     config = StudentConfig(teacher=str(trained["teacher"]), train=str(trained["train"]), out=str(tmp_path / "s"),
-                           unlabeled=str(trained["unlabeled"]), max_unlabeled=7, kd_loss="mse", layers=1,
-                           augment_factor=0, epochs=1, batch_size=16, no_cache=True, progress=False)
+                           unlabeled=str(unlabeled_file), max_unlabeled=7, kd_loss="mse", layers=1,
+                           augment_factor=0, epochs=1, batch_size=16, no_cache=True, progress=False,
+                           data=DataOptions(skip_bad_rows=True))
     report = distill_student(config)
     assert report["training_args"]["kd_loss"] == "mse" and report["distillation"]["kd_loss"] == "mse"
     assert kinds and set(kinds) == {"mse"}
     unlabeled = trained["unlabeled"].read_text(encoding="utf-8").splitlines()
     assert report["data"]["rows"] == {"labelled": 240, "augmented": 0, "unlabeled": 7}
+    assert report["data"]["unlabeled"] == {
+        "path": str(unlabeled_file), "sha256": hashlib.sha256(unlabeled_file.read_bytes()).hexdigest(),
+        "file_rows": 120, "rows": 7, "skipped": {"invalid UTF-8": 1}}
+    assert f"unlabeled ({unlabeled_file}): skipped 1 row: 1 invalid UTF-8" in summary(report, config.out)
     assert sorted(len(texts) for texts in scored) == [7, 240]
     sample = next(texts for texts in scored if len(texts) == 7)
     assert len(set(sample)) == 7 and set(sample) <= set(unlabeled)

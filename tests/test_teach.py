@@ -388,7 +388,7 @@ def test_quiet_run_prints_the_summary_alone(tiny_model_dir, tmp_path):
     train = write_csv(tmp_path / "three.csv", make_reviews(30, classes=("negative", "positive", "neutral")))
     out = tmp_path / "out"
     done = subprocess.run([sys.executable, "-m", "distill.cli", "teach", "--train", str(train), "--model",
-                           str(tiny_model_dir), "--out", str(out), "--epochs", "1", "--quiet"],
+                           str(tiny_model_dir), "--out", str(out), "--epochs", "2", "--quiet"],
                           env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stderr == ""
