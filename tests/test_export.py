@@ -292,7 +292,7 @@ def test_quantize_fails_loudly_on_contrib_ops(tmp_path):
 # ---------------------------------------------------------------- checks (units)
 
 def test_parity_and_accuracy_checks():
-    from export.validate import check_accuracy_drop, check_parity
+    from export.validate import accuracy_drop_points, check_accuracy_drop, check_parity
 
     check_parity(1e-4)
     with pytest.raises(ExportError, match="exceeds"):
@@ -300,6 +300,9 @@ def test_parity_and_accuracy_checks():
     with pytest.raises(ExportError):
         check_parity(float("nan"))
     check_accuracy_drop(1.0, 1.0)
+    # one row of 100 is exactly one point, which a limit of 1 allows
+    check_accuracy_drop(accuracy_drop_points({"accuracy": 0.27}, {"accuracy": 0.26}), 1.0)
+    assert accuracy_drop_points({"accuracy": 0.9}, {"accuracy": 0.875}) == 2.5
     with pytest.raises(ExportError, match="points below fp32"):
         check_accuracy_drop(1.01, 1.0)
 
