@@ -160,10 +160,11 @@ def retokenized(old_tokenizer, new_tokenizer, texts, max_length: int) -> dict:
 
 def write_vocab_txt(tokenizer, directory) -> None:
     """vocab.txt (one token per line, line number = id): transformers 5 tokenizers do not write
-    it, and the runtime's WordPiece tokenizer reads it."""
+    it, and the runtime's WordPiece tokenizer reads it. Written as a bundle's is: ids no token
+    holds (a source vocab.txt with repeated lines) get a placeholder line no text produces."""
     from pathlib import Path
 
-    by_id = sorted((i, t) for t, i in tokenizer.get_vocab().items())
-    if [i for i, _ in by_id] != list(range(len(by_id))):
-        raise ValueError("vocabulary ids are not contiguous 0..n-1; cannot write vocab.txt")
-    (Path(directory) / "vocab.txt").write_text("".join(t + "\n" for _, t in by_id), encoding="utf-8")
+    from export.bundle import vocab_lines
+
+    (Path(directory) / "vocab.txt").write_text("".join(line + "\n" for line in vocab_lines(tokenizer)),
+                                               encoding="utf-8")

@@ -399,6 +399,33 @@ def test_quiet_run_prints_the_summary_alone(tiny_model_dir, tmp_path):
     assert json.loads((out / "training.json").read_text())["new_weights"] == ["classifier.bias", "classifier.weight"]
 
 
+def test_a_vocabulary_with_a_repeated_line_trains_and_saves(tmp_path):
+    """A vocab.txt with a repeated line (Hugging Face keeps the last id, so the first one's id is
+    held by no token; the shared bert-base-chinese file has such lines) used to crash at save,
+    after training. The saved vocab.txt keeps every id's line and tokenizes as the base does."""
+    from transformers import AutoTokenizer, BertTokenizer
+
+    base = make_tiny_model(tmp_path / "base")
+    lines = (base / "vocab.txt").read_text(encoding="utf-8").splitlines()
+    good = lines.index("good")
+    lines.insert(good, "good")                           # id `good` is now a gap, "good" is good + 1
+    (base / "vocab.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        (base / name).unlink(missing_ok=True)
+    BertTokenizer(str(base / "vocab.txt"), do_lower_case=True).save_pretrained(base)
+    model = AutoModelForSequenceClassification.from_pretrained(base)
+    model.resize_token_embeddings(len(lines))
+    model.save_pretrained(base)
+    train = write_csv(tmp_path / "train.csv", make_reviews(20))
+    teach(config(base, train, None, tmp_path / "out", epochs=1))
+    saved = (tmp_path / "out" / "vocab.txt").read_text(encoding="utf-8").splitlines()
+    assert len(saved) == len(lines) and saved[good + 1] == "good" and saved[good] == f"[unused-id-{good}]"
+    texts = ["good film", "a dull and lifeless plot, good acting"]
+    before, after = AutoTokenizer.from_pretrained(base), AutoTokenizer.from_pretrained(tmp_path / "out")
+    assert before(texts)["input_ids"] == after(texts)["input_ids"]
+    assert before("good")["input_ids"][1] == good + 1
+
+
 def test_eval_rejects_unknown_label(tiny_model_dir, reviews_csv, tmp_path):
     train, _ = reviews_csv
     teach(config(tiny_model_dir, train, None, tmp_path / "out", epochs=1))
