@@ -71,8 +71,10 @@ def encode(tokenizer, texts, max_length: int) -> list[dict]:
 
 
 def length_sorted_batches(lengths, batch_size: int):
-    """Index batches of similar length (longest first), so little padding is computed."""
-    order = np.argsort(-np.asarray(lengths), kind="stable")
+    """Index batches of similar length, so little padding is computed: shortest first, ties in
+    input order, as runtime.Classifier makes them (int8 bundles quantize activations per batch,
+    so onnxruntime and the numpy runtime agree only on the same batches)."""
+    order = np.argsort(np.asarray(lengths), kind="stable")
     return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
 
 

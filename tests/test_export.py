@@ -535,6 +535,32 @@ def test_engines_agree_on_the_int8_bundle_batch_by_batch(int8_bundle, wide_rows)
     np.testing.assert_allclose(b, a, atol=1e-4)
 
 
+def test_engines_feed_the_same_batches(int8_bundle, wide_rows, monkeypatch):
+    """Both engines sort by length the same way (shortest first, ties in input order): int8
+    bundles quantize activations per batch, so `distill eval --engine onnxruntime|numpy` score
+    an int8 bundle alike only if the two feed the same batches (30 texts, batches of 4)."""
+    import onnxruntime
+
+    import runtime.session
+    from export.engines import bundle_predict_logits
+
+    fed = {"onnxruntime": [], "numpy": []}
+
+    def spy(engine, real):
+        def run(self, output_names, feeds, *args, **kwargs):
+            fed[engine].append(np.asarray(feeds["input_ids"]).tolist())
+            return real(self, output_names, feeds, *args, **kwargs)
+        return run
+
+    monkeypatch.setattr(onnxruntime.InferenceSession, "run", spy("onnxruntime", onnxruntime.InferenceSession.run))
+    monkeypatch.setattr(runtime.session.Session, "run", spy("numpy", runtime.session.Session.run))
+    texts = [text for text, _ in wide_rows[:30]]
+    texts = [t if i % 3 else f"{t} and then some more words to make it longer" for i, t in enumerate(texts)]
+    bundle_predict_logits(int8_bundle, texts, engine="onnxruntime", batch_size=4)
+    bundle_predict_logits(int8_bundle, texts, engine="numpy", batch_size=4)
+    assert len(fed["onnxruntime"]) == 8 and fed["onnxruntime"] == fed["numpy"]
+
+
 # ---------------------------------------------------------------- the command's runs
 
 def test_force_replaced_the_existing_bundle_and_the_table_was_printed(fp32_run, int8_run):
