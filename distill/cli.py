@@ -421,8 +421,10 @@ def eval_command(model, data_path, json_path, plot_path, batch_size, max_length,
         click.echo(f"report: {json_path}")
     if plot_path:
         make_parent(plot_path)
-        plot_confusion_matrix(report, plot_path, title=f"{Path(model).name} on {Path(data_path).name}")
+        note = plot_confusion_matrix(report, plot_path, title=f"{Path(model).name} on {Path(data_path).name}")
         click.echo(f"plot: {plot_path}")
+        if note:
+            click.echo(f"note: {note}", err=True)
 
 
 def _attach_optional_groups():

@@ -168,17 +168,43 @@ def _font_families() -> list[str]:
     return ["DejaVu Sans"] + [name for name in _CJK_FONTS if name in installed]
 
 
-def plot_confusion_matrix(report: dict, path, title=None) -> None:
-    """Write the confusion matrix as a PNG: counts in the cells, label names on the axes."""
+def _unrenderable(labels, families) -> list[str]:
+    """The characters of `labels` that none of the font families has a glyph for."""
+    from matplotlib import font_manager
+    from matplotlib.ft2font import FT2Font
+
+    fonts = []
+    for family in families:
+        try:
+            fonts.append(FT2Font(font_manager.findfont(font_manager.FontProperties(family=family),
+                                                       fallback_to_default=False)))
+        except ValueError:   # not installed
+            continue
+    chars = sorted({c for label in labels for c in label if not c.isspace()})
+    return [c for c in chars if not any(font.get_char_index(ord(c)) for font in fonts)]
+
+
+def plot_confusion_matrix(report: dict, path, title=None) -> str | None:
+    """Write the confusion matrix as a PNG: counts in the cells, label names on the axes. Where
+    no installed font can draw a label name (Chinese labels on a machine without a CJK font),
+    the axes number the labels in id order instead, and the returned note says so."""
     from matplotlib import rc_context
     from matplotlib.figure import Figure  # no pyplot: no global backend state, renders with Agg
 
     labels = report["labels"]
+    families = _font_families()
+    missing = _unrenderable(labels, families)
+    note = None
+    if missing:
+        note = (f"{path}: no installed font draws {''.join(missing[:10])}{'...' if len(missing) > 10 else ''}; "
+                f"the axes number the labels in id order: "
+                + ", ".join(f"{i} = {name}" for i, name in enumerate(labels)))
+        labels = [str(i) for i in range(len(labels))]
     cm = np.asarray(report["confusion_matrix"], dtype=np.int64)  # (k, k) rows true, cols predicted
     k = len(labels)
     side = max(4.0, 0.6 * k + 2.5)
-    with warnings.catch_warnings(), rc_context({"font.family": _font_families()}):
-        warnings.simplefilter("ignore", UserWarning)  # glyphs no installed font has
+    with warnings.catch_warnings(), rc_context({"font.family": families}):
+        warnings.simplefilter("ignore", UserWarning)  # the title may hold such glyphs too
         fig = Figure(figsize=(side, side), dpi=100)
         ax = fig.add_subplot()
         image = ax.imshow(cm, cmap="Blues", vmin=0)
@@ -196,3 +222,4 @@ def plot_confusion_matrix(report: dict, path, title=None) -> None:
                               f"n={report['n']})")
         fig.tight_layout()
         fig.savefig(path, format="png")
+    return note

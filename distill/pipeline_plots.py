@@ -111,7 +111,7 @@ def plot_training_curves(out: Path, path: Path) -> Path:
     return path
 
 
-def write_plots(report: dict, out: Path, plots_dir: Path) -> list[Path]:
+def write_plots(report: dict, out: Path, plots_dir: Path, log=print) -> list[Path]:
     from .metrics import plot_confusion_matrix
 
     plots_dir.mkdir(parents=True, exist_ok=True)
@@ -121,7 +121,9 @@ def write_plots(report: dict, out: Path, plots_dir: Path) -> list[Path]:
     int8 = next((r for r in report["rows"] if r["artifact"] == "student-int8" and r["engine"] == "numpy"), None)
     if int8:
         path = plots_dir / "confusion_int8.png"
-        plot_confusion_matrix(int8["eval"], path, title=f"int8 student (numpy runtime)\naccuracy "
-                                                        f"{int8['accuracy']:.3f}, n={int8['eval']['n']}")
+        note = plot_confusion_matrix(int8["eval"], path, title=f"int8 student (numpy runtime)\naccuracy "
+                                                               f"{int8['accuracy']:.3f}, n={int8['eval']['n']}")
+        if note:
+            log(f"  note: {note}")
         written.append(path)
     return written

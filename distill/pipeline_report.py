@@ -249,7 +249,7 @@ def build_report(settings, out: Path, stages: dict, log) -> dict:
     report["plots"] = []
     if options["plots"]:
         from .pipeline_plots import write_plots
-        report["plots"] = [str(p.relative_to(out)) for p in write_plots(report, out, plots_dir)]
+        report["plots"] = [str(p.relative_to(out)) for p in write_plots(report, out, plots_dir, log)]
     write_json(out / "report.json", report)
     (out / "report.md").write_text(markdown(report), encoding="utf-8")
     return report

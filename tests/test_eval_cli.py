@@ -54,6 +54,19 @@ def test_missing_parent_folders_of_json_and_plot_are_created(bundle, tmp_path):
     assert plot.read_bytes().startswith(b"\x89PNG")
 
 
+def test_a_plot_whose_label_names_no_font_draws_says_so(bundle, tmp_path, monkeypatch):
+    """The eval summary passes on plot_confusion_matrix's note (label names it had to number)."""
+    import distill.metrics
+
+    monkeypatch.setattr(distill.metrics, "_font_families", lambda: ["No Such Font Family"])
+    data = write_csv(tmp_path / "dev.csv", make_reviews(8, seed=3))
+    plot = tmp_path / "cm.png"
+    result = run_eval(bundle, data, "--plot", plot)
+    assert result.exit_code == 0, result.output
+    assert (f"note: {plot}: no installed font draws aeginopstv; the axes number the labels in id order: "
+            "0 = negative, 1 = positive") in result.output
+
+
 def test_an_output_that_is_the_data_file_or_the_other_output_is_refused(bundle, tmp_path, no_evaluation,
                                                                          monkeypatch):
     data = write_csv(tmp_path / "dev.csv", make_reviews(8, seed=3))

@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from distill.metrics import (accuracy, confusion_matrix, evaluate, format_report, macro_f1,
-                             plot_confusion_matrix, roc_auc)
+from distill.metrics import (_font_families, _unrenderable, accuracy, confusion_matrix, evaluate, format_report,
+                             macro_f1, plot_confusion_matrix, roc_auc)
 
 sk = pytest.importorskip("sklearn.metrics")
 
@@ -142,6 +142,18 @@ def test_plot_writes_png(tmp_path):
     names = ["finance", "realty", "体育", "entertainment"]
     report = evaluate(rng.integers(0, 4, 50), rng.dirichlet(np.ones(4), 50), names)
     out = tmp_path / "cm.png"
-    plot_confusion_matrix(report, out, title="test")
+    note = plot_confusion_matrix(report, out, title="test")
     data = out.read_bytes()
     assert data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) > 5000
+    # without a CJK font "体育" cannot be drawn: the axes number the labels and the note maps them
+    cjk_font = not _unrenderable(["体育"], _font_families())
+    assert (note is None) == cjk_font
+    if not cjk_font:
+        assert note == (f"{out}: no installed font draws 体育; the axes number the labels in id order: "
+                        "0 = finance, 1 = realty, 2 = 体育, 3 = entertainment")
+
+
+def test_unrenderable_characters_are_found_per_font():
+    assert _unrenderable(["finance", "café"], ["DejaVu Sans"]) == []
+    assert _unrenderable(["体育 新闻"], ["DejaVu Sans"]) == sorted("体育新闻")       # DejaVu has no CJK
+    assert _unrenderable(["x"], ["No Such Font Family"]) == ["x"]
