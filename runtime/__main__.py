@@ -1,5 +1,8 @@
 """python -m runtime BUNDLE [TEXT ...]: classify texts, one JSON object per line on stdout.
 
+Every argument after the first `--` is a text (`python -m runtime BUNDLE -- "-5%" --`), so a
+text may start with '-'; the bundle may follow `--` as well.
+
 With no TEXT arguments, texts are read from stdin, one per line (UTF-8; a leading BOM and
 CRLF line ends are dropped, undecodable bytes become U+FFFD). Each line is answered as soon as it
 has been read, so an app can drive the command line by line; lines that arrive together are
@@ -19,19 +22,39 @@ import threading
 STDIN_CHUNK = 1024  # most lines classified at a time
 
 
+def split_at_double_dash(argv: list[str]) -> tuple[list[str], list[str]]:
+    """(arguments before the first "--", every argument after it): after "--" each argument is
+    a text, a later "--" included (argparse's parse_intermixed_args would drop them all)."""
+    if "--" not in argv:
+        return argv, []
+    cut = argv.index("--")
+    return argv[:cut], argv[cut + 1:]
+
+
 def parse_args(argv):
     parser = argparse.ArgumentParser(
         prog="python -m runtime",
-        description="Classify texts with an edge bundle (model.onnx, vocab.txt, runtime.json). "
-                    "Prints one JSON object per text: text, label, probabilities.")
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Classify texts with an edge bundle (model.onnx, vocab.txt, runtime.json).\n"
+                    "Prints one JSON object per text: text, label, probabilities.",
+        epilog="examples:\n"
+               '  python -m runtime BUNDLE "a gripping film" "dull and lifeless"\n'
+               '  python -m runtime BUNDLE -- "-5% today" "--"   # after --, every argument is a text\n'
+               "  cat texts.txt | python -m runtime BUNDLE --batch-size 64")
     # nargs="?" and a check below: parse_intermixed_args would call TEXT required as well
     parser.add_argument("bundle", nargs="?", help="bundle directory written by `distill export onnx`")
     parser.add_argument("texts", nargs="*", metavar="TEXT",
-                        help="texts to classify; read from stdin, one per line, when none are given")
+                        help="texts to classify; read from stdin, one per line, when none are given. "
+                             "Put -- before texts that start with '-': every argument after the "
+                             "first -- is a text (the bundle too may follow it)")
     parser.add_argument("--batch-size", type=int, default=32, help="texts per forward pass (default 32)")
-    args = parser.parse_intermixed_args(argv)
-    if args.bundle is None:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    options, literal = split_at_double_dash(argv)
+    args = parser.parse_intermixed_args(options)
+    positionals = ([] if args.bundle is None else [args.bundle]) + args.texts + literal
+    if not positionals:
         parser.error("the following arguments are required: bundle")
+    args.bundle, args.texts = positionals[0], positionals[1:]
     if args.batch_size < 1:
         parser.error("--batch-size must be at least 1")
     return args

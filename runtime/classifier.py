@@ -15,7 +15,7 @@ import os
 
 import numpy as np
 
-from .tokenizer import WordPieceTokenizer, load_vocab, pad_batch, tokenizer_kwargs
+from .tokenizer import WordPieceTokenizer, check_texts, load_vocab, pad_batch, tokenizer_kwargs
 
 RUNTIME_FORMAT = 1
 BUNDLE_FILES = ("runtime.json", "vocab.txt", "model.onnx")
@@ -23,7 +23,15 @@ FEEDABLE_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 
 class BundleError(ValueError):
-    """A bundle whose runtime.json is unreadable or does not describe a usable classifier."""
+    """A bundle whose runtime.json or vocab.txt is unreadable or does not describe a usable
+    classifier (with the model.onnx beside it)."""
+
+
+def cannot_read(path: str, error: OSError) -> str:
+    """The message for a bundle file that exists but cannot be read (permissions, I/O error)."""
+    reason = error.strerror or str(error) or type(error).__name__
+    other = error.filename is not None and os.fspath(error.filename) != path
+    return f"{path}: cannot be read" + (f" ({error.filename})" if other else "") + f": {reason}"
 
 
 def read_runtime_config(bundle_dir) -> dict:
@@ -44,6 +52,10 @@ def read_runtime_config(bundle_dir) -> dict:
             config = json.load(f)
     except (ValueError, UnicodeDecodeError) as e:
         raise BundleError(f"{path}: not valid JSON: {e}") from None
+    except FileNotFoundError:  # removed since the check above: still a missing file
+        raise
+    except OSError as e:
+        raise BundleError(cannot_read(path, e)) from None
     if not isinstance(config, dict):
         raise BundleError(f"{path}: expected a JSON object")
     if config.get("format") != RUNTIME_FORMAT:
@@ -90,24 +102,105 @@ def check_graph_names(session, config: dict, path: str) -> None:
                               f"{output.name!r} has {columns} columns")
 
 
+# -- what model.onnx can look up ----------------------------------------------------------
+
+SHAPE_KEEPING = ("Identity", "Cast", "DequantizeLinear")  # an int8 table is dequantized as is
+
+
+def constant_value(graph, name: str, made_by: dict):
+    """The array of an initializer or Constant node (through Identity), else None."""
+    while name not in graph.initializers:
+        node = made_by.get(name)
+        if node is None or node.op_type not in ("Constant", "Identity"):
+            return None
+        if node.op_type == "Constant":
+            value = node.attrs.get("value")
+            return value if isinstance(value, np.ndarray) else None
+        name = node.inputs[0]
+    return graph.initializers[name]
+
+
+def constant_shape(graph, name: str, made_by: dict):
+    """The shape of a constant tensor, also through ops that keep it (Cast, DequantizeLinear)."""
+    while True:
+        value = constant_value(graph, name, made_by)
+        if value is not None:
+            return value.shape
+        node = made_by.get(name)
+        if node is None or node.op_type not in SHAPE_KEEPING or not node.inputs:
+            return None
+        name = node.inputs[0]
+
+
+def lookups(graph, made_by: dict):
+    """(Gather node, rows) for each Gather along axis 0 in a constant 2-D table (the embeddings)."""
+    for node in graph.nodes:
+        if node.op_type == "Gather" and node.attrs.get("axis", 0) == 0 and len(node.inputs) == 2:
+            shape = constant_shape(graph, node.inputs[0], made_by)
+            if shape is not None and len(shape) == 2:
+                yield node, int(shape[0])
+
+
+def word_embedding_rows(graph, made_by: dict, input_name: str = "input_ids"):
+    """Rows of the table Gather looks input_ids up in (the word embeddings); None if none does."""
+    rows = [n for node, n in lookups(graph, made_by) if node.inputs[1] == input_name]
+    return min(rows) if rows else None
+
+
+def position_embedding_rows(graph, made_by: dict):
+    """How many positions the position embeddings serve, when the graph looks them up the way
+    Hugging Face's BERT exports do (dynamo and TorchScript alike): Gather(table,
+    Slice(position_ids, starts=0, ...)) of a constant arange buffer -> min(table rows, buffer
+    length). None for any other graph (e.g. position ids computed from input_ids)."""
+    for node, rows in lookups(graph, made_by):
+        sliced = made_by.get(node.inputs[1])
+        if sliced is None or sliced.op_type != "Slice":
+            continue
+        inputs = sliced.inputs + [""] * (5 - len(sliced.inputs))
+        buffer = constant_value(graph, inputs[0], made_by)
+        starts = (constant_value(graph, inputs[1], made_by) if inputs[1]
+                  else np.asarray(sliced.attrs.get("starts", [1])))          # opset < 10: attributes
+        steps = constant_value(graph, inputs[4], made_by) if inputs[4] else np.ones(1, np.int64)
+        if buffer is None or buffer.dtype.kind not in "iu" or starts is None or steps is None:
+            continue
+        positions = buffer.reshape(-1)
+        if np.any(starts != 0) or np.any(steps != 1) or \
+                not np.array_equal(positions, np.arange(positions.size)):
+            continue
+        return min(rows, positions.size)
+    return None
+
+
+def check_model_fits(session, vocab_size: int, config: dict, paths: tuple) -> None:
+    """Refuse a vocabulary larger than model.onnx's word-embedding table (a text holding one of
+    the extra tokens would fail inside Gather at predict time; a smaller vocabulary is fine:
+    tables may be padded), and a max_length past its position embeddings (a text that long
+    would fail). Checked only where the graph shows the table (see the functions above)."""
+    runtime_json, vocab_txt, model_onnx = paths
+    graph = getattr(getattr(session, "model", None), "graph", None)
+    if graph is None:
+        return
+    made_by = {out: node for node in graph.nodes for out in node.outputs if out}
+    rows = word_embedding_rows(graph, made_by)
+    if rows is not None and vocab_size > rows:
+        raise BundleError(f"{vocab_txt}: {vocab_size} tokens, but the word-embedding table in "
+                          f"{model_onnx} has {rows} rows: token ids {rows} to {vocab_size - 1} "
+                          "cannot be looked up (vocab.txt does not belong to this model)")
+    positions = position_embedding_rows(graph, made_by)
+    if positions is not None and config["max_length"] > positions:
+        raise BundleError(f"{runtime_json}: max_length {config['max_length']} is more than the "
+                          f"{positions} positions of the position embeddings in {model_onnx}")
+
+
+def vocabulary_size(vocab: dict) -> int:
+    """1 + the highest id the tokenizer can produce (an empty line's token never is)."""
+    return max((i for token, i in vocab.items() if token), default=-1) + 1
+
+
 def check_batch_size(batch_size) -> int:
     if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     return int(batch_size)
-
-
-def check_texts(texts) -> list[str]:
-    if isinstance(texts, (str, bytes)):
-        raise TypeError(f"texts must be a list of strings, not a single {type(texts).__name__}: "
-                        "pass [text] to classify one text")
-    try:
-        texts = list(texts)
-    except TypeError:
-        raise TypeError(f"texts must be a list of strings, got {type(texts).__name__}") from None
-    for i, text in enumerate(texts):
-        if not isinstance(text, str):
-            raise TypeError(f"texts[{i}] is {type(text).__name__}, not str")
-    return texts
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -135,7 +228,8 @@ class Classifier:
 
     @classmethod
     def load(cls, bundle_dir, batch_size: int = 32) -> "Classifier":
-        """Read bundle_dir/runtime.json, vocab.txt and model.onnx."""
+        """Read bundle_dir/runtime.json, vocab.txt and model.onnx, and check they fit together
+        (names, label count, vocabulary and max_length against the embedding tables)."""
         config = read_runtime_config(bundle_dir)
         from .protobuf import ModelError
         from .session import Session  # the graph half, imported when a bundle is loaded
@@ -151,11 +245,21 @@ class Classifier:
             tokenizer = WordPieceTokenizer(load_vocab(vocab_txt), **settings)
         except ValueError as e:
             raise BundleError(f"{vocab_txt}: {e}") from None
+        except FileNotFoundError:
+            raise
+        except OSError as e:  # no read permission, I/O error
+            raise BundleError(cannot_read(vocab_txt, e)) from None
         try:
             session = Session(model_onnx)
         except ModelError as e:  # malformed file, unsupported op, ...
             raise ModelError(f"{model_onnx}: {e}") from None
+        except FileNotFoundError:
+            raise
+        except OSError as e:
+            raise ModelError(cannot_read(model_onnx, e)) from None
         check_graph_names(session, config, runtime_json)
+        check_model_fits(session, vocabulary_size(tokenizer.vocab), config,
+                         (runtime_json, vocab_txt, model_onnx))
         return cls(session, tokenizer, config["labels"], config["inputs"], config["output"],
                    config["max_length"], batch_size=batch_size,
                    quantization=config.get("quantization"), path=bundle_dir)
@@ -166,7 +270,7 @@ class Classifier:
 
     def logits(self, texts) -> np.ndarray:
         """Raw model outputs, float32 (n, n_labels), in input order."""
-        texts = check_texts(texts)
+        texts = check_texts(texts, "classify")
         batch_size = check_batch_size(self.batch_size)  # an attribute the app may set
         rows = [self.tokenizer.encode(text, self.max_length) for text in texts]
         order = sorted(range(len(rows)), key=lambda i: len(rows[i]))  # short texts batch together

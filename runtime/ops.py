@@ -15,6 +15,8 @@ The keys of `OPS` are the op set the exporter checks its graphs against.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from .graph import DTYPES
@@ -348,7 +350,27 @@ def reshape(x, shape, allowzero=0):
     dims = [int(d) for d in shape]
     if not allowzero:
         dims = [x.shape[i] if d == 0 else d for i, d in enumerate(dims)]
+    if x.size == 0 and -1 in dims:
+        dims = empty_reshape_dims(x.shape, dims)
     return x.reshape(dims)
+
+
+def empty_reshape_dims(in_shape, dims: list) -> list:
+    """The -1 of a reshape of a zero-size tensor, where the sizes alone cannot tell it.
+
+    When the other dims hold a 0 too (an empty batch reaching the attention's
+    `Reshape(x, [batch, seq, -1, head_size])`), size / product is 0 / 0; onnxruntime then
+    divides the non-zero input dims by the non-zero requested ones, (0, 7, 64) ->
+    [0, 7, -1, 16] giving (0, 7, 4, 16), and so does this. Otherwise numpy infers it (as 0)."""
+    known = [d for d in dims if d != -1]
+    if 0 not in known:
+        return dims
+    have = math.prod(d for d in in_shape if d != 0)
+    want = math.prod(d for d in known if d != 0)
+    if have % want:
+        raise ValueError(f"cannot reshape an array of shape {tuple(in_shape)} into {dims}: the "
+                         f"non-zero dims {have} are not a multiple of {want}")
+    return [have // want if d == -1 else d for d in dims]
 
 
 def flatten(x, axis=1):

@@ -11,6 +11,11 @@ the slow `BertTokenizer` before) token for token:
 4. greedy longest-match WordPiece with "##" continuations; [UNK] for a word longer than
    100 characters or one that cannot be covered by the vocabulary.
 
+`encode(text, max_length)` tokenizes only as much of a long text as it needs: a prefix cut
+just before a character that cleaning turns into a space (whitespace, a spaced-out CJK
+ideograph), where the ids of the whole text are those of the prefix followed by those of the
+rest (see `WordPieceTokenizer.leading_ids`).
+
 Speed comes from doing per-character work inside C string methods (`str.translate` with
 tables filled lazily per code point, `str.lower`, `unicodedata.normalize`, `str.split`)
 instead of Python loops, and from caching WordPiece results per word.
@@ -32,6 +37,14 @@ CJK_RANGES = (
     (0x4E00, 0x9FFF), (0x3400, 0x4DBF), (0x20000, 0x2A6DF), (0x2A700, 0x2B73F),
     (0x2B740, 0x2B81F), (0x2B820, 0x2CEAF), (0xF900, 0xFAFF), (0x2F800, 0x2FA1F),
 )
+# where a long text may be cut (`WordPieceTokenizer.leading_ids`): candidates found by one regex
+# search, each confirmed against the tokenizer's own cleaning table before use. " \t\n\r" and
+# the Zs spaces (Unicode 6.3 to 15.1) become " "; the CJK_RANGES are spaced out when
+# tokenize_chinese_chars (unassigned code points in them are dropped instead: not confirmed)
+CUT_SPACES = " \t\n\r\xa0\u1680\u2000-\u200a\u202f\u205f\u3000"
+CUT_TRIES = 64           # candidates examined per window before trying a longer prefix
+PREFIX_CHARS_PER_ID = 8  # the first prefix holds this many characters per wanted id (+ 64)
+PREFIX_GROWTH = 4        # each further prefix is this many times longer
 CONFIG_KEYS = {"type", "lowercase", "strip_accents", "tokenize_chinese_chars", "unk_token",
                "cls_token", "sep_token", "pad_token", "mask_token", "never_split",
                "max_input_chars_per_word"}
@@ -83,6 +96,12 @@ def clean_rule(space_cjk: bool):
     return rule
 
 
+def cut_pattern(space_cjk: bool) -> re.Pattern:
+    """Characters that may end a prefix: spaces, and the CJK ranges when they are spaced out."""
+    cjk = "".join(f"{chr(lo)}-{chr(hi)}" for lo, hi in CJK_RANGES) if space_cjk else ""
+    return re.compile(f"[{CUT_SPACES}{cjk}]")
+
+
 def mark_rule(cp: int):
     return None if unicodedata.category(chr(cp)) == "Mn" else cp
 
@@ -116,6 +135,22 @@ def load_vocab(path) -> dict[str, int]:
     """vocab.txt -> {token: id}, one token a line (a repeated token keeps its last line, as HF)."""
     with open(path, "r", encoding="utf-8") as f:
         return {line.rstrip("\n"): i for i, line in enumerate(f.readlines())}
+
+
+def check_texts(texts, verb: str = "encode") -> list[str]:
+    """A list (any iterable) of str -> list; a bare str or bytes, or a non-str item, is a TypeError
+    (iterating a str would silently make each character a text)."""
+    if isinstance(texts, (str, bytes)):
+        raise TypeError(f"texts must be a list of strings, not a single {type(texts).__name__}: "
+                        f"pass [text] to {verb} one text")
+    try:
+        texts = list(texts)
+    except TypeError:
+        raise TypeError(f"texts must be a list of strings, got {type(texts).__name__}") from None
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise TypeError(f"texts[{i}] is {type(text).__name__}, not str")
+    return texts
 
 
 def tokenizer_kwargs(config: dict) -> dict:
@@ -189,6 +224,8 @@ class WordPieceTokenizer:
         self._keep_whole = self.special_tokens | self.never_split
         self._special_firsts = "".join(sorted({t[0] for t in self.special_tokens}))
         self._keep_firsts = "".join(sorted({t[0] for t in self._keep_whole if t}))
+        self._special_chars = frozenset("".join(self.special_tokens))
+        self._cut_candidates = cut_pattern(bool(tokenize_chinese_chars))
 
         self._clean = LazyTable(clean_rule(bool(tokenize_chinese_chars)))
         self._marks = LazyTable(mark_rule)
@@ -304,20 +341,72 @@ class WordPieceTokenizer:
             return self.id_to_token.get(int(ids), self.unk_token)
         return [self.id_to_token.get(int(i), self.unk_token) for i in ids]
 
+    # -- long texts ------------------------------------------------------------------------
+
+    def splits_before(self, ch: str) -> bool:
+        """Whether text can be cut just before `ch`: ids(a + ch + b) == ids(a) + ids(ch + b).
+
+        True when cleaning turns `ch` into a space or spaces it out (" \\t\\n\\r", Zs; CJK with
+        tokenize_chinese_chars) and no special token contains it. Then no special token can
+        match across the cut, and the cleaned text holds a " " there, which every later step
+        respects: NFC (a space neither composes with its neighbours nor lets marks be reordered
+        across it), lower-casing (a space is neither cased nor case-ignorable, so a final
+        sigma's context stops at it), NFD and mark stripping (per character, reordering stops
+        at a starter), punctuation splitting (per character) and the whitespace split that
+        every word-level step (never_split, WordPiece, the 100-character limit) works within.
+        The ASCII fast path and the per-word path compute the same words as the general one."""
+        value = self._clean[ord(ch)]
+        return isinstance(value, str) and value[:1] == " " and ch not in self._special_chars
+
+    def _cut_in(self, text: str, start: int, stop: int) -> int | None:
+        """The first position in [start, stop) where text can be cut, or None (also when the
+        first CUT_TRIES candidates there are all refused)."""
+        for tries, match in enumerate(self._cut_candidates.finditer(text, start, stop)):
+            if tries == CUT_TRIES:
+                break
+            if self.splits_before(match.group()):
+                return match.start()
+        return None
+
+    def leading_ids(self, text: str, count: int, first_chars: int | None = None) -> list[int]:
+        """Token ids that begin with text_ids(text)[:count] (all of text_ids(text) when it has
+        fewer), tokenizing only a prefix of a long text.
+
+        Prefixes end at a cut (`splits_before`) found in [size, 2 * size) characters, size
+        starting at `first_chars` (default PREFIX_CHARS_PER_ID per id, + 64) and growing
+        PREFIX_GROWTH times until a prefix yields `count` ids; the whole text is the fallback
+        (a text without a cut, or with fewer ids). The work stays proportional to the prefix
+        that is needed: a 5M-character text costs what its first few thousand characters do."""
+        if count <= 0:
+            return []
+        size = PREFIX_CHARS_PER_ID * count + 64 if first_chars is None else max(1, first_chars)
+        while size < len(text):
+            cut = self._cut_in(text, size, min(len(text), 2 * size))
+            if cut is not None:
+                ids = self.text_ids(text[:cut])
+                if len(ids) >= count:
+                    return ids
+            size *= PREFIX_GROWTH
+        return self.text_ids(text)
+
     # -- batches ---------------------------------------------------------------------------
 
     def encode(self, text: str, max_length: int | None = None) -> list[int]:
-        """[CLS] ids [SEP], the ids truncated so the whole fits in max_length."""
-        ids = self.text_ids(text)
-        if max_length is not None:
+        """[CLS] ids [SEP], the ids truncated so the whole fits in max_length (only as much of
+        the text is tokenized as that needs)."""
+        if max_length is None:
+            ids = self.text_ids(text)
+        else:
             if max_length < 2:
                 raise ValueError(f"max_length must be at least 2 (room for [CLS] and [SEP]), got {max_length}")
+            ids = self.leading_ids(text, max_length - 2)
             del ids[max_length - 2:]
         return [self.cls_id] + ids + [self.sep_id]
 
     def encode_batch(self, texts, max_length: int | None = None) -> dict[str, np.ndarray]:
-        """Encode, truncate and pad to the longest in the batch -> int64 arrays (n, seq)."""
-        rows = [self.encode(text, max_length) for text in texts]
+        """Encode, truncate and pad to the longest in the batch -> int64 arrays (n, seq).
+        `texts` is a list (any iterable) of str; a bare str is a TypeError."""
+        rows = [self.encode(text, max_length) for text in check_texts(texts)]
         return pad_batch(rows, self.pad_id)
 
 

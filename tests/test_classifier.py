@@ -244,6 +244,37 @@ def test_overlong_text_is_truncated(clf):
     assert np.abs(proba[0] - proba[1]).max() <= 1e-6
 
 
+def test_a_huge_text_is_tokenized_only_as_far_as_max_length(clf, monkeypatch):
+    """One 18M-character text took 8.5 s and 1.8 GB when it was tokenized whole."""
+    text = "the plot is a mess but the music is lovely " * 120_000           # 5M characters
+    seen, real = [], clf.tokenizer.text_ids
+    monkeypatch.setattr(clf.tokenizer, "text_ids", lambda t: seen.append(len(t)) or real(t))
+    got = clf.predict_proba([text, "ok"])
+    monkeypatch.undo()
+    assert seen and max(seen) < 10_000, seen                               # a prefix only
+    assert np.array_equal(got, clf.predict_proba([text[:2000], "ok"]))
+
+
+# -- empty batches -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("int8", [False, True], ids=["fp32", "int8"])
+@pytest.mark.parametrize("length", [1, 7, MAX_LENGTH])
+def test_empty_batch_runs_like_onnxruntime(int8, length):
+    """runtime.Session on input_ids of shape (0, L): an output of shape (0, n_labels), as
+    onnxruntime gives (the attention's Reshape(x, [0, L, -1, head_size]) used to fail)."""
+    import onnxruntime as ort
+
+    from runtime import Session
+    model = tiny_bundle(int8) / "model.onnx"
+    feeds = {name: np.zeros((0, length), np.int64) for name in ("input_ids", "attention_mask",
+                                                               "token_type_ids")}
+    want = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"]).run(["logits"], feeds)
+    for fuse in (True, False):
+        got = Session(str(model), fuse=fuse).run(["logits"], feeds)
+        assert [(a.shape, a.dtype) for a in got] == [(a.shape, a.dtype) for a in want] == \
+            [((0, len(LABELS)), np.float32)]
+
+
 # -- threads -------------------------------------------------------------------------------
 
 def test_concurrent_predict_matches_serial(clf):
@@ -363,6 +394,65 @@ def test_bundle_errors_name_the_file_at_fault(tmp_path, bundle_copy):
         Classifier.load(bundle_copy)
 
 
+@pytest.mark.parametrize("name, error", [("runtime.json", BundleError), ("vocab.txt", BundleError),
+                                         ("model.onnx", "ModelError")])
+def test_unreadable_bundle_files_raise_the_documented_error(bundle_copy, monkeypatch, name, error):
+    """A file without read permission is a BundleError (model.onnx: ModelError) naming it, not a
+    bare PermissionError. As root, chmod 000 would not stop the read: open() is made to refuse."""
+    import builtins
+
+    from runtime.onnx import ModelError
+    error = ModelError if error == "ModelError" else error
+    path = bundle_copy / name
+    if hasattr(os, "geteuid") and os.geteuid() != 0:
+        path.chmod(0)
+    else:
+        real_open = builtins.open
+
+        def refusing_open(file, *args, **kwargs):
+            if os.fspath(file) == str(path):
+                raise PermissionError(13, "Permission denied", os.fspath(file))
+            return real_open(file, *args, **kwargs)
+
+        monkeypatch.setattr(builtins, "open", refusing_open)
+    try:
+        with pytest.raises(error, match=re.escape(f"{path}: cannot be read: Permission denied")):
+            Classifier.load(bundle_copy)
+    finally:
+        path.chmod(0o644)
+
+
+def test_vocabulary_larger_than_the_embedding_table_is_refused(tmp_path):
+    """721 rows in the tiny models' word embeddings: a vocab.txt with more tokens fails at load
+    (not at the first text holding one of them, inside Gather); fewer tokens are fine."""
+    for int8 in (False, True):
+        bundle = Path(shutil.copytree(tiny_bundle(int8), tmp_path / f"bundle-{int8}"))
+        vocab = (bundle / "vocab.txt").read_text(encoding="utf-8")
+        assert len(vocab.splitlines()) == 721
+        (bundle / "vocab.txt").write_text(vocab + "zebra\nquokka\n", encoding="utf-8")
+        with pytest.raises(BundleError, match=re.escape(
+                f"{bundle / 'vocab.txt'}: 723 tokens, but the word-embedding table in "
+                f"{bundle / 'model.onnx'} has 721 rows: token ids 721 to 722")):
+            Classifier.load(bundle)
+        (bundle / "vocab.txt").write_text(vocab + "\n\n", encoding="utf-8")  # blank lines: no ids
+        Classifier.load(bundle)
+        (bundle / "vocab.txt").write_text("\n".join(vocab.splitlines()[:-20]) + "\n", encoding="utf-8")
+        assert Classifier.load(bundle).predict(["a gripping film"])[0] in LABELS
+
+
+def test_max_length_past_the_position_embeddings_is_refused(bundle_copy):
+    """The sharp tiny model has 64 positions: runtime.json may say 64, not 65 (a 65-token text
+    would fail inside the model)."""
+    edit_runtime_json(bundle_copy, max_length=65)
+    with pytest.raises(BundleError, match=re.escape(
+            f"{bundle_copy / 'runtime.json'}: max_length 65 is more than the 64 positions of the "
+            f"position embeddings in {bundle_copy / 'model.onnx'}")):
+        Classifier.load(bundle_copy)
+    edit_runtime_json(bundle_copy, max_length=64)
+    clf = Classifier.load(bundle_copy)
+    assert clf.logits([" ".join(["film"] * 100)]).shape == (1, len(LABELS))
+
+
 @pytest.mark.parametrize("batch_size", [0, -3, "4", 2.0, True, None])
 def test_bad_batch_size_is_refused_at_load(fp32_bundle, batch_size):
     with pytest.raises(ValueError, match="batch_size must be a positive integer"):
@@ -472,9 +562,38 @@ def test_cli_text_argument_that_is_not_utf8(fp32_bundle):
 
 
 def test_cli_without_arguments_names_the_bundle_only():
-    result = run_cli()
-    assert result.returncode == 2
-    assert b"required: bundle\n" in result.stderr and b"TEXT" not in result.stderr.splitlines()[-1]
+    for args in ((), ("--",), ("--batch-size", "2", "--")):
+        result = run_cli(*args)
+        assert result.returncode == 2
+        assert b"required: bundle\n" in result.stderr and b"TEXT" not in result.stderr.splitlines()[-1]
+
+
+def test_cli_everything_after_double_dash_is_a_text(fp32_bundle):
+    result = run_cli(fp32_bundle, "--", "a", "--", "b")
+    assert result.returncode == 0, result.stderr
+    assert [r["text"] for r in parse_lines(result.stdout)] == ["a", "--", "b"]
+    result = run_cli("--", fp32_bundle, "-5%跌幅", "--batch-size")
+    assert result.returncode == 0, result.stderr
+    records = parse_lines(result.stdout)
+    assert [r["text"] for r in records] == ["-5%跌幅", "--batch-size"]
+    assert [r["label"] for r in records] == Classifier.load(fp32_bundle).predict(["-5%跌幅", "--batch-size"])
+    help_text = run_cli("--help").stdout.decode()
+    assert "every argument after the" in help_text and "-- \"-5% today\"" in help_text
+
+
+@pytest.mark.parametrize("argv, bundle, texts, batch_size", [
+    (["B", "a", "b"], "B", ["a", "b"], 32),
+    (["B", "a", "--batch-size", "3", "b"], "B", ["a", "b"], 3),               # options anywhere
+    (["B", "--", "a", "--", "b"], "B", ["a", "--", "b"], 32),
+    (["--", "B", "-5%"], "B", ["-5%"], 32),
+    (["--batch-size", "2", "B", "--", "--batch-size", "-x"], "B", ["--batch-size", "-x"], 2),
+    (["B", "--"], "B", [], 32),                                              # no texts: stdin
+    (["B", "--", "--"], "B", ["--"], 32),
+])
+def test_cli_argument_parsing(argv, bundle, texts, batch_size):
+    from runtime.__main__ import parse_args
+    args = parse_args(argv)
+    assert (args.bundle, args.texts, args.batch_size) == (bundle, texts, batch_size)
 
 
 def test_cli_errors_go_to_stderr(tmp_path, bundle_copy):

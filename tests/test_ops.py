@@ -163,6 +163,17 @@ CASES = [
     case("Reshape", [randn(2, 3, 4), i64(0, -1, 2)]),
     case("Reshape", [randn(2, 3, 4), i64(4, 0, 2)], init=(1,), id="Reshape-const-shape"),
     case("Reshape", [randn(0, 3), i64(0, 4)], {"allowzero": 1}, id="Reshape-allowzero"),
+    # zero-size inputs: a -1 beside a 0 is inferred from the non-zero dims, as onnxruntime does
+    case("Reshape", [randn(0, 7, 64), i64(0, 7, -1, 16)], {"allowzero": 1}, engine="onnxruntime",
+         id="Reshape-empty-batch-heads"),
+    case("Reshape", [randn(0, 4), i64(0, -1)], {"allowzero": 1}, engine="onnxruntime",
+         id="Reshape-empty-zero-and-minus-one"),
+    case("Reshape", [randn(2, 0), i64(-1, 0)], {"allowzero": 1}, engine="onnxruntime",
+         id="Reshape-empty-minus-one-first"),
+    case("Reshape", [randn(0, 8, 2), i64(4, 2, -1)], engine="onnxruntime", id="Reshape-empty-minus-one-is-0"),
+    case("Reshape", [randn(3, 0, 5), i64(-1, 5)], engine="onnxruntime", id="Reshape-empty-middle"),
+    case("Reshape", [randn(0, 7, 4, 16), i64(0, 7, 64)], {"allowzero": 1}, engine="onnxruntime",
+         id="Reshape-empty-merge-heads"),
     case("Flatten", [randn(2, 3, 4)], {"axis": 2}), case("Flatten", [randn(2, 3, 4)], {"axis": 0}, id="Flatten-0"),
     case("Transpose", [randn(2, 3, 4)], {"perm": [2, 0, 1]}),
     case("Transpose", [randn(2, 3, 4)], id="Transpose-default"),
@@ -273,6 +284,15 @@ def test_op_matches_reference_evaluator(op, inputs, attrs, opset, outputs, init,
 def test_every_op_in_the_table_is_checked_against_the_reference():
     covered = {p.values[0] for p in CASES}
     assert set(OPS) - covered == set()
+
+
+def test_reshape_of_an_empty_tensor_that_no_dims_can_explain():
+    """(0, 3) into [2, -1, 0]: the non-zero dims (3 against 2) do not divide; onnxruntime
+    refuses it too."""
+    from runtime.ops import reshape
+    with pytest.raises(ValueError, match=r"cannot reshape an array of shape \(0, 3\) into \[2, -1, 0\]"):
+        reshape(randn(0, 3), i64(2, -1, 0), allowzero=1)
+    assert reshape(randn(0, 7, 64), i64(0, 0, -1, 16)).shape == (0, 7, 4, 16)   # 0 copies the dim
 
 
 def test_inputs_are_not_modified():

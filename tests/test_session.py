@@ -72,6 +72,40 @@ def test_int8_is_exact_integer_arithmetic(models, name):
         assert np.abs(logits - want).max() <= 1e-5
 
 
+@pytest.mark.parametrize("name", ["fp32", "int8", "int8_quint8_pc"])
+def test_empty_batch_matches_onnxruntime(models, name):
+    """input_ids of shape (0, L): onnxruntime returns logits of shape (0, 2); the dynamo export's
+    attention Reshape(x, [0, L, -1, 16], allowzero=1) used to fail here."""
+    ref = ort_session(models[name])
+    for length in (1, 9):
+        feeds = {k: v[:0] for k, v in random_feeds(np.random.default_rng(8), 2, length).items()}
+        want = ref.run(None, feeds)
+        for fuse in (True, False):
+            got = Session(models[name], fuse=fuse).run(None, feeds)
+            assert [(a.shape, a.dtype) for a in got] == [(a.shape, a.dtype) for a in want] == \
+                [((0, 2), np.float32)]
+
+
+def test_empty_batch_through_the_torchscript_export(models):
+    """The TorchScript graph reshapes with allowzero=0, so its 0 copies the empty batch dim:
+    onnxruntime refuses that (the -1 is 0 / 0); the runtime infers it from the non-zero dims
+    as onnxruntime does for allowzero=1, and returns what every other export gives."""
+    feeds = {k: v[:0] for k, v in random_feeds(np.random.default_rng(9), 2, 9).items()}
+    logits, = Session(models["ts17"]).run(None, feeds)
+    assert logits.shape == (0, 2) and logits.dtype == np.float32
+
+
+def test_embedding_tables_are_found_in_every_export(models):
+    """runtime.Classifier checks vocab.txt and max_length against these tables at load: fp32,
+    int8 (the table stays uint8, dequantized after Gather) and the TorchScript exporter's graph."""
+    from runtime.classifier import position_embedding_rows, word_embedding_rows
+    for name, path in models.items():
+        graph = ronnx.load(path).graph
+        made_by = {out: node for node in graph.nodes for out in node.outputs if out}
+        assert word_embedding_rows(graph, made_by) == 721, name
+        assert position_embedding_rows(graph, made_by) == 128, name
+
+
 def test_outputs_selection_and_feed_checks(models):
     sess = Session(str(models["fp32"]))
     assert sess.input_names == ["input_ids", "attention_mask", "token_type_ids"]

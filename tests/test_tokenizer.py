@@ -282,3 +282,107 @@ def test_word_cache_does_not_change_results(uncased_vocab):
     first = [tok.tokenize(t) for t in texts]
     assert [tok.tokenize(t) for t in texts] == first
     assert first[1] == first[0] + ["!"]
+
+
+# -- long texts: only the prefix that is needed is tokenized -------------------------------
+
+LONG_FRAGMENTS = FRAGMENTS + [
+    # every kind of space cleaning knows, and Python whitespace it drops or keeps as a letter
+    " ", "  ", "\t", "\n", "\r", "\xa0", "\u1680", "\u2000", "\u2007", "\u200a", "\u202f", "\u205f",
+    "\u3000", "\x0b", "\x0c", "\x1c", "\x1f", "\x85", "\u2028", "\u180e",
+    # combining marks after a space or CJK (nothing to attach to across the cut), sigma contexts
+    " \u0301", "中\u0301", "\u0301中", "\u3000\u0308a", "ΑΣ", "Σ ", "Σ.", "Σ'", ".Σ", "\u00adΣ\u00ad",
+    # CJK next to everything, compatibility ideographs NFC maps, unassigned code points in ranges
+    "中国", "国a", "a国", "中[SEP]", "[CLS]中", "\uf900", "\ufa6e", "\ufaff", "\u9fff", "\U0002a6df",
+    "\U0002ceaf", "\u4e00\u0301",
+    # controls glued to words, and words at the 100-character limit
+    "a\x00b", "\x00 ", " \x00", "\ufeffx", "w" * 98, "\u00e9" * 101, "x" * 99 + "\u0301",
+    # the odd special tokens of the `odd_specials` tokenizer, whole and broken
+    "[ CLS ]", "[ CLS", "<\u3000>", "[中]", "[中", "Hello", "hello", "HELLO", "中国",
+]
+long_random_text = st.lists(
+    st.one_of(st.sampled_from(LONG_FRAGMENTS), st.text(max_size=6),
+              st.text(st.characters(codec="utf-8"), max_size=4)),
+    min_size=6, max_size=60,
+).map("".join)
+
+
+@pytest.fixture(scope="module")
+def odd_specials(uncased_vocab, tmp_path_factory):
+    """Special tokens holding a space, an ideographic space and a CJK character (cuts must not
+    split them), never_split words, no CJK spacing / cased in the other tokenizers."""
+    path = tmp_path_factory.mktemp("odd-vocab") / "vocab.txt"
+    extra = ["[ CLS ]", "<\u3000>", "[中]", "Hello", "中国"]
+    path.write_text(uncased_vocab.read_text(encoding="utf-8") + "\n".join(extra) + "\n", encoding="utf-8")
+    return [
+        WordPieceTokenizer(path, cls_token="[ CLS ]", sep_token="<\u3000>", mask_token="[中]",
+                           never_split=["Hello", "中国"]),
+        WordPieceTokenizer(path, lowercase=False, tokenize_chinese_chars=False, never_split=["中国"]),
+        WordPieceTokenizer(path, lowercase=True, strip_accents=False),
+    ]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(text=long_random_text, max_length=st.integers(2, 12), first_chars=st.integers(1, 12),
+       pick=st.integers(0, 3))
+def test_early_stopping_encode_equals_whole_text_encode(uncased, odd_specials, text, max_length,
+                                                        first_chars, pick):
+    """encode(text, max_length) tokenizes a prefix; the ids must be those of the whole text.
+    `first_chars` starts leading_ids' prefixes tiny, so cuts land everywhere in the text."""
+    tok = (uncased[0], *odd_specials)[pick]
+    whole = tok.text_ids(text)
+    for i in range(1, len(text)):  # the lemma leading_ids rests on, at every cut in the text
+        if tok.splits_before(text[i]):
+            assert tok.text_ids(text[:i]) + tok.text_ids(text[i:]) == whole, (text[:i], text[i:])
+    assert tok.encode(text, max_length) == [tok.cls_id] + whole[:max_length - 2] + [tok.sep_id]
+    for count in (max_length - 2, max_length):
+        assert tok.leading_ids(text, count, first_chars=first_chars)[:count] == whole[:count]
+
+
+def test_splits_before_follows_the_cleaning_rules(uncased, odd_specials):
+    tok = uncased[0]
+    for ch in " \t\n\r\xa0\u2000\u3000中\uf900\U00020000":
+        assert tok.splits_before(ch), repr(ch)
+    # dropped (control, unassigned), kept as a letter or mark, split only after normalising
+    for ch in "\x00\x0b\x0c\x1c\x85\u200b\ufeff\ufa6e\u2028a.!'\u0301ー":
+        assert not tok.splits_before(ch), repr(ch)
+    specials, uncjk, _ = odd_specials
+    assert not specials.splits_before(" ") and not specials.splits_before("\u3000")  # in [ CLS ], <\u3000>
+    assert not specials.splits_before("中") and specials.splits_before("国")           # in [中]
+    assert not uncjk.splits_before("中") and uncjk.splits_before(" ")                  # CJK not spaced out
+
+
+def test_a_5m_character_text_tokenizes_only_a_prefix(uncased, monkeypatch):
+    """Classifier.predict on one 18M-character text took 8.5 s and 1.8 GB when every text was
+    tokenized whole: encode must stop once it has max_length ids."""
+    tok = uncased[0]
+    word_text = "The film was GREAT, really!  Café\u3000naïve 中文 " * 125_000   # 5M characters
+    cjk_text = "中" * 5_000_000                                             # cut at any character
+    for text in (word_text, cjk_text):
+        want = tok.text_ids(text[:10_000])[:126]
+        seen = []
+        real = tok.text_ids
+        monkeypatch.setattr(tok, "text_ids", lambda t: seen.append(len(t)) or real(t))
+        assert tok.encode(text, 128) == [tok.cls_id] + want + [tok.sep_id]
+        assert tok.encode_batch([text, "ok"], 16)["input_ids"].shape == (2, 16)
+        monkeypatch.undo()
+        assert seen and max(seen) <= 8 * 126 * 2 * 4 + 1000, seen  # a prefix, never 5M characters
+
+
+def test_long_text_without_a_cut_falls_back_to_the_whole_text(small):
+    tok, v = small
+    text = "a" * 3000 + " hello"           # one 3000-character word: [UNK], then hello
+    assert tok.encode(text, 4) == [v["[CLS]"], v["[UNK]"], v["hello"], v["[SEP]"]]
+    assert tok.leading_ids("hello " * 10, 3, first_chars=1)[:3] == [v["hello"]] * 3
+    assert tok.encode("hello world", 2) == [v["[CLS]"], v["[SEP]"]]
+
+
+def test_encode_batch_refuses_a_bare_string(small):
+    tok, _ = small
+    with pytest.raises(TypeError, match=r"not a single str.*\[text\]"):
+        tok.encode_batch("中国")
+    with pytest.raises(TypeError, match="not a single bytes"):
+        tok.encode_batch(b"hello")
+    with pytest.raises(TypeError, match=r"texts\[1\] is int, not str"):
+        tok.encode_batch(["hello", 3])
+    assert tok.encode_batch(("hello", "a"))["input_ids"].shape == (2, 3)  # any iterable of str
