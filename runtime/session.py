@@ -342,11 +342,11 @@ class Session:
             for position, name in step.slots:
                 args[position] = env[name]
             kwargs = step.call_kwargs
-            if step.inplace:
-                out = reusable(step, args, live, foreign)
-                if out is not None:
-                    kwargs = dict(kwargs, out=out)
             try:
+                if step.inplace:     # (finding the output buffer broadcasts the shapes: may fail too)
+                    out = reusable(step, args, live, foreign)
+                    if out is not None:
+                        kwargs = dict(kwargs, out=out)
                 results = step.fn(*args, **kwargs)
             except Exception as e:
                 node = step.node

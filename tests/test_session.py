@@ -247,3 +247,15 @@ def test_external_data_model_runs(tmp_path, models):
     feeds = random_feeds(np.random.default_rng(7), 2, 10)
     np.testing.assert_array_equal(Session(folder / "model.onnx").run(None, feeds)[0],
                                   Session(models["fp32"]).run(None, feeds)[0])
+
+
+def test_a_node_failing_at_run_time_is_named_even_on_the_in_place_path():
+    """Add may write into a dying input; shapes that do not broadcast fail while that buffer is
+    chosen, and the error still names the node (the fused path raised a bare ValueError)."""
+    nodes = [helper.make_node("Relu", ["x"], ["a"]), helper.make_node("Add", ["a", "z"], ["y"], name="the_add")]
+    model = ronnx.load_bytes(make_model(nodes, [vinfo("x", [None, 3]), vinfo("z", [None, 4])],
+                                        [vinfo("y")]).SerializeToString())
+    session = Session(model)
+    feeds = {"x": np.ones((2, 3), np.float32), "z": np.ones((2, 4), np.float32)}
+    with pytest.raises(RuntimeError, match=r"Add node 'the_add' failed: ValueError"):
+        session.run(None, feeds)
