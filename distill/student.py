@@ -75,9 +75,9 @@ def distill_student(config: StudentConfig, callbacks=()) -> dict | None:
     from .savedir import check_writable_target, dir_size_bytes, save_model_dir
     from .teacher import check_max_length, checkpoint_dir_for
     from .trainer import DistillationArguments, DistillationTrainer
-    from .training import (EncodedRows, EpochHistory, check_resume_settings, count_parameters, encode_rows,
-                           last_checkpoint, metrics_function, record_run_settings, run_record,
-                           training_arguments)
+    from .training import (EncodedRows, EpochHistory, check_resume_epochs, check_resume_settings,
+                           count_parameters, encode_rows, last_checkpoint, metrics_function,
+                           record_run_settings, run_record, training_arguments)
     from .vocab_trim import apply_trim, kept_token_ids, retokenized
 
     check_config(config)
@@ -98,6 +98,7 @@ def distill_student(config: StudentConfig, callbacks=()) -> dict | None:
         if resume_from is None:
             raise StudentError(f"--resume: no checkpoint found in {checkpoints}")
         check_resume_settings(checkpoints, asdict(config), StudentError)
+        check_resume_epochs(resume_from, config.epochs, StudentError)
     args = training_arguments(
         DistillationArguments, checkpoint_dir=checkpoints, epochs=config.epochs, lr=config.lr,
         batch_size=config.batch_size, eval_batch_size=config.eval_batch_size, weight_decay=config.weight_decay,

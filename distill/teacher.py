@@ -199,9 +199,9 @@ def teach(config: TeachConfig, callbacks=()) -> dict:
     from .predict import predict_logits, softmax
     from .metrics import evaluate
     from .savedir import check_writable_target, save_model_dir
-    from .training import (EpochHistory, WeightedTrainer, check_resume_settings, count_parameters,
-                           encode_rows, last_checkpoint, metrics_function, record_run_settings,
-                           run_record, training_arguments)
+    from .training import (EpochHistory, WeightedTrainer, check_resume_epochs, check_resume_settings,
+                           count_parameters, encode_rows, last_checkpoint, metrics_function,
+                           record_run_settings, run_record, training_arguments)
 
     if config.few_shot:
         from .fewshot import teach_few_shot
@@ -236,6 +236,7 @@ def teach(config: TeachConfig, callbacks=()) -> dict:
         if resume_from is None:
             raise TeachError(f"--resume: no checkpoint found in {checkpoints}")
         check_resume_settings(checkpoints, asdict(config), TeachError)
+        check_resume_epochs(resume_from, config.epochs, TeachError)
     else:
         if checkpoints.exists():
             shutil.rmtree(checkpoints)

@@ -208,9 +208,11 @@ class WeightedTrainer(Trainer):
 
 RUN_SETTINGS = "run_settings.json"   # in OUT.checkpoints/: what --resume must match
 # settings that may change on --resume: they do not change what the checkpoints hold
+# (not early stopping or its metric: the Trainer saves its state with the checkpoints, and resuming
+# with it added or removed fails at the next save)
 RESUMABLE_CHANGES = frozenset({"resume", "force", "keep_checkpoints", "progress", "epochs", "eval",
-                               "eval_batch_size", "logging_steps", "early_stopping", "metric",
-                               "cache_dir", "no_cache", "teacher_batch_size"})
+                               "eval_batch_size", "logging_steps", "cache_dir", "no_cache",
+                               "teacher_batch_size"})
 
 
 def _as_json(settings: dict) -> dict:
@@ -284,12 +286,23 @@ def check_resume_settings(checkpoint_dir: Path, settings: dict, error=ValueError
 
 
 def last_checkpoint(checkpoint_dir: Path) -> Path | None:
-    from transformers.trainer_utils import get_last_checkpoint
-
+    """The checkpoint with the highest step whose save finished (its trainer_state.json, which
+    the Trainer writes after the weights and optimizer, exists): a run killed while saving leaves
+    a newer, incomplete one, and resuming from it failed on every try."""
     if not checkpoint_dir.is_dir():
         return None
-    found = get_last_checkpoint(str(checkpoint_dir))
-    return Path(found) if found else None
+    complete = [path for path in checkpoint_dir.glob("checkpoint-*")
+                if path.name.split("-", 1)[1].isdigit() and (path / "trainer_state.json").is_file()]
+    return max(complete, key=lambda path: int(path.name.split("-", 1)[1]), default=None)
+
+
+def check_resume_epochs(resume_from: Path, epochs: float, error=ValueError) -> None:
+    """--epochs must go past the epochs the checkpoint has trained (else nothing would train and
+    training.json would list epochs beyond --epochs)."""
+    done = json.loads((resume_from / "trainer_state.json").read_text(encoding="utf-8")).get("epoch") or 0
+    if epochs <= done:
+        raise error(f"--resume: {resume_from.name} has trained {done:g} epochs; --epochs {epochs:g} "
+                    f"leaves nothing to train: give more, or start afresh without --resume")
 
 
 def count_parameters(model) -> int:

@@ -245,6 +245,16 @@ def test_interrupted_run_leaves_no_model_and_resumes(tiny_model_dir, reviews_csv
 
     with pytest.raises(TeachError, match=r"other settings \(lr 0\.003 -> 0\.01\)"):
         teach(replace(cfg, resume=True, lr=0.01))
+    # early stopping cannot be added on resume (the Trainer failed at the next save, leaving a
+    # half-written checkpoint), and --epochs must go past the checkpoint's
+    with pytest.raises(TeachError, match=r"other settings \(early_stopping None -> 1\)"):
+        teach(replace(cfg, resume=True, early_stopping=1))
+    with pytest.raises(TeachError, match=r"checkpoint-5 has trained 1 epochs; --epochs 1 leaves nothing to train"):
+        teach(replace(cfg, resume=True, epochs=1))
+    # a newer checkpoint whose save was cut short (no trainer_state.json) is passed over
+    partial = checkpoint_dir_for(str(out)) / "checkpoint-9"
+    partial.mkdir()
+    (partial / "config.json").write_text("{}")
     report = teach(replace(cfg, resume=True, epochs=3, keep_checkpoints=False))  # these may change
     assert report["resumed_from"].endswith("checkpoint-5")
     assert (out / "model.safetensors").is_file()
