@@ -297,12 +297,12 @@ def last_checkpoint(checkpoint_dir: Path) -> Path | None:
 
 
 def check_resume_epochs(resume_from: Path, epochs: float, error=ValueError) -> None:
-    """--epochs must go past the epochs the checkpoint has trained (else nothing would train and
-    training.json would list epochs beyond --epochs)."""
+    """--epochs cannot be fewer than the checkpoint has trained (training.json would list epochs
+    beyond --epochs). As many is fine: a run stopped after its last checkpoint is finished."""
     done = json.loads((resume_from / "trainer_state.json").read_text(encoding="utf-8")).get("epoch") or 0
-    if epochs <= done:
-        raise error(f"--resume: {resume_from.name} has trained {done:g} epochs; --epochs {epochs:g} "
-                    f"leaves nothing to train: give more, or start afresh without --resume")
+    if epochs < done:
+        raise error(f"--resume: {resume_from.name} has trained {done:g} epochs, more than --epochs "
+                    f"{epochs:g}: give at least {done:g}, or start afresh without --resume")
 
 
 def count_parameters(model) -> int:
