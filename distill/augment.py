@@ -182,6 +182,9 @@ def translate(model_dir, texts, batch_size: int = 32, max_new_tokens: int = 128)
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForSeq2SeqLM.from_pretrained(model_dir).eval()
+    positions = getattr(model.config, "max_position_embeddings", None)   # Marian has a table; T5 not
+    if positions:   # longer inputs or outputs index past the position table
+        max_new_tokens = min(max_new_tokens, positions - 1)   # the decoder start token takes one
     out = [""] * len(texts)
     with torch.inference_mode():
         for idx in length_sorted_batches([len(t) for t in texts], batch_size):

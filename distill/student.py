@@ -88,8 +88,8 @@ def distill_student(config: StudentConfig, callbacks=()) -> dict | None:
     student_model_config(teacher.config, config)   # and so does a student shape that cannot work
     max_length = config.max_length or default_max_length(config.teacher, teacher_tokenizer)
     check_max_length(max_length, teacher.config, config.teacher, StudentError)
+    members = load_ensemble(config, labels, max_length)
     train, dev, unlabeled, unlabeled_record = read_student_data(config, labels)
-    members = load_ensemble(config, labels)
 
     checkpoints = checkpoint_dir_for(config.out)
     resume_from = None

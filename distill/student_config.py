@@ -73,6 +73,22 @@ class StudentConfig:
                               back_translate=tuple(self.back_translate) if self.back_translate else None)
 
 
+def check_unused_by_choice(config: StudentConfig) -> None:
+    """Options another choice makes moot: refused, not recorded as if they had acted."""
+    if config.kd_loss == "mse" and changed_from_default(config, ("temperature",)):
+        raise StudentError("--temperature: not used by --kd-loss mse (it compares raw logits)")
+    random_init = config.init == "random" or any(
+        v is not None for v in (config.hidden_size, config.intermediate_size, config.heads))
+    if random_init and config.layer_map is not None:
+        raise StudentError("--layer-map picks teacher layers to copy, and a random-init student copies "
+                           "none: give --layers N")
+    if changed_from_default(config, ("synonym_neighbours",)) and not {"synonym", "insert"} & set(config.augment_ops):
+        raise StudentError("--synonym-neighbours only acts with the synonym or insert augmentation ops")
+    same = [other for other in config.ensemble if Path(other).resolve() == Path(config.teacher).resolve()]
+    if same:
+        raise StudentError(f"--ensemble-teacher {same[0]} is --teacher itself: its logits would count twice")
+
+
 class StudentError(Exception):
     """A setting that cannot work, reported before any training."""
 
@@ -107,6 +123,7 @@ def check_config(config: StudentConfig) -> None:
     changed = changed_from_default(config, ("augment_ops", "augment_rate", "synonym_neighbours"))
     if changed and config.augment_factor == 0:
         raise StudentError(f"{', '.join(changed)} only act(s) with --augment-factor above 0")
+    check_unused_by_choice(config)
     if config.trim_min_count < 1 or (config.trim_min_count > 1 and not config.trim_vocab):
         raise StudentError("--trim-min-count must be at least 1, and more than 1 only with --trim-vocab")
     if config.trim_characters not in CHARACTER_CHOICES or (config.trim_characters != "all" and not config.trim_vocab):

@@ -74,10 +74,12 @@ def teacher_parts(config, train, unlabeled, unlabeled_sha, teacher, tokenizer, m
     return parts, teacher_hash, cache.root
 
 
-def load_ensemble(config: StudentConfig, labels: list[str]) -> list[tuple]:
+def load_ensemble(config: StudentConfig, labels: list[str], max_length: int) -> list[tuple]:
     """[(directory, model, tokenizer)] of the --ensemble-teacher models; each must predict the
-    teacher's labels in the teacher's order (their logits are averaged column by column)."""
+    teacher's labels in the teacher's order (their logits are averaged column by column) and
+    read max_length tokens."""
     from .predict import load_model_dir
+    from .teacher import check_max_length
 
     members = []
     for other in config.ensemble:
@@ -85,6 +87,7 @@ def load_ensemble(config: StudentConfig, labels: list[str]) -> list[tuple]:
         if other_labels != labels:
             raise StudentError(f"--ensemble-teacher {other}: labels {other_labels} are not --teacher's "
                                f"{labels} (same labels in the same order needed to average logits)")
+        check_max_length(max_length, model.config, f"--ensemble-teacher {other}", StudentError)
         members.append((other, model, tokenizer))
     return members
 

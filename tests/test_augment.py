@@ -156,6 +156,13 @@ def test_back_translation_through_two_local_models(seq2seq_pair):
 
 
 
+def test_translation_stays_within_the_model_positions(seq2seq_pair):
+    """The fixtures have 64 positions; the default 128 new tokens indexed past them."""
+    forward, _ = seq2seq_pair
+    (out,) = translate(forward, ["the film was good"])
+    assert 1 <= len(out.split()) <= 63
+
+
 def test_back_translation_feeds_the_pivot_to_the_backward_model(monkeypatch):
     """(The tiny random models above answer every input alike, so the chain is checked here.)"""
     import distill.augment as augment

@@ -424,6 +424,12 @@ def test_cli_rejects_bad_settings(trained, tmp_path):
                            (["--early-stopping", "1"], "--early-stopping needs --eval"),
                            (["--augment-ops", "shuffle"], "unknown augmentation op"),
                            (["--hidden-size", "16", "--init", "teacher"], "--init random"),
+                           (["--kd-loss", "mse", "--temperature", "5"], "--temperature: not used by --kd-loss mse"),
+                           (["--init", "random", "--layer-map", "0,1"], "a random-init student copies none"),
+                           (["--hidden-size", "16", "--heads", "2", "--layer-map", "0,1"], "copies none"),
+                           (["--augment-ops", "delete,swap", "--synonym-neighbours", "3"],
+                            "--synonym-neighbours only acts with the synonym or insert"),
+                           (["--ensemble-teacher", str(trained["teacher"])], "is --teacher itself"),
                            (["--back-translate", "only-one"], "FORWARD_MODEL,BACKWARD_MODEL"),
                            (["--trim-min-count", "2"], "only with --trim-vocab"),
                            (["--trim-vocab", "--trim-min-count", "0"], "--trim-min-count"),
@@ -602,6 +608,20 @@ def test_ensemble_teachers_logits_are_averaged_and_cached(trained, tmp_path, mon
     assert all(p["cache_hit"] for p in again["distillation"]["teacher_logits"].values())
 
 
+def test_ensemble_teacher_must_read_the_max_length(trained, tmp_path, monkeypatch):
+    """A member with fewer positions than --max-length is refused before any teacher scores."""
+    import distill.teacher_logits as teacher_logits
+
+    short = make_tiny_model(tmp_path / "short", max_positions=16)
+    monkeypatch.setattr(teacher_logits, "score_with_teacher",
+                        lambda *a, **k: pytest.fail("a teacher scored texts before the check"))
+    config = StudentConfig(teacher=str(trained["teacher"]), ensemble=(str(short),), train=str(trained["train"]),
+                           out=str(tmp_path / "s"), max_length=32, layers=1, no_cache=True, progress=False)
+    with pytest.raises(StudentError, match=f"--max-length 32 is longer than --ensemble-teacher {short} can read: "
+                                           "it has 16 positions"):
+        distill_student(config)
+
+
 def test_ensemble_teacher_must_share_the_labels(trained, tmp_path):
     member = _shifted_copy(trained["teacher"], tmp_path / "member", [0.0, 0.0])
     config_file = member / "config.json"
@@ -614,5 +634,6 @@ def test_ensemble_teacher_must_share_the_labels(trained, tmp_path):
     with pytest.raises(StudentError, match="labels .* are not --teacher's"):
         distill_student(base)
     with pytest.raises(StudentError, match="no teacher logits to average"):
-        distill_student(replace(base, ensemble=(str(trained["teacher"]),), alpha=0.0))
+        distill_student(replace(base, ensemble=(str(_shifted_copy(trained["teacher"], tmp_path / "other", [0.0, 0.0])),),
+                                alpha=0.0))
     assert not (tmp_path / "s").exists()
