@@ -347,6 +347,12 @@ def student(**kwargs):
         click.echo(comparison_table(report))
 
 
+def _logits_part(name: str, part: dict) -> str:
+    """'augmented 720 (cached)' or 'augmented 720 (scored in 2 s)'."""
+    how = "cached" if part["cache_hit"] else f"scored in {part['seconds']:.0f} s"
+    return f"{name} {part['rows']:,} ({how})"
+
+
 def comparison_table(report: dict) -> str:
     """Teacher and student side by side (from training.json's comparison)."""
     c = report["comparison"]
@@ -356,8 +362,12 @@ def comparison_table(report: dict) -> str:
             ("CPU samples/s", "samples_per_second", "{:.1f}")]
     layers = (f"{len(d['layer_map'])} layers (random init)" if d["init"] == "random"
               else f"layers {d['layer_map']} of the teacher")
-    lines = [f"distillation: T={d['temperature']} alpha={d['alpha']} ({d['kd_loss']}), {layers}",
-             f"{'':16}{'teacher':>14}{'student':>14}"]
+    loss = f"T={d['temperature']} alpha={d['alpha']} (kl)" if d["kd_loss"] == "kl" else f"alpha={d['alpha']} (mse)"
+    lines = [f"distillation: {loss}, {layers}"]
+    if d.get("teacher_logits"):
+        lines.append("teacher logits: " + ", ".join(_logits_part(name, part)
+                                                     for name, part in d["teacher_logits"].items()))
+    lines.append(f"{'':16}{'teacher':>14}{'student':>14}")
     for title, key, fmt in rows:
         cells = []
         for side in ("teacher", "student"):

@@ -3,6 +3,7 @@ import copy
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 from dataclasses import replace
@@ -306,6 +307,8 @@ def test_cli_student_end_to_end(trained, tmp_path):
     assert result.exit_code == 0, result.output
     assert "teacher" in result.output and "retention" in result.output and "vocabulary trimmed" in result.output
     assert "distillation: T=3.0 alpha=0.7 (kl), layers [0, 2] of the teacher" in result.output
+    assert re.search(r"teacher logits: labelled 240 \(scored in \d+ s\), augmented 240 \(scored in \d+ s\), "
+                     r"unlabeled 120 \(scored in \d+ s\)", result.output), result.output
     report = json.loads((out / "training.json").read_text())
     d, c = report["distillation"], report["comparison"]
     assert d["teacher"] == str(trained["teacher"]) and len(d["teacher_weights_sha256"]) == 64
@@ -351,8 +354,12 @@ def test_summary_of_a_random_init_student_names_no_teacher_layers():
 
     side = {"accuracy": None, "macro_f1": None, "parameters": 10, "size_bytes": 1e6, "samples_per_second": None}
     report = {"comparison": {"teacher": side, "student": side, "retention": None, "smaller_by": 1.0},
-              "distillation": {"temperature": 2.0, "alpha": 0.5, "kd_loss": "kl", "layer_map": [0, 1], "init": "random"}}
-    assert comparison_table(report).splitlines()[0] == "distillation: T=2.0 alpha=0.5 (kl), 2 layers (random init)"
+              "distillation": {"temperature": 2.0, "alpha": 0.5, "kd_loss": "mse", "layer_map": [0, 1], "init": "random",
+                               "teacher_logits": {"labelled": {"rows": 1200, "cache_hit": True, "seconds": 0.0},
+                                                  "unlabeled": {"rows": 7, "cache_hit": False, "seconds": 2.4}}}}
+    lines = comparison_table(report).splitlines()
+    assert lines[0] == "distillation: alpha=0.5 (mse), 2 layers (random init)"      # mse uses no T
+    assert lines[1] == "teacher logits: labelled 1,200 (cached), unlabeled 7 (scored in 2 s)"
 
 
 def _always_kept_ids(tokenizer) -> set[int]:
