@@ -9,11 +9,12 @@ Stages, each writing one output under OUT:
     baseline     OUT/baseline/       TF-IDF + linear SVM on the teacher's training rows
     report       OUT/report.md, OUT/report.json, OUT/plots/*.png
 
-A stage runs only when its fingerprint (its resolved settings, the SHA-256 of every input file
-and model it reads and the digests of the outputs it reads) differs from that of its last finished
-run, or its output is missing or was changed (OUT/pipeline.json, see pipeline_state). An
-interrupted training stage resumes from its last epoch checkpoint. Settings: pipeline_config
-(TOML file, flags, --set), all checked before the first stage runs.
+A stage runs only when its fingerprint (its resolved settings, less those that cannot change its
+output, the SHA-256 of every input file and model it reads and the digests of the outputs it
+reads) differs from that of its last finished run, or its output is missing or was changed
+(OUT/pipeline.json, see pipeline_state). An interrupted training stage resumes from its last
+epoch checkpoint; rerun with other settings, it starts afresh and its checkpoints are discarded.
+Settings: pipeline_config (TOML file, flags, --set), all checked before the first stage runs.
 """
 from __future__ import annotations
 
@@ -43,19 +44,32 @@ def _log(message: str) -> None:
 
 # ---------------------------------------------------------------- fingerprints
 
+# teach / student settings that cannot change a stage's output: training.RESUMABLE_CHANGES less
+# epochs, eval, early_stopping and metric, which change the model (the rest are set by the pipeline)
+OUTPUT_NEUTRAL = frozenset({"eval_batch_size", "logging_steps", "cache_dir", "no_cache", "teacher_batch_size"})
+# settings naming files or models whose contents input_files() hashes: the same bytes under
+# another spelling of the path (absolute, relative) are the same input
+CONTENT_HASHED = frozenset({"model", "label_descriptions", "unlabeled", "ensemble", "back_translate"})
+
+
+def decisive(values: dict) -> dict:
+    """A training stage's settings less those that cannot change its output."""
+    return {k: v for k, v in values.items() if k not in OUTPUT_NEUTRAL | CONTENT_HASHED}
+
+
 def stage_inputs(stage: str, settings, files: dict, digests: dict) -> dict:
     """Everything that decides a stage's output (hashed into its fingerprint)."""
     from dataclasses import asdict
 
     data = asdict(settings.data)
-    if files.get("label_names"):
+    if data.pop("label_names"):
         data["label_names_sha256"] = files["label_names"]
     if stage == "teacher":
-        return {"settings": settings.teach_settings(), "data": data, "train": files["train"],
+        return {"settings": decisive(settings.teach_settings()), "data": data, "train": files["train"],
                 "eval": files["eval"], "model": files["model"],
                 **_given(files, "label_descriptions", "teach_unlabeled")}
     if stage == "student":
-        return {"settings": settings.student_settings(), "data": data, "train": files["train"],
+        return {"settings": decisive(settings.student_settings()), "data": data, "train": files["train"],
                 "eval": files["eval"], "teacher": digests["teacher"], "unlabeled": files.get("unlabeled"),
                 **_given(files, "ensemble", "back_translate")}
     if stage in ("export_fp32", "export_int8"):
@@ -76,11 +90,12 @@ def _given(files: dict, *names: str) -> dict:
 
 
 def model_input(source) -> dict | str:
-    """A model a stage reads: a local directory by its weights' SHA-256, a hub id by its name."""
+    """A model a stage reads: a local directory by the SHA-256 of its weights, config and tokenizer
+    (not its path), a hub id by its name."""
     from .cache import weights_sha256
 
     try:
-        return {"source": str(source), "weights": weights_sha256(source)} if Path(source).is_dir() else str(source)
+        return {"weights": weights_sha256(source)} if Path(source).is_dir() else str(source)
     except FileNotFoundError:
         return str(source)
 
@@ -190,6 +205,14 @@ def checkpoint_exists(out: Path, stage: str) -> bool:
     return stage in ("teacher", "student") and last_checkpoint(checkpoint_dir_for(out / stage)) is not None
 
 
+def checkpoint_note(checkpoints: bool, resume: bool) -> str:
+    """The progress line's word on an interrupted run's checkpoints: resumed, or deleted by the
+    fresh start (an edited setting or --force)."""
+    if not checkpoints:
+        return ""
+    return ", resuming from its last checkpoint" if resume else "; the interrupted run's checkpoints are discarded"
+
+
 def run_pipeline(settings, log=_log, callbacks: dict | None = None) -> dict:
     """Run (or skip) every stage; returns report.json's dict. callbacks: {stage: [TrainerCallback]}
     for the two training stages."""
@@ -214,11 +237,12 @@ def run_pipeline(settings, log=_log, callbacks: dict | None = None) -> dict:
             log(f"{tag}: unchanged, skipped ({output})")
             continue
         record = state.get(stage)
+        checkpoints = checkpoint_exists(out, stage)
         resume = bool(record and record.get("status") in ("running", "failed")
                       and record.get("fingerprint") == stage_fingerprint
-                      and not settings.force and checkpoint_exists(out, stage))
+                      and not settings.force and checkpoints)
         reason = "--force" if settings.force else state.why_run(stage, stage_fingerprint, inputs, output)
-        log(f"{tag}: running ({reason}{', resuming from its last checkpoint' if resume else ''}) -> {output}")
+        log(f"{tag}: running ({reason}{checkpoint_note(checkpoints, resume)}) -> {output}")
         state.start(stage, stage_fingerprint, inputs)
         started = time.time()
         try:
@@ -252,7 +276,8 @@ def run_pipeline(settings, log=_log, callbacks: dict | None = None) -> dict:
     skipped = eval_skipped(report)
     if skipped:
         log(f"eval {report['eval']['path']}: {skipped}")
-    log(f"\nreport: {out / 'report.md'}, {out / 'report.json'}; plots: {out / 'plots'}")
+    written = f"; plots: {out / 'plots'}" if report.get("plots") else ""
+    log(f"\nreport: {out / 'report.md'}, {out / 'report.json'}{written}")
     return report
 
 
@@ -319,7 +344,9 @@ def flags_from(ctx, kwargs: dict) -> dict:
               help="TOML file with [data] [teach] [student] [export] [baseline] [report] tables "
                    "(see examples/pipeline.toml); flags override it.")
 @click.option("--set", "assignments", multiple=True, metavar="SECTION.KEY=VALUE",
-              help="Override any setting, e.g. --set student.temperature=4 (repeatable; applied last).")
+              help="Override any setting, e.g. --set student.temperature=4 (repeatable; applied last). "
+                   "VALUE default (the bare word) restores the built-in default, e.g. "
+                   "--set student.early_stopping=default; the string itself is 'KEY=\"default\"'.")
 @click.option("--model", default=None, metavar="NAME_OR_PATH", help="Base checkpoint of the teacher (teach.model).")
 @click.option("--teacher-epochs", type=float, default=None, help="teach.epochs")
 @click.option("--student-epochs", type=float, default=None, help="student.epochs")

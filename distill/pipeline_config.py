@@ -15,9 +15,12 @@ A pipeline file has top-level `train`, `eval`, `out` and one table per stage:
 Keys may be written with dashes or underscores (`max-length` = `max_length`). The command line
 overrides any key with `--set SECTION.KEY=VALUE` (VALUE is read as a TOML value, else a string),
 and the common ones with their own flags (`--teacher-epochs`, `--student-epochs`, `--layers`,
-...). Unknown sections or keys are errors that list the valid ones. Every value is checked (type,
-range, choice, input files, each stage's own checks) before the first stage runs
-(pipeline_checks); errors name the section.key.
+...). `--set SECTION.KEY=default` (the bare word) drops the key from the file and the flags, so
+it takes its built-in default: TOML has no null, and this is how an optional key the file sets
+(student.early_stopping, student.trim_max_tokens, ...) goes back to unset; the string "default"
+itself is `--set 'SECTION.KEY="default"'`. Unknown sections or keys are errors that list the
+valid ones. Every value is checked (type, range, choice, input files, each stage's own checks)
+before the first stage runs (pipeline_checks); errors name the section.key.
 """
 from __future__ import annotations
 
@@ -109,8 +112,14 @@ def load_toml(path) -> dict:
         raise PipelineConfigError(f"{path}: not valid TOML: {error}") from error
 
 
+DEFAULT = object()    # `--set KEY=default`: the key takes its built-in default
+
+
 def parse_value(text: str):
-    """A --set value: a TOML value (2, 0.5, true, "x", [0, 2]) or else the plain string."""
+    """A --set value: DEFAULT for the bare word default, a TOML value (2, 0.5, true, "x", [0, 2])
+    or else the plain string."""
+    if text == "default":
+        return DEFAULT
     try:
         import tomllib
     except ModuleNotFoundError:
@@ -226,6 +235,9 @@ def check_table(table: dict, base: Path | None, source: str) -> dict:
                         f"{source}: unknown key {key!r} in [{section}]; valid keys: "
                         f"{', '.join(settable_keys(section))}")
                 annotation = annotations[key]
+            if value is DEFAULT:          # dropped once the layers are merged
+                checked.setdefault(section, {})[key] = value
+                continue
             value = _coerce(section, key, value, annotation)
             if (section, key) in PATH_KEYS:
                 value = _resolve_path(value, base, must_exist_to_rebase=(section, key) == ("teach", "model"))
@@ -321,7 +333,8 @@ def build_settings(config_file: str | None, flags: dict, assignments=(), force: 
         section, key, value = parse_assignment(text)
         sets.setdefault(section, {})[key] = value
     layers.append(check_table(_nest(sets), None, "--set"))
-    merged = merge(*layers)
+    merged = {section: {k: v for k, v in values.items() if v is not DEFAULT}
+              for section, values in merge(*layers).items()}
     top = merged.get("", {})
     missing = [k for k in TOP_KEYS if not top.get(k)]
     if missing:

@@ -218,7 +218,7 @@ def build_report(settings, out: Path, stages: dict, log) -> dict:
     labels = model_labels(out / "teacher")
     data = load_labelled(settings.eval, settings.data, labels=labels)
     texts, y = data.texts, np.asarray(data.labels)
-    rows_wanted = [r for r in ROWS if (out / r[1]).is_dir()]
+    rows_wanted = enabled_rows(settings)
     batch = int(options["batch_size"])
     with one_thread():
         predictors = {row_key(a, e): load_predictor(out / a, e, batch, len(labels)) for _, a, e in rows_wanted}
@@ -245,14 +245,31 @@ def build_report(settings, out: Path, stages: dict, log) -> dict:
               "rows": rows, "agreement": agreements(rows), "stages": stages,
               "settings": describe(settings), "versions": library_versions()}
     report["rows"] = [{k: v for k, v in row.items() if k != "predictions"} for row in rows]
-    plots_dir = out / "plots"
-    report["plots"] = []
-    if options["plots"]:
-        from .pipeline_plots import write_plots
-        report["plots"] = [str(p.relative_to(out)) for p in write_plots(report, out, plots_dir, log)]
+    report["plots"] = report_plots(report, out, options["plots"], log)
     write_json(out / "report.json", report)
     (out / "report.md").write_text(markdown(report), encoding="utf-8")
     return report
+
+
+def enabled_rows(settings) -> list[tuple]:
+    """The rows of the stages this run enabled, not of every directory OUT holds: a baseline/
+    left by an earlier run may have learnt from other data and labels."""
+    baseline = settings.baseline_settings()["enabled"]
+    return [row for row in ROWS if row[1] != "baseline" or baseline]
+
+
+def report_plots(report: dict, out: Path, wanted: bool, log) -> list[str]:
+    """The plots written (paths relative to OUT); with plots off, OUT/plots from an earlier run is
+    removed (OUT is the pipeline's own output), so no stale figure sits beside this report."""
+    import shutil
+
+    plots_dir = out / "plots"
+    if not wanted:
+        shutil.rmtree(plots_dir, ignore_errors=True)
+        return []
+    from .pipeline_plots import write_plots
+
+    return [str(p.relative_to(out)) for p in write_plots(report, out, plots_dir, log)]
 
 
 def add_ratios(rows: list[dict]) -> None:

@@ -327,11 +327,41 @@ def test_an_interrupted_pipeline_resumes(finished):
         {stage: "done" for stage in STAGES}
 
 
+def test_the_report_has_rows_only_for_the_stages_this_run_enabled(finished, tmp_path):
+    """A baseline/ and plots/ left in OUT by an earlier run are not this run's: no TF-IDF row (it
+    may have learnt from other data), no plots directory and no plots path on the last line."""
+    out = copy_of(finished, tmp_path)
+    report, lines = run(finished[0].parent, out, sets=["baseline.enabled=false", "report.plots=false"])
+    assert statuses(lines) == {**{stage: "skipped" for stage in STAGES[:4]}, "report": "ran"}
+    assert [r["artifact"] for r in report["rows"]] == [r[1] for r in ROWS if r[1] != "baseline"]
+    assert "TF-IDF" not in (out / "report.md").read_text(encoding="utf-8")
+    assert report["plots"] == [] and not (out / "plots").exists()
+    assert "plots" not in lines[-1] and lines[-1].startswith("\nreport: ")
+    _, lines = run(finished[0].parent, out, sets=["baseline.enabled=false", "report.plots=false"])
+    assert statuses(lines)["report"] == "skipped" and "plots" not in lines[-1]
+
+
 class FailAtTrainBegin(TrainerCallback):
     """A stage that fails before its first training step."""
 
     def on_train_begin(self, args, state, control, **kwargs):
         raise RuntimeError("failed before the first step")
+
+
+def test_a_fresh_start_after_an_interruption_says_it_discards_the_checkpoints(finished, tmp_path):
+    """An interrupted stage rerun with an edited setting starts afresh, deleting the interrupted
+    run's checkpoints: the progress line says so (and says nothing of checkpoints otherwise)."""
+    out = copy_of(finished, tmp_path)
+    with pytest.raises(KeyboardInterrupt):
+        run(finished[0].parent, out, sets=["student.epochs=3"], callbacks={"student": [InterruptAtFirstSave()]})
+    assert list((out / "student.checkpoints").glob("checkpoint-*"))
+    lines = []
+    with pytest.raises(PipelineError, match="stage student failed"):
+        run(finished[0].parent, out, sets=["student.epochs=4"], callbacks={"student": [FailAtTrainBegin()]}, lines=lines)
+    line = next(line for line in lines if "] student: running" in line)
+    assert "running (changed: settings.epochs; the interrupted run's checkpoints are discarded) ->" in line
+    assert not list((out / "student.checkpoints").glob("checkpoint-*"))
+    assert not any("discarded" in line for line in finished[2] + finished[3])
 
 
 def test_a_failed_run_keeps_the_finished_stages_skippable(finished, tmp_path):
@@ -406,6 +436,50 @@ def test_the_contents_of_every_input_file_are_in_the_fingerprints_of_the_stages_
         after = fingerprints()
         assert {stage for stage in STAGES if after[stage] != before[stage]} == readers[name], name
         before = after
+
+
+def test_output_neutral_settings_do_not_rerun_any_stage(finished, tmp_path):
+    out = copy_of(finished, tmp_path)
+    sets = ["teach.eval_batch_size=7", "teach.logging_steps=3", f"student.cache_dir={tmp_path / 'cache'}",
+            "student.teacher_batch_size=5", "student.eval_batch_size=7", "student.logging_steps=3"]
+    _, lines = run(finished[0].parent, out, sets=sets)
+    assert statuses(lines) == {stage: "skipped" for stage in STAGES}
+
+
+def test_output_neutral_settings_are_ones_a_resume_may_change():
+    from distill.pipeline import OUTPUT_NEUTRAL
+    from distill.training import RESUMABLE_CHANGES
+
+    assert OUTPUT_NEUTRAL <= RESUMABLE_CHANGES
+    assert not OUTPUT_NEUTRAL & {"epochs", "eval", "early_stopping", "metric"}     # they change the model
+
+
+def test_a_path_spelled_otherwise_is_the_same_input_and_new_contents_are_not(tmp_path, monkeypatch):
+    """Files and models named by a relative or an absolute path: same bytes, same fingerprints;
+    edited bytes change them, and the progress line names the input."""
+    from distill.data import DataOptions
+    from distill.pipeline import input_files, stage_inputs
+    from distill.pipeline_config import PipelineSettings
+    from distill.pipeline_state import changed_keys, fingerprint
+
+    monkeypatch.chdir(tmp_path)
+    for name in ("train.csv", "dev.csv", "names.txt", "unlabeled.txt", "base/model.safetensors"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_text(f"{name}\n", encoding="utf-8")
+
+    def inputs(root: str) -> dict:
+        settings = PipelineSettings(train=f"{root}train.csv", eval=f"{root}dev.csv", out="out",
+                                    data=DataOptions(label_names=f"{root}names.txt"), teach={"model": f"{root}base"},
+                                    student={"unlabeled": f"{root}unlabeled.txt"})
+        files, digests = input_files(settings), dict.fromkeys(STAGES, "output")
+        return {stage: stage_inputs(stage, settings, files, digests) for stage in STAGES}
+
+    relative, absolute = inputs(""), inputs(f"{tmp_path}/")
+    assert all(fingerprint(relative[s]) == fingerprint(absolute[s]) for s in STAGES)
+    (tmp_path / "unlabeled.txt").write_text("other texts\n", encoding="utf-8")
+    edited = inputs("")
+    assert changed_keys(relative["student"], edited["student"]) == ["unlabeled"]
+    assert all(fingerprint(relative[s]) == fingerprint(edited[s]) for s in STAGES if s != "student")
 
 
 # ---------------------------------------------------------------- settings
@@ -534,6 +608,33 @@ def test_list_settings_become_typed_tuples_and_no_cache_needs_no_cache_dir(proje
     settings, values = student("student.no_cache=true")
     assert values["no_cache"] is True
     assert settings.student_config(tmp_path / "t", tmp_path / "s", resume=False).cache_dir is None
+
+
+def test_set_default_restores_the_built_in_default_of_a_key_the_file_sets(project, tmp_path):
+    """TOML has no null: `--set KEY=default` (the bare word) gives an optional key its built-in
+    None back; the quoted word is a plain string, and an unknown key is still an error."""
+    config = tmp_path / "p.toml"
+    config.write_text(CONFIG.replace("[student]\n", "[student]\nearly_stopping = 2\ntrim_vocab = true\ntrim_max_tokens = 500\n")
+                      .replace("[teach]\n", "[teach]\nclass_weights = \"balanced\"\n")
+                      .replace('"train.csv"', f'"{project / "train.csv"}"').replace('"dev.csv"', f'"{project / "dev.csv"}"'))
+
+    def settings(*sets):
+        return build_settings(str(config), {"": {"out": str(tmp_path / "o")}}, sets)
+
+    student = settings().student_settings()
+    assert student["early_stopping"] == 2 and student["trim_max_tokens"] == 500
+    with pytest.raises(PipelineConfigError, match="student.early_stopping: expected an integer, got 'none'"):
+        settings("student.early_stopping=none")
+    s = settings("student.early_stopping=default", "student.trim-max-tokens=default", "teach.class_weights=default",
+                 "student.layers=default")
+    student = s.student_settings()
+    assert student["early_stopping"] is None and student["trim_max_tokens"] is None and student["layers"] is None
+    assert s.teach_settings()["class_weights"] == "none" and s.teach_settings()["epochs"] == 4
+    assert settings("teach.class_weights=none").teach_settings()["class_weights"] == "none"
+    assert settings("student.early_stopping=default", "student.early_stopping=3").student_settings()["early_stopping"] == 3
+    assert parse_assignment('teach.model="default"') == ("teach", "model", "default")
+    with pytest.raises(PipelineConfigError, match="unknown key 'early_stoping' in \\[student\\]"):
+        settings("student.early_stoping=default")
 
 
 def test_missing_inputs_and_set_syntax(project):
