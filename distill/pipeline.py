@@ -39,7 +39,9 @@ class PipelineError(Exception):
 
 
 def _log(message: str) -> None:
-    click.echo(message, err=True)
+    """Stage lines and the table go to stdout, as teach's and student's summaries do, so that
+    `distill pipeline ... > run.log` keeps them (progress bars and errors stay on stderr)."""
+    click.echo(message)
 
 
 # ---------------------------------------------------------------- fingerprints

@@ -579,6 +579,16 @@ def test_an_opset_the_exporter_cannot_produce_is_refused_before_any_stage_runs(p
     assert str(error.value).endswith(f"got {newest + 1}")
 
 
+def test_the_stage_lines_and_the_table_go_to_stdout(finished, tmp_path):
+    out = copy_of(finished, tmp_path)
+    result = CliRunner().invoke(main, ["pipeline", "--config", str(finished[0].parent / "pipeline.toml"),
+                                       "--out", str(out), "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert f"[1/6] teacher: unchanged, skipped ({out / 'teacher'})" in result.stdout
+    assert "student int8 ONNX" in result.stdout and f"report: {out / 'report.md'}" in result.stdout
+    assert result.stderr == ""
+
+
 def test_a_bad_setting_of_a_later_stage_fails_the_command_before_the_teacher_trains(project, tmp_path):
     out = tmp_path / "o"
     result = CliRunner().invoke(main, ["pipeline", "--config", str(project / "pipeline.toml"), "--out", str(out),
