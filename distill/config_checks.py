@@ -2,6 +2,13 @@
 dataclasses; each passes the exception its command reports (TeachError, StudentError, ...)."""
 from __future__ import annotations
 
+# settings that may change on --resume: they do not change what the checkpoints hold
+# (not early stopping or its metric: the Trainer saves its state with the checkpoints, and resuming
+# with it added or removed fails at the next save)
+RESUMABLE_CHANGES = frozenset({"resume", "force", "keep_checkpoints", "progress", "epochs", "eval",
+                               "eval_batch_size", "logging_steps", "cache_dir", "no_cache",
+                               "teacher_batch_size"})
+
 
 def check_counts(values: dict, error) -> None:
     """Options that count something ({'--option': value}): at least 1 when given."""

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import click
 
+from .config_checks import RESUMABLE_CHANGES
 from .options import data_options
 
 STAGES = ("teacher", "student", "export_fp32", "export_int8", "baseline", "report")
@@ -46,9 +47,9 @@ def _log(message: str) -> None:
 
 # ---------------------------------------------------------------- fingerprints
 
-# teach / student settings that cannot change a stage's output: training.RESUMABLE_CHANGES less
-# epochs, eval, early_stopping and metric, which change the model (the rest are set by the pipeline)
-OUTPUT_NEUTRAL = frozenset({"eval_batch_size", "logging_steps", "cache_dir", "no_cache", "teacher_batch_size"})
+# teach / student settings that cannot change a stage's output: those a --resume may change, less
+# epochs and eval, which change the model (resume, force, progress, ... are not stage settings)
+OUTPUT_NEUTRAL = RESUMABLE_CHANGES - {"epochs", "eval"}
 # settings naming files or models whose contents input_files() hashes: the same bytes under
 # another spelling of the path (absolute, relative) are the same input
 CONTENT_HASHED = frozenset({"model", "label_descriptions", "unlabeled", "ensemble", "back_translate"})

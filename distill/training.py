@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
+from .config_checks import RESUMABLE_CHANGES
 from .metrics import evaluate
 from .predict import softmax
 
@@ -207,12 +208,6 @@ class WeightedTrainer(Trainer):
 
 
 RUN_SETTINGS = "run_settings.json"   # in OUT.checkpoints/: what --resume must match
-# settings that may change on --resume: they do not change what the checkpoints hold
-# (not early stopping or its metric: the Trainer saves its state with the checkpoints, and resuming
-# with it added or removed fails at the next save)
-RESUMABLE_CHANGES = frozenset({"resume", "force", "keep_checkpoints", "progress", "epochs", "eval",
-                               "eval_batch_size", "logging_steps", "cache_dir", "no_cache",
-                               "teacher_batch_size"})
 
 
 def _as_json(settings: dict) -> dict:

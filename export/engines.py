@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from runtime.tokenizer import check_texts
+
 ENGINES = ("onnxruntime", "numpy")
 
 
@@ -25,16 +27,6 @@ def read_runtime_json(bundle_dir) -> dict:
     if not is_bundle(bundle_dir):
         raise FileNotFoundError(f"{bundle_dir}: not an edge bundle (needs runtime.json and model.onnx)")
     return json.loads((Path(bundle_dir) / "runtime.json").read_text(encoding="utf-8"))
-
-
-def _check_texts(texts) -> list[str]:
-    if isinstance(texts, str):
-        raise TypeError("texts must be a list of strings, not one string")
-    texts = list(texts)
-    for i, text in enumerate(texts):
-        if not isinstance(text, str):
-            raise TypeError(f"texts[{i}] is {type(text).__name__}, not str")
-    return texts
 
 
 def onnxruntime_logits(bundle_dir, texts, threads: int = 1, batch_size: int = 32,
@@ -102,7 +94,7 @@ def bundle_predict_logits(bundle_dir, texts, engine: str = "onnxruntime", thread
                           batch_size: int = 32, max_length: int | None = None) -> np.ndarray:
     """Logits (n, n_labels) float32 for texts, in order, from a bundle with the chosen engine.
     Texts are cut to max_length tokens (default: the bundle's max_length, runtime.json)."""
-    texts = _check_texts(texts)
+    texts = check_texts(texts, "predict")
     if not (isinstance(batch_size, int) and batch_size >= 1):
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     if engine not in ENGINES:
