@@ -323,7 +323,8 @@ def _csv_records(path, raw, fmt, columns, bad):
 # ---------------------------------------------------------------- labels
 
 def _label_key(value, line: int) -> str:
-    """A raw label as a normalised string: integers (and integer strings) as str(int)."""
+    """A raw label as a string, as written (stripped); a JSON integer (or integral float) as
+    str(int). Integer strings are compared as numbers later, by `_file_labels`."""
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
         raise _BadRow("bad label", f"label must be a string or an integer, got {json.dumps(value)}",
                       line)
@@ -334,7 +335,12 @@ def _label_key(value, line: int) -> str:
     text = str(value).strip()
     if not text:
         raise _BadRow("empty label", "empty label", line)
-    return str(int(text)) if _INT.fullmatch(text) else text
+    return text
+
+
+def format_labels(labels: Sequence[str]) -> str:
+    """Labels for a message: plain, or each quoted when one holds a comma (`a, b` is one label)."""
+    return ", ".join(map(repr, labels) if any("," in name for name in labels) else labels)
 
 
 def read_label_names(path) -> list[str]:
@@ -356,12 +362,62 @@ def read_label_names(path) -> list[str]:
     return names
 
 
-def _name_through(key: str, names: list[str]) -> str | None:
-    """A label key mapped through a label-names list: an id 0..k-1 names names[id]; a string
-    equal to a name is that name; anything else None."""
-    if _INT.fullmatch(key) and 0 <= int(key) < len(names):
-        return names[int(key)]
-    return key if key in names else None
+def _as_id(key: str, names: list[str]) -> str | None:
+    return names[int(key)] if _INT.fullmatch(key) and 0 <= int(key) < len(names) else None
+
+
+def _through_names(keys: list[str], lines: list[int], names: list[str], names_path,
+                   path) -> list[str | None]:
+    """Each key through a label-names list: a name is itself, an id 0..k-1 is names[id], anything
+    else None. A key that reads both ways as different labels (names that are integers, such as
+    "2") is read as every key of the file can be: names when all are names, ids when all are
+    ids; when both readings fit every key, or neither does, it is an error."""
+    readings = [(key if key in names else None, _as_id(key, names)) for key in keys]
+    both = [i for i, (name, by_id) in enumerate(readings) if name and by_id and name != by_id]
+    if not both:
+        return [name if name is not None else by_id for name, by_id in readings]
+    all_names = all(name is not None for name, _ in readings)
+    all_ids = all(by_id is not None for _, by_id in readings)
+    if all_names != all_ids:
+        return [name if all_names else by_id for name, by_id in readings]
+    i = both[0]
+    why = "every label of the file reads either way" if all_names else \
+        "the file's other labels do not settle which"
+    raise DataError(f"label {keys[i]!r} is a name in {os.fspath(names_path)} and also id {keys[i]}, "
+                    f"which names {readings[i][1]!r}, and {why}: write the labels all as names or "
+                    f"all as ids 0..{len(names) - 1}", path, lines[i])
+
+
+def _file_labels(keys: list[str], lines: list[int], path) -> list[str]:
+    """A training file's labels without a names file: when every label is an integer (an id
+    column, as pandas would read it) each is str(int), "007" -> "7"; two spellings of one
+    number ("01" and "1") are an error. Otherwise every label stays as written."""
+    if not all(_INT.fullmatch(key) for key in keys):
+        return keys
+    first: dict[int, tuple[str, int]] = {}
+    for key, line in zip(keys, lines):
+        seen, seen_line = first.setdefault(int(key), (key, line))
+        if seen != key:
+            raise DataError(f"labels {seen!r} (line {seen_line}) and {key!r} are the same number in "
+                            f"a file of integer labels: write each label one way", path, line)
+    return [str(int(key)) for key in keys]
+
+
+def _in_known(key: str, known: list[str]) -> str | None:
+    """A key among a model's labels: as written, or as a number ("01" is the label "1")."""
+    if key in known:
+        return key
+    return str(int(key)) if _INT.fullmatch(key) and str(int(key)) in known else None
+
+
+def _known_label(key: str, known: list[str], column, line: int, id_hint: bool = True) -> str:
+    """The model's label for a row's key (`_in_known`), or the row's "unknown label" error."""
+    found = _in_known(key, known)
+    if found is None:
+        hint = "; pass --label-names to name integer ids" if id_hint and _INT.fullmatch(key) else ""
+        raise _BadRow("unknown label", f"unknown label {key!r} in column {column!r} "
+                      f"(known labels: {format_labels(known)}){hint}", line, column)
+    return found
 
 
 def _label_set_from_keys(keys: list[str]) -> list[str]:
@@ -404,18 +460,12 @@ def load_labelled(path, options: DataOptions = DataOptions(),
             if not text.strip():
                 raise _BadRow("empty text", f"empty text in column {text_col!r}", number, text_col)
             key = _label_key(row[label_col], number)
-            if names is not None:
-                named = _name_through(key, names)
-                if named is None:
-                    raise _BadRow("unknown label", f"unknown label {key!r} in column {label_col!r}: "
-                                  f"not an id 0..{len(names) - 1} or a name in "
-                                  f"{os.fspath(options.label_names)}", number)
-                key = named
-            if known is not None and key not in known:
-                hint = "; pass --label-names to name integer ids" if _INT.fullmatch(key) \
-                    and names is None else ""
-                raise _BadRow("unknown label", f"unknown label {key!r} in column {label_col!r} "
-                              f"(known labels: {', '.join(known)}){hint}", number, label_col)
+            if names is not None and key not in names and _as_id(key, names) is None:
+                raise _BadRow("unknown label", f"unknown label {key!r} in column {label_col!r}: "
+                              f"not an id 0..{len(names) - 1} or a name in "
+                              f"{os.fspath(options.label_names)}", number)
+            if names is None and known is not None:
+                key = _known_label(key, known, label_col, number)
         except _BadRow as b:
             bad_row(b)
             continue
@@ -423,6 +473,19 @@ def load_labelled(path, options: DataOptions = DataOptions(),
         keys.append(key)
         lines.append(number)
 
+    if names is not None:
+        keys = _through_names(keys, lines, names, options.label_names, path)
+        if known is not None:       # names the model does not have
+            kept = []
+            for i, (key, number) in enumerate(zip(keys, lines)):
+                try:
+                    keys[i] = _known_label(key, known, label_col, number, id_hint=False)
+                    kept.append(i)
+                except _BadRow as b:
+                    bad_row(b)
+            texts, keys, lines = ([seq[i] for i in kept] for seq in (texts, keys, lines))
+    elif known is None:
+        keys = _file_labels(keys, lines, path)
     if not texts:
         why = f" (skipped: {_describe(skipped)})" if skipped else ""
         raise DataError(f"no data rows{why}", path)

@@ -111,7 +111,33 @@ def test_model_order_integer_labels_and_label_names(tmp_path):
                       labels=["pos", "neg"])
     assert d.labels == [0, 1]
     err = error(p, DataOptions(text_column="sentence"), labels=["neg", "pos"])  # ids, no names
-    assert_error(err, p, 2, "unknown label '1'", "--label-names")
+    assert_error(err, p, 2, "unknown label '01'", "--label-names")
+
+
+def test_integer_labels_read_as_numbers_only_in_an_integer_column(tmp_path):
+    ids = load_labelled(write(tmp_path / "ids.csv", "text,label\na,007\nb,3\nc,007\n"))
+    assert ids.label_names == ["3", "7"] and ids.labels == [1, 0, 1]   # as pandas reads an id column
+    mixed = load_labelled(write(tmp_path / "mixed.csv", "text,label\na,01\nb,1\nc,book flight\nd,007\n"))
+    assert mixed.label_names == ["007", "01", "1", "book flight"]      # labels as written
+    assert mixed.labels == [1, 2, 3, 0]
+    clash = write(tmp_path / "clash.csv", "text,label\na,1\nb,2\nc,01\n")
+    assert_error(error(clash), clash, 4, "'1' (line 2) and '01' are the same number")
+
+
+def test_label_names_that_are_integers_read_as_the_file_reads(tmp_path):
+    names = write(tmp_path / "names.txt", "10\n2\n5\n")
+    options = DataOptions(label_names=str(names))
+    as_names = write(tmp_path / "names.csv", "text,label\na,10\nb,2\nc,5\nd,2\n")
+    assert load_labelled(as_names, options).labels == [0, 1, 2, 1]       # "10" is no id: names
+    as_ids = write(tmp_path / "ids.csv", "text,label\na,0\nb,2\nc,1\n")
+    assert load_labelled(as_ids, options).labels == [0, 2, 1]            # "0" is no name: ids
+    neither = write(tmp_path / "neither.csv", "text,label\na,10\nb,0\nc,2\n")
+    assert_error(error(neither, options), neither, 4, "label '2' is a name", "also id 2, which names '5'",
+                 "do not settle")
+    either = write(tmp_path / "either.csv", "text,label\na,0\nb,1\n")
+    swapped = write(tmp_path / "swapped.txt", "1\n0\n")
+    assert_error(error(either, DataOptions(label_names=str(swapped))), either, 2,
+                 "every label of the file reads either way")
 
 
 def test_load_texts(tmp_path):
