@@ -177,16 +177,21 @@ def teach(**kwargs):
 
 
 def summary(report: dict, out: str) -> str:
-    from .data import describe_skipped
+    from .data import describe_skipped, format_labels
     from .metrics import format_report
 
     lines = [f"\n== {report['command']} -> {out}",
              f"model: {report['model_source']}  ({report['parameters']:,} parameters)",
-             f"labels: {', '.join(report['labels'])}",
+             f"labels: {format_labels(report['labels'])}",
              *([f"new weights (not in the checkpoint, drawn with --seed): {', '.join(report['new_weights'])}"]
                if report.get("new_weights") else []),
              f"train: {_rows(report['data']['train'])} ({report['data']['train_rows_used']} used), "
              f"{report['train_seconds']:.0f} s, {report['train_samples_per_second'] or 0:.1f} samples/s"]
+    counts = report["data"].get("train_class_counts") or []
+    unlearnt = [name for name, count in zip(report["labels"], counts) if count == 0]
+    if unlearnt:
+        lines.append(f"warning: no training rows labelled {format_labels(unlearnt)}: "
+                     f"the model will not learn {'that class' if len(unlearnt) == 1 else 'those classes'}")
     files = {**report["data"], "unlabeled": report["data"].get("unlabeled")
              or (report.get("few_shot") or {}).get("unlabeled")}      # PET records it with its method
     for name in ("train", "eval", "unlabeled"):
@@ -200,6 +205,9 @@ def summary(report: dict, out: str) -> str:
     for epoch in report["epochs"]:
         parts = [f"{k}={v:.4f}" for k, v in epoch.items() if k not in ("epoch", "step") and isinstance(v, float)]
         lines.append(f"  epoch {epoch['epoch']}: " + "  ".join(parts))
+    stop = early_stop_line(report)
+    if stop:
+        lines.append(stop)
     if report.get("final_eval"):
         lines.append(format_report(report["final_eval"]))
     ensemble = report.get("distillation", {}).get("ensemble")
@@ -208,6 +216,21 @@ def summary(report: dict, out: str) -> str:
                      f"{ensemble['eval']['accuracy']:.4f}; student retention {ensemble['student_retention']:.4f}")
     lines.append(f"report: {Path(out) / 'training.json'}")
     return "\n".join(lines)
+
+
+def early_stop_line(report: dict) -> str | None:
+    """With --early-stopping: how many epochs ran and which epoch's weights were kept."""
+    config = report["config"]
+    if config.get("early_stopping") is None or not report["epochs"]:
+        return None
+    ran, planned = report["epochs"][-1]["epoch"], config["epochs"]
+    best = next((e for e in report["epochs"] if e["step"] == report.get("best_step")), None)
+    metric = config["metric"]
+    how = (f"stopped after epoch {ran} of {planned:g}, {config['early_stopping']} epoch(s) without a "
+           f"better {metric}" if ran < planned else f"ran all {planned:g} epochs")
+    kept = f"kept epoch {best['epoch']}'s weights ({metric} {best[metric]:.4f})" if best and \
+        best.get(metric) is not None else "no epoch scored a best: kept the last epoch's weights"
+    return f"early stopping: {how}; {kept}"
 
 
 def _int_list(ctx, param, value):
@@ -360,7 +383,7 @@ def comparison_table(report: dict) -> str:
     rows = [("accuracy", "accuracy", "{:.4f}"), ("macro-F1", "macro_f1", "{:.4f}"),
             ("parameters", "parameters", "{:,}"), ("size (MB)", "size_bytes", None),
             ("CPU samples/s", "samples_per_second", "{:.1f}")]
-    layers = (f"{len(d['layer_map'])} layers (random init)" if d["init"] == "random"
+    layers = (f"{report['config']['layers']} layers (random init)" if d["init"] == "random"
               else f"layers {d['layer_map']} of the teacher")
     loss = f"T={d['temperature']} alpha={d['alpha']} (kl)" if d["kd_loss"] == "kl" else f"alpha={d['alpha']} (mse)"
     lines = [f"distillation: {loss}, {layers}"]

@@ -45,3 +45,15 @@ def changed_from_default(config, names) -> list[str]:
         return tuple(v) if isinstance(v, list) else v
 
     return [f"--{name.replace('_', '-')}" for name in names if value(config, name) != value(defaults, name)]
+
+
+def check_metric_defined(config, dev, error) -> None:
+    """--early-stopping on --metric auc needs two classes in the eval rows: with one, ROC-AUC is
+    undefined every epoch, no epoch counts as the best, and the run would stop after
+    patience + 1 epochs keeping the last weights."""
+    if config.early_stopping is None or config.metric != "auc" or dev is None:
+        return
+    present = sorted(set(dev.labels))
+    if len(present) < 2:
+        raise error(f"--metric auc: ROC-AUC needs at least 2 classes in the eval rows; every row of "
+                    f"{dev.path} is {dev.label_names[present[0]]!r} (use --metric accuracy or macro_f1)")

@@ -13,6 +13,7 @@ import shutil
 import time
 from dataclasses import asdict
 
+from .config_checks import check_metric_defined
 from .student_config import StudentConfig, StudentError, check_config
 from .student_model import build_student, few_shot_head, head_init, student_model_config
 from .teacher_logits import ensemble_parts, load_ensemble, teacher_parts
@@ -90,6 +91,7 @@ def distill_student(config: StudentConfig, callbacks=()) -> dict | None:
     check_max_length(max_length, teacher.config, config.teacher, StudentError)
     members = load_ensemble(config, labels, max_length)
     train, dev, unlabeled, unlabeled_record = read_student_data(config, labels)
+    check_metric_defined(config, dev, StudentError)
 
     checkpoints = checkpoint_dir_for(config.out)
     resume_from = None
@@ -198,12 +200,14 @@ def distill_student(config: StudentConfig, callbacks=()) -> dict | None:
                                               for _, m, tok in members)) / (1 + len(members))
                 ensemble["eval"] = evaluate(np.asarray(dev.labels), softmax(mean_logits), labels)
                 ensemble["student_retention"] = round(final["accuracy"] / ensemble["eval"]["accuracy"], 4)
-        resolved = {**asdict(config), "max_length": max_length, "layer_map": layer_map, "init": init,
+        copied = layer_map if init == "teacher" else None      # a random student copies no layer
+        resolved = {**asdict(config), "max_length": max_length, "layer_map": copied, "init": init,
                     "layers": len(layer_map)}
         report = {
             "command": "student",
             "config": resolved,
-            "model_source": f"{config.teacher} (layers {layer_map}, init {init})",
+            "model_source": f"{config.teacher} (layers {layer_map}, init {init})" if copied else
+                            f"{config.teacher} ({len(layer_map)} layer{'s' * (len(layer_map) > 1)}, init {init})",
             "labels": labels,
             "data": {"train": train.summary(), "eval": dev.summary() if dev else None,
                      "unlabeled": unlabeled_record,
@@ -215,7 +219,7 @@ def distill_student(config: StudentConfig, callbacks=()) -> dict | None:
                 "temperature": config.temperature, "alpha": config.alpha, "kd_loss": config.kd_loss,
                 "alpha_weights": "the KD term; (1 - alpha) weights cross-entropy on labelled rows; rows "
                                  "without a label get KD at weight 1",
-                "layer_map": layer_map, "init": init, "head": head_init(teacher.config, init),
+                "layer_map": copied, "init": init, "head": head_init(teacher.config, init),
                 "teacher_parameters": teacher_entry["parameters"], "student_parameters": student_entry["parameters"],
                 "teacher_eval": teacher_eval,
                 "ensemble": ensemble,

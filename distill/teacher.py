@@ -6,8 +6,10 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .config_checks import changed_from_default, check_counts, check_minimum, check_positive, check_schedule
-from .data import DataOptions, LabelledData, class_weights_balanced, load_labelled, resample_indices, subsample
+from .config_checks import (changed_from_default, check_counts, check_metric_defined, check_minimum,
+                            check_positive, check_schedule)
+from .data import (DataOptions, LabelledData, class_weights_balanced, format_labels, load_labelled,
+                   resample_indices, subsample)
 
 
 def default_teacher_path() -> str:
@@ -183,6 +185,15 @@ def freeze_encoder(model) -> list[str]:
     return trainable
 
 
+def check_class_weights_rows(config: TeachConfig, train: LabelledData) -> None:
+    """--class-weights balanced weighs a class by 1 / its rows: every class needs rows."""
+    absent = [name for name, count in zip(train.label_names, train.counts()) if count == 0]
+    if config.class_weights == "balanced" and absent:
+        drawn = f" (the {len(train)} rows that --max-train-samples drew)" if len(train) < (train.file_rows or 0) else ""
+        raise TeachError(f"--class-weights balanced needs training rows of every class; {train.path}"
+                         f"{drawn} has none labelled {format_labels(absent)}")
+
+
 def read_data(config: TeachConfig, labels=None) -> tuple[LabelledData, LabelledData | None]:
     train = load_labelled(config.train, config.data, labels=labels)
     train = subsample(train, config.max_train_samples, config.seed)
@@ -213,6 +224,8 @@ def teach(config: TeachConfig, callbacks=()) -> dict:
     check_max_length(config.max_length, model_config(source), source)
     train, dev = read_data(config)
     labels = train.label_names
+    check_class_weights_rows(config, train)
+    check_metric_defined(config, dev, TeachError)
     model, tokenizer, new_weights = load_teacher_model(source, labels, config.dropout, config.seed)
     vocab_report = None
     if config.extend_vocab:

@@ -307,6 +307,7 @@ def test_cli_student_end_to_end(trained, tmp_path):
     assert result.exit_code == 0, result.output
     assert "teacher" in result.output and "retention" in result.output and "vocabulary trimmed" in result.output
     assert "distillation: T=3.0 alpha=0.7 (kl), layers [0, 2] of the teacher" in result.output
+    assert f"model: {trained['teacher']} (layers [0, 2], init teacher)" in result.output
     assert re.search(r"teacher logits: labelled 240 \(scored in \d+ s\), augmented 240 \(scored in \d+ s\), "
                      r"unlabeled 120 \(scored in \d+ s\)", result.output), result.output
     report = json.loads((out / "training.json").read_text())
@@ -354,12 +355,28 @@ def test_summary_of_a_random_init_student_names_no_teacher_layers():
 
     side = {"accuracy": None, "macro_f1": None, "parameters": 10, "size_bytes": 1e6, "samples_per_second": None}
     report = {"comparison": {"teacher": side, "student": side, "retention": None, "smaller_by": 1.0},
-              "distillation": {"temperature": 2.0, "alpha": 0.5, "kd_loss": "mse", "layer_map": [0, 1], "init": "random",
+              "config": {"layers": 2},
+              "distillation": {"temperature": 2.0, "alpha": 0.5, "kd_loss": "mse", "layer_map": None, "init": "random",
                                "teacher_logits": {"labelled": {"rows": 1200, "cache_hit": True, "seconds": 0.0},
                                                   "unlabeled": {"rows": 7, "cache_hit": False, "seconds": 2.4}}}}
     lines = comparison_table(report).splitlines()
     assert lines[0] == "distillation: alpha=0.5 (mse), 2 layers (random init)"      # mse uses no T
     assert lines[1] == "teacher logits: labelled 1,200 (cached), unlabeled 7 (scored in 2 s)"
+
+
+def test_random_student_records_no_teacher_layer_and_auc_needs_two_eval_classes(trained, tmp_path):
+    base = StudentConfig(teacher=str(trained["teacher"]), train=str(trained["train"]), out=str(tmp_path / "s"),
+                         layers=1, init="random", augment_factor=0, epochs=1, batch_size=16, no_cache=True,
+                         progress=False)
+    one_class = write_csv(tmp_path / "one.csv", make_reviews(4, seed=3, classes=("positive",)))
+    with pytest.raises(StudentError, match=r"--metric auc: ROC-AUC needs at least 2 classes in the eval rows; "
+                                           r"every row of .*one\.csv is 'positive'"):
+        distill_student(replace(base, eval=str(one_class), early_stopping=1, metric="auc"))
+    assert not (tmp_path / "s").exists()
+    report = distill_student(base)
+    assert report["distillation"]["layer_map"] is None and report["config"]["layer_map"] is None
+    assert report["config"]["layers"] == 1 and report["distillation"]["init"] == "random"
+    assert report["model_source"] == f"{trained['teacher']} (1 layer, init random)"
 
 
 def _always_kept_ids(tokenizer) -> set[int]:

@@ -222,6 +222,44 @@ def test_early_stopping_keeps_best_and_stops(tiny_model_dir, reviews_csv, tmp_pa
     assert all(torch.equal(weights["out"][k], weights["best"][k]) for k in weights["best"])
     with pytest.raises(TeachError, match="--early-stopping needs --eval"):
         teach(config(tiny_model_dir, train, None, tmp_path / "x", early_stopping=1))
+    best_accuracy = report["epochs"][0]["accuracy"]
+    assert (f"early stopping: stopped after epoch 2 of 6, 1 epoch(s) without a better accuracy; kept "
+            f"epoch 1's weights (accuracy {best_accuracy:.4f})") in summary(report, "out")
+    ran_all = {**report, "config": {**report["config"], "epochs": 2}}
+    assert "early stopping: ran all 2 epochs; kept epoch 1's" in summary(ran_all, "out")
+    assert "early stopping" not in summary({**report, "config": {**report["config"], "early_stopping": None}},
+                                           "out")
+
+
+def test_early_stopping_on_auc_needs_two_classes_in_the_eval_rows(tiny_model_dir, reviews_csv, tmp_path):
+    train, _ = reviews_csv
+    one_class = write_csv(tmp_path / "one.csv", make_reviews(6, seed=3, classes=("positive",)))
+    with pytest.raises(TeachError, match=r"--metric auc: ROC-AUC needs at least 2 classes in the eval "
+                                         r"rows; every row of .*one\.csv is 'positive'"):
+        teach(config(tiny_model_dir, train, one_class, tmp_path / "x", early_stopping=1, metric="auc"))
+    assert not (tmp_path / "x").exists() and not checkpoint_dir_for(str(tmp_path / "x")).exists()
+    report = teach(config(tiny_model_dir, train, one_class, tmp_path / "acc", early_stopping=1,
+                          metric="accuracy", epochs=1))             # accuracy is defined on one class
+    assert report["best_step"] is not None
+
+
+def test_a_class_without_training_rows_is_named(tiny_model_dir, tmp_path):
+    names = tmp_path / "names.txt"
+    names.write_text("negative\npositive\nneutral, mostly\n", encoding="utf-8")
+    train = imbalanced(tmp_path)
+    base = config(tiny_model_dir, train, None, tmp_path / "w", epochs=1,
+                  data=DataOptions(label_names=str(names)))
+    with pytest.raises(TeachError, match=r"--class-weights balanced needs training rows of every class; "
+                                         r".*imbalanced\.csv has none labelled 'neutral, mostly'$"):
+        teach(replace(base, class_weights="balanced"))
+    with pytest.raises(TeachError, match=r"imbalanced\.csv \(the 3 rows that --max-train-samples drew\) has "
+                                         r"none labelled positive$"):
+        teach(replace(base, class_weights="balanced", data=DataOptions(), max_train_samples=3, seed=1))
+    report = teach(base)
+    text = summary(report, str(tmp_path / "w"))
+    assert "labels: 'negative', 'positive', 'neutral, mostly'" in text   # a comma inside one label
+    assert "warning: no training rows labelled 'neutral, mostly': the model will not learn that class" in text
+    assert "warning" not in summary({**report, "data": {**report["data"], "train_class_counts": [80, 10, 1]}}, "w")
 
 
 class Interrupt(TrainerCallback):
