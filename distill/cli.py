@@ -189,7 +189,7 @@ def summary(report: dict, out: str) -> str:
              f"{report['train_seconds']:.0f} s, {report['train_samples_per_second'] or 0:.1f} samples/s"]
     counts = report["data"].get("train_class_counts") or []
     unlearnt = [name for name, count in zip(report["labels"], counts) if count == 0]
-    if unlearnt:
+    if unlearnt and not report.get("few_shot"):      # a prompt teacher knows a class by its description
         lines.append(f"warning: no training rows labelled {format_labels(unlearnt)}: "
                      f"the model will not learn {'that class' if len(unlearnt) == 1 else 'those classes'}")
     files = {**report["data"], "unlabeled": report["data"].get("unlabeled")
@@ -331,6 +331,10 @@ def student_options(f):
                      help="Raw texts (.txt one per line, or a --text-column of .csv/.tsv/.jsonl) the "
                           "teacher labels: transfer data."),
         click.option("--max-unlabeled", type=int, default=None, help="Use a seeded random subset of the unlabelled texts."),
+        click.option("--shots", type=int, default=None, metavar="N",
+                     help="Keep N labelled rows per class of --train, drawn as `distill teach --few-shot "
+                          "--shots N` draws them with the same --seed (a few-shot teacher's own rows); 0: "
+                          "none, the student learns from the teacher's labels of --unlabeled alone."),
         click.option("--back-translate", callback=_model_pair, default=None, metavar="FWD,BWD",
                      help="Also add one back-translation per training text through two local seq2seq "
                           "model directories (e.g. Marian zh->en and en->zh)."),
@@ -418,8 +422,9 @@ def comparison_table(report: dict) -> str:
               help="Write the report (accuracy, macro_f1, auc, n, labels, per_class, confusion_matrix) here.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None,
               help="Write a confusion-matrix PNG here.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True,
-              help="Inference batch size.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True,
+              help="Inference batch size; the default is the export's check's and runtime.Classifier's "
+                   "(an int8 bundle quantizes its activations per batch, so its score can depend on it).")
 @click.option("--max-length", type=click.IntRange(min=2), default=None,
               help="Token limit for every engine (default: the model's training max_length, or the "
                    "bundle's); at most the bundle's max_length or the model's position embeddings.")

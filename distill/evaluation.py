@@ -131,7 +131,7 @@ def make_parent(path) -> None:
 
 
 def evaluate_path(path, data_path, options: DataOptions = DataOptions(), engine: str = "auto",
-                  batch_size: int = 64, max_length: int | None = None) -> dict:
+                  batch_size: int = 32, max_length: int | None = None) -> dict:
     """Evaluate a model directory or bundle on a labelled file: the DESIGN.md eval report.
     max_length (None: the model's training max_length, or the bundle's) cuts texts for every engine."""
     from .metrics import evaluate

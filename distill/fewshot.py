@@ -69,7 +69,8 @@ def check_few_shot(config: TeachConfig) -> None:
     bad = [f"--{name.replace('_', '-')}" for name, used in unsupported.items() if used]
     bad += changed_from_default(config, NOT_USED)
     if bad:
-        raise FewShotError(f"{', '.join(bad)}: not used by --few-shot (use --shots to pick rows per class)")
+        hint = " (use --shots to pick rows per class)" if "--max-train-samples" in bad else ""
+        raise FewShotError(f"{', '.join(bad)}: not used by --few-shot{hint}")
     for name, methods in USED_BY.items():
         if method not in methods and changed_from_default(config, (name,)):
             raise FewShotError(f"--{name.replace('_', '-')} applies to --few-shot {' or '.join(methods)}, "

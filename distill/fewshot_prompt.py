@@ -39,7 +39,7 @@ def read_label_descriptions(path, labels: list[str]) -> list[list[str]]:
     lines, exactly one per label in the model's label order. {label} is filled in."""
     path = Path(path)
     try:
-        lines = [line.rstrip("\r\n") for line in path.read_text(encoding="utf-8").splitlines()]
+        lines = [line.rstrip("\r\n") for line in path.read_text(encoding="utf-8-sig").splitlines()]
     except (OSError, UnicodeDecodeError) as error:
         raise FewShotError(f"--label-descriptions {path}: cannot read: {error}") from error
     numbered = [(i + 1, line) for i, line in enumerate(lines) if line.strip()]

@@ -81,7 +81,8 @@ def stage_inputs(stage: str, settings, files: dict, digests: dict) -> dict:
     if stage == "baseline":
         teach = settings.teach_settings()
         return {"settings": settings.baseline_settings(), "data": data, "train": files["train"],
-                "eval": files["eval"], "rows": {"max_train_samples": teach["max_train_samples"], "seed": teach["seed"]}}
+                "eval": files["eval"], "rows": {"max_train_samples": teach["max_train_samples"], "seed": teach["seed"],
+                                                **({"shots": teach["shots"]} if teach["shots"] is not None else {})}}
     return {"settings": settings.report_settings(), "data": data, "eval": files["eval"],
             "artifacts": {name: digests.get(name) for name in STAGES[:-1]}}
 
@@ -184,12 +185,13 @@ def export_failure(error) -> str:
 def run_baseline_stage(settings, out: Path) -> dict:
     from .data import load_labelled, subsample
     from .evaluation import model_labels
+    from .fewshot import per_class_sample
     from .pipeline_baseline import run_baseline
 
     teach = settings.teach_settings()
     labels = model_labels(out / "teacher") if (out / "teacher").is_dir() else None
     train = load_labelled(settings.train, settings.data, labels=labels)
-    train = subsample(train, teach["max_train_samples"], teach["seed"])
+    train = per_class_sample(subsample(train, teach["max_train_samples"], teach["seed"]), teach["shots"], teach["seed"])
     dev = load_labelled(settings.eval, settings.data, labels=train.label_names)
     report = run_baseline(train, dev, settings.baseline_settings(), out / "baseline")
     return {"accuracy": report["final_eval"]["accuracy"], "features": report["features"]}
@@ -206,6 +208,12 @@ def checkpoint_exists(out: Path, stage: str) -> bool:
     from .training import last_checkpoint
 
     return stage in ("teacher", "student") and last_checkpoint(checkpoint_dir_for(out / stage)) is not None
+
+
+def resumable(stage: str, settings) -> bool:
+    """A few-shot teacher cannot --resume (PET's final classifier leaves checkpoints when killed;
+    the stage reruns whole instead)."""
+    return not (stage == "teacher" and settings.teach.get("few_shot"))
 
 
 def checkpoint_note(checkpoints: bool, resume: bool) -> str:
@@ -243,7 +251,7 @@ def run_pipeline(settings, log=_log, callbacks: dict | None = None) -> dict:
         checkpoints = checkpoint_exists(out, stage)
         resume = bool(record and record.get("status") in ("running", "failed")
                       and record.get("fingerprint") == stage_fingerprint
-                      and not settings.force and checkpoints)
+                      and not settings.force and checkpoints and resumable(stage, settings))
         reason = "--force" if settings.force else state.why_run(stage, stage_fingerprint, inputs, output)
         log(f"{tag}: running ({reason}{checkpoint_note(checkpoints, resume)}) -> {output}")
         state.start(stage, stage_fingerprint, inputs)

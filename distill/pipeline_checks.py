@@ -18,7 +18,7 @@ AT_LEAST = {
     ("teach", "extend_vocab_words"): 0, ("teach", "seed"): 0,
     ("student", "layers"): 1, ("student", "hidden_size"): 1, ("student", "intermediate_size"): 1,
     ("student", "heads"): 1, ("student", "seed"): 0,
-    ("export", "max_length"): 2, ("export", "samples"): 1, ("export", "seed"): 0,
+    ("export", "max_length"): 2,
     ("export", "max_accuracy_drop"): 0,
     ("baseline", "min_df"): 1, ("baseline", "max_features"): 1,
     ("report", "batch_size"): 1, ("report", "rounds"): 1,
@@ -43,6 +43,9 @@ def check_settings(settings: PipelineSettings) -> None:
     _check_export(values["export"])
     if values["baseline"]["enabled"]:
         _check_baseline(values["baseline"])
+        if values["teach"]["shots"] == 0:
+            raise PipelineConfigError("teach.shots: 0 (zero-shot) leaves the TF-IDF baseline no labelled row "
+                                      "to learn from; set baseline.enabled = false (--no-baseline)")
 
 
 def _check_data(settings: PipelineSettings) -> None:

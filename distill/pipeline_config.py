@@ -8,7 +8,7 @@ A pipeline file has top-level `train`, `eval`, `out` and one table per stage:
     [data]      # DataOptions: format, text_column, label_column, label_names, skip_bad_rows
     [teach]     # any `distill teach` setting (TeachConfig field), e.g. epochs = 3
     [student]   # any `distill student` setting (StudentConfig field), e.g. layers = 3
-    [export]    # weight_type, per_channel, opset, max_length, max_accuracy_drop, samples, seed
+    [export]    # weight_type, per_channel, opset, max_length, max_accuracy_drop
     [baseline]  # TF-IDF + linear SVM: enabled, analyzer, ngram_range, C, ...
     [report]    # batch_size, rounds, plots
 
@@ -52,8 +52,8 @@ class ExportStage:
     opset: int = 18
     max_length: int | None = None       # None: the student's training max_length
     max_accuracy_drop: float = 1.0      # int8 may lose at most this many points vs fp32 on eval
-    samples: int = 64
-    seed: int = 0
+    # no samples / seed: they size and seed `export onnx`'s generated parity texts, which the
+    # pipeline never uses (its eval file is required, and the export checks on its texts)
 
 
 INT8_ONLY = ("weight_type", "per_channel", "max_accuracy_drop")
@@ -278,11 +278,11 @@ class PipelineSettings:
         return _resolved(TeachConfig, self.teach)
 
     def student_settings(self) -> dict:
-        """The student inherits the teacher's training subset and seed unless [student] sets them,
-        so it distils on the rows the teacher learnt from."""
+        """The student inherits the teacher's training subset, few-shot rows and seed unless
+        [student] sets them, so it distils on the rows the teacher learnt from."""
         from .student import StudentConfig
 
-        inherited = {k: self.teach[k] for k in ("max_train_samples", "seed") if k in self.teach}
+        inherited = {k: self.teach[k] for k in ("max_train_samples", "shots", "seed") if k in self.teach}
         return _resolved(StudentConfig, {**inherited, **self.student})
 
     def export_settings(self, int8: bool) -> dict:

@@ -50,7 +50,13 @@ def read_student_data(config: StudentConfig, labels: list[str]):
 
     from .data import file_sha256, load_labelled, read_texts, subsample, unlabeled_options
 
+    from .fewshot import FewShotError, per_class_sample
+
     train = subsample(load_labelled(config.train, config.data, labels=labels), config.max_train_samples, config.seed)
+    try:
+        train = per_class_sample(train, config.shots, config.seed)
+    except FewShotError as error:
+        raise StudentError(str(error)) from None
     dev = load_labelled(config.eval, config.data, labels=labels) if config.eval else None
     unlabeled, record = [], None
     if config.unlabeled:
@@ -156,8 +162,8 @@ def distill_student(config: StudentConfig, callbacks=()) -> dict | None:
     row_labels = list(train.labels) + [IGNORE] * len(transfer_rows)
     logits = None
     if parts:
-        chunks = [parts["labelled"]["logits"]] + [parts[n]["logits"] for n in ("augmented", "unlabeled")
-                                                   if n in parts and len(parts[n]["texts"])]
+        chunks = [parts[n]["logits"] for n in ("labelled", "augmented", "unlabeled")
+                  if n in parts and len(parts[n]["texts"])]
         logits = np.concatenate(chunks).tolist()
     train_rows: EncodedRows = encode_rows(tokenizer, texts, max_length, labels=row_labels, teacher_logits=logits)
     dev_rows = encode_rows(tokenizer, dev.texts, max_length, labels=dev.labels) if dev else None

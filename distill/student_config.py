@@ -60,6 +60,8 @@ class StudentConfig:
     metric: str = "accuracy"
     seed: int = 42
     max_train_samples: int | None = None
+    shots: int | None = None             # labelled rows per class, drawn as `teach --few-shot --shots`
+                                         # draws them with the same seed (0: none, KD on transfer texts)
     logging_steps: int = 50
     resume: bool = False
     force: bool = False
@@ -114,6 +116,14 @@ def check_config(config: StudentConfig) -> None:
                   "--max-train-samples": config.max_train_samples, "--max-unlabeled": config.max_unlabeled,
                   "--early-stopping": config.early_stopping}, StudentError)
     check_schedule(config, StudentError)
+    check_minimum("--shots", config.shots, 0, StudentError)
+    if config.shots == 0 and not config.unlabeled:
+        raise StudentError("--shots 0 keeps no labelled row: give --unlabeled texts for the teacher to label")
+    moot = [option for option in changed_from_default(config, ("alpha", "augment_factor"))
+            if (config.alpha < 1 if option == "--alpha" else config.augment_factor > 0)]
+    if config.shots == 0 and moot:
+        raise StudentError(f"{', '.join(moot)}: no labelled row to weigh or augment with --shots 0 "
+                           "(unlabelled texts get the KD loss alone, at weight 1)")
     if config.max_unlabeled is not None and not config.unlabeled:
         raise StudentError("--max-unlabeled only acts with --unlabeled")
     if config.cache_dir is not None and config.no_cache:

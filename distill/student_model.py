@@ -14,16 +14,31 @@ def even_layer_map(teacher_layers: int, student_layers: int) -> list[int]:
     return [i * teacher_layers // student_layers for i in range(student_layers)]
 
 
-def resolve_layer_map(config: StudentConfig, teacher_layers: int) -> list[int]:
+def resolve_layer_map(config: StudentConfig, teacher_layers: int, note: str = "") -> list[int]:
+    """The teacher layer of each student layer, among teacher_layers encoder layers (note: why
+    the teacher has no more, for the errors)."""
     if config.layer_map:
         layer_map = [int(i) for i in config.layer_map]
         if config.layers is not None and config.layers != len(layer_map):
             raise StudentError(f"--layers {config.layers} but --layer-map names {len(layer_map)} layers")
         bad = [i for i in layer_map if not 0 <= i < teacher_layers]
         if bad:
-            raise StudentError(f"--layer-map: teacher has layers 0..{teacher_layers - 1}, not {bad}")
+            raise StudentError(f"--layer-map: teacher has layers 0..{teacher_layers - 1}, not {bad}{note}")
         return layer_map
-    return even_layer_map(teacher_layers, config.layers or max(1, teacher_layers // 2))
+    try:
+        return even_layer_map(teacher_layers, config.layers or max(1, teacher_layers // 2))
+    except StudentError as error:
+        raise StudentError(f"{error}{note}") from None
+
+
+def encoder_layers(teacher_config) -> tuple[int, str]:
+    """(the teacher's encoder layers a student may copy, a note for errors): a few-shot teacher's
+    last layer is its hand-set mean-pooling head (weights near 1e9), not an encoder layer."""
+    if few_shot_head(teacher_config):
+        return teacher_config.num_hidden_layers - 1, (
+            f" (layer {teacher_config.num_hidden_layers - 1} of this few-shot teacher is its mean-pooling "
+            f"head, not an encoder layer)")
+    return teacher_config.num_hidden_layers, ""
 
 
 _LAYER_KEY = re.compile(r"((?:^|\.)layer\.)(\d+)(\.)")
@@ -81,7 +96,7 @@ def student_model_config(teacher_config, config: StudentConfig):
     student_config = copy.deepcopy(teacher_config)
     if few_shot_head(teacher_config):
         delattr(student_config, "few_shot_head")
-    layer_map = resolve_layer_map(config, teacher_config.num_hidden_layers)
+    layer_map = resolve_layer_map(config, *encoder_layers(teacher_config))
     student_config.num_hidden_layers = len(layer_map)
     narrower = {"hidden_size": config.hidden_size, "intermediate_size": config.intermediate_size,
                 "num_attention_heads": config.heads}

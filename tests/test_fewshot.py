@@ -165,6 +165,7 @@ def test_prompt_zero_shot_uses_descriptions_only(files, tmp_path):
                                progress=False))
     shots = report["few_shot"]
     assert report["data"]["train_rows_used"] == 0 and shots["logit_scale"] == 50.0
+    assert "warning" not in summary(report, str(out))     # every class is known by its description
     assert shots["label_descriptions"]["positive"] == ["这是一条关于positive的评论"]
     descs = _unit(mean_pooled(str(files["model"]), ["awful boring film", "这是一条关于positive的评论"]))
     texts = ["good fun", "a dull mess"]
@@ -204,6 +205,11 @@ def test_label_description_files(tmp_path):
     several = tmp_path / "several.tsv"
     several.write_text("positive\tgood\nnegative\tbad {label}\npositive\t{label} review\n", encoding="utf-8")
     assert read_label_descriptions(several, labels) == [["bad negative"], ["good", "positive review"]]
+    bom = tmp_path / "bom.tsv"                              # as Notepad and Excel save it
+    bom.write_bytes(b"\xef\xbb\xbf" + several.read_bytes())
+    assert read_label_descriptions(bom, labels) == [["bad negative"], ["good", "positive review"]]
+    bom.write_bytes(b"\xef\xbb\xbf" + plain.read_bytes())
+    assert read_label_descriptions(bom, labels) == [["bad negative"], ["good"]]
     for text, message in [("negative\tx\nneutral\ty\n", "unknown label 'neutral'"),
                           ("negative\tx\n", "no description for label(s) positive"),
                           ("negative\tx\npositive\ty\nnegative\t x\n", "line 3: 'negative' has the description 'x' twice"),
@@ -450,7 +456,9 @@ def test_pet_teacher_end_to_end(files, tmp_path, monkeypatch):
     (["--few-shot", "prompt", "--pairs", "10"], "--pairs applies to --few-shot contrastive"),
     (["--few-shot", "pet", "--label-descriptions", __file__], "--label-descriptions applies to --few-shot prompt or contrastive"),
     (["--few-shot", "contrastive", "--shots", "0"], "zero-shot"),
-    (["--few-shot", "prompt", "--freeze-encoder"], "--freeze-encoder: not used by --few-shot"),
+    (["--few-shot", "prompt", "--freeze-encoder"], "--freeze-encoder: not used by --few-shot\n"),
+    (["--few-shot", "prompt", "--max-train-samples", "4"],
+     "--max-train-samples: not used by --few-shot (use --shots to pick rows per class)"),
     (["--few-shot", "contrastive", "--verbalizer", "a=b"], "--verbalizer applies to --few-shot pet"),
     (["--few-shot", "contrastive", "--unlabeled", __file__],
      "--unlabeled applies to --few-shot pet, not contrastive; a contrastive teacher learns from unlabelled "

@@ -555,7 +555,7 @@ def test_bad_config_files_name_the_problem(project, tmp_path, text, message):
     ("export.opset=17", "export.opset: must lie in 18.."),
     ("export.max_accuracy_drop=-5", "export.max_accuracy_drop: must be at least 0, got -5"),
     ("export.max_length=129", "export.max_length: the base model reads at most 128 tokens"),
-    ("export.samples=0", "export.samples: must be at least 1, got 0"),
+    ("export.samples=64", "unknown key 'samples' in [export]; valid keys: weight_type, per_channel, opset, max_length, max_accuracy_drop"),
     ("baseline.analyzer=letters", "baseline.analyzer must be auto, word, char or char_wb"),
     ("baseline.ngram_range=[2, 1]", "baseline.ngram_range: expected [low, high] with 1 <= low <= high"),
     ("baseline.C=0", "baseline.C: must be > 0"),
