@@ -136,7 +136,8 @@ def teach_options(f):
                      help="prompt: logits = scale * cosine (a temperature). Default: fitted on the "
                           "labelled rows (leave-one-out); zero-shot 50."),
         click.option("--pairs", type=int, default=None,
-                     help="contrastive: number of training pairs, half same-class (default 40 per row)."),
+                     help="contrastive: number of training pairs, half same-class (default 40 per example: "
+                          "per labelled row and per label description)."),
         click.option("--contrastive-epochs", type=float, default=C.contrastive_epochs, show_default=True,
                      help="contrastive: passes over the pairs."),
         click.option("--verbalizer", default=None, metavar="LABEL=WORD,...",
@@ -169,11 +170,23 @@ def teach(**kwargs):
     kwargs["progress"] = _progress(not kwargs.pop("quiet"))
     config = TeachConfig(**kwargs, data=data)
     try:
+        if config.few_shot:      # an option a method does not use is refused even at its default value
+            from .fewshot import check_few_shot
+            check_few_shot(config, given=_given_options())
         report = run_teach(config)
     except (DataError, TeachError, OutputExistsError, PermissionError, OSError) as error:
         _fail(error)
     if report is not None:
         click.echo(summary(report, config.out))
+
+
+def _given_options() -> frozenset:
+    """The current command's parameters named on the command line."""
+    from click.core import ParameterSource
+
+    ctx = click.get_current_context()
+    return frozenset(p.name for p in ctx.command.params
+                     if ctx.get_parameter_source(p.name) is ParameterSource.COMMANDLINE)
 
 
 def summary(report: dict, out: str) -> str:

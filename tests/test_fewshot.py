@@ -465,6 +465,8 @@ def test_pet_teacher_end_to_end(files, tmp_path, monkeypatch):
      "texts through `distill student --teacher DIR --unlabeled FILE`"),
     (["--few-shot", "contrastive", "--epochs", "5"], "--epochs applies to --few-shot pet, not contrastive"),
     (["--few-shot", "prompt", "--lr", "1e-3"], "--lr applies to --few-shot contrastive or pet, not prompt"),
+    (["--few-shot", "prompt", "--epochs", "3"], "--epochs applies to --few-shot pet, not prompt"),     # the default
+    (["--few-shot", "contrastive", "--metric", "accuracy"], "--metric: not used by --few-shot"),     # the default
     (["--few-shot", "prompt", "--contrastive-epochs", "2"], "--contrastive-epochs applies to --few-shot contrastive"),
     (["--few-shot", "contrastive", "--final-epochs", "2"], "--final-epochs applies to --few-shot pet"),
     (["--few-shot", "pet", "--dropout", "0.2", "--extend-vocab-words", "3"],
