@@ -235,8 +235,6 @@ def distill_student(config: StudentConfig, callbacks=()) -> dict | None:
                 "augmentation": asdict(config.augment_options()),
                 "vocab": vocab_report,
             },
-            "training_args": {k: v for k, v in args.to_dict().items()
-                              if isinstance(v, (str, int, float, bool, type(None)))},
             "parameters": student_entry["parameters"],
             "final_eval": final,
             **run_record(trainer, history, result, train_seconds, resume_from, config.keep_checkpoints),

@@ -122,6 +122,8 @@ def run_record(trainer, history: EpochHistory, result, train_seconds: float, res
     from .savedir import library_versions
 
     return {"epochs": history.epochs, "loss_curve": history.steps,
+            "training_args": {k: v for k, v in trainer.args.to_dict().items()     # what the Trainer ran with
+                              if isinstance(v, (str, int, float, bool, type(None)))},
             "best_step": trainer.state.best_global_step,
             "best_checkpoint": trainer.state.best_model_checkpoint if keep_checkpoints else None,
             "resumed_from": str(resume_from) if resume_from else None,

@@ -387,6 +387,51 @@ def test_random_student_records_no_teacher_layer_and_auc_needs_two_eval_classes(
     assert report["model_source"] == f"{trained['teacher']} (1 layer, init random)"
 
 
+def test_every_training_setting_reaches_where_it_acts(trained, tmp_path, monkeypatch):
+    """Each setting observed where it acts, not echoed from the config: the Trainer's arguments
+    and run (early stopping), the teacher's and the final evaluation's batches, the tokenizer's
+    cut, the synonym neighbours, the kept checkpoints, the rows drawn, and the data options (a
+    .data JSONL file with integer ids named by a names file)."""
+    import distill.augment as augment
+    import distill.predict as predict
+    import distill.teacher_logits as teacher_logits
+    import distill.training as training
+
+    calls = {"score": [], "predict": [], "encode": [], "synonyms": []}
+    real = {"score": teacher_logits.score_with_teacher, "predict": predict.predict_logits,
+            "encode": training.encode_rows, "synonyms": augment.synonyms_for_texts}
+    monkeypatch.setattr(teacher_logits, "score_with_teacher", lambda m, t, texts, length, batch, progress:
+                        calls["score"].append(batch) or real["score"](m, t, texts, length, batch, progress))
+    monkeypatch.setattr(predict, "predict_logits", lambda m, t, texts, length, batch, **k:
+                        calls["predict"].append((length, batch)) or real["predict"](m, t, texts, length, batch, **k))
+    monkeypatch.setattr(training, "encode_rows", lambda t, texts, length, **k:
+                        calls["encode"].append(length) or real["encode"](t, texts, length, **k))
+    monkeypatch.setattr(augment, "synonyms_for_texts", lambda texts, t, emb, neighbours:
+                        calls["synonyms"].append(neighbours) or real["synonyms"](texts, t, emb, neighbours))
+    names = tmp_path / "names.txt"
+    names.write_text("negative\npositive\n", encoding="utf-8")
+    for name, seed in (("train", 3), ("dev", 4)):
+        (tmp_path / f"{name}.data").write_text("".join(json.dumps({"body": text, "y": int(label == "positive")}) + "\n"
+                                                       for text, label in make_reviews(60, seed=seed)), encoding="utf-8")
+    out = tmp_path / "s"
+    report = distill_student(StudentConfig(
+        teacher=str(trained["teacher"]), train=str(tmp_path / "train.data"), eval=str(tmp_path / "dev.data"),
+        out=str(out), layers=1, augment_factor=1, augment_ops=("synonym",), synonym_neighbours=3,
+        teacher_batch_size=9, eval_batch_size=7, max_length=12, max_train_samples=32, epochs=4, lr=1e-9,
+        batch_size=16, weight_decay=0.2, warmup=3, logging_steps=2, early_stopping=1, metric="macro_f1",
+        keep_checkpoints=True, no_cache=True, progress=False,
+        data=DataOptions(format="jsonl", text_column="body", label_column="y", label_names=str(names))))
+    args = report["training_args"]
+    assert (args["weight_decay"], args["warmup_steps"], args["per_device_eval_batch_size"], args["logging_steps"],
+            args["metric_for_best_model"], args["load_best_model_at_end"]) == (0.2, 3, 7, 2, "macro_f1", True)
+    assert [e["epoch"] for e in report["epochs"]] == [1, 2]          # lr 1e-9 cannot improve: patience 1
+    assert report["data"]["rows"] == {"labelled": 32, "augmented": 32, "unlabeled": 0}
+    assert calls["score"] == [9, 9] and calls["synonyms"] == [3]      # labelled, then augmented texts
+    # the teacher's two scoring passes, then a warm-up and a timed pass for each of teacher and student
+    assert set(calls["encode"]) == {12} and calls["predict"] == [(12, 9), (12, 9)] + [(12, 7)] * 4
+    assert (checkpoint_dir_for(str(out)) / "checkpoint-4").is_dir()  # --keep-checkpoints
+
+
 def _always_kept_ids(tokenizer) -> set[int]:
     """The special and single-character tokens: kept whatever the budget."""
     return set(tokenizer.all_special_ids) | {i for t, i in tokenizer.get_vocab().items() if is_single_character(t)}

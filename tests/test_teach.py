@@ -157,6 +157,40 @@ def test_max_train_samples_and_dropout(tiny_model_dir, reviews_csv, tmp_path):
     assert saved["hidden_dropout_prob"] == 0.3 and saved["attention_probs_dropout_prob"] == 0.3
 
 
+def test_every_training_setting_reaches_where_it_acts(tiny_model_dir, tmp_path, monkeypatch):
+    """Each setting observed where it acts, not echoed from the config: the Trainer's own
+    arguments, the final evaluation's batches, the tokenizer's cut, the vocabulary extension and
+    the data options (a .data JSONL file with integer ids named by a names file)."""
+    import distill.predict as predict
+    import distill.training as training
+    import distill.vocab_extend as vocab_extend
+
+    calls = {"predict": [], "encode": [], "extend": []}
+    real_predict, real_encode, real_extend = predict.predict_logits, training.encode_rows, vocab_extend.extend_vocabulary
+    monkeypatch.setattr(predict, "predict_logits", lambda m, t, texts, length, batch, **k:
+                        calls["predict"].append((length, batch)) or real_predict(m, t, texts, length, batch, **k))
+    monkeypatch.setattr(training, "encode_rows", lambda t, texts, length, **k:
+                        calls["encode"].append(length) or real_encode(t, texts, length, **k))
+    monkeypatch.setattr(vocab_extend, "extend_vocabulary", lambda *a, **k:
+                        calls["extend"].append(a[3:]) or real_extend(*a, **k))
+    names = tmp_path / "names.txt"
+    names.write_text("bad\ngood\n", encoding="utf-8")
+    for name, seed in (("train", 1), ("dev", 2)):
+        (tmp_path / f"{name}.data").write_text("".join(json.dumps({"body": text, "y": int(label == "positive")}) + "\n"
+                                                       for text, label in make_reviews(40, seed=seed)), encoding="utf-8")
+    data = DataOptions(format="jsonl", text_column="body", label_column="y", label_names=str(names))
+    report = teach(config(tiny_model_dir, tmp_path / "train.data", tmp_path / "dev.data", tmp_path / "out", epochs=1,
+                          weight_decay=0.2, warmup=3, eval_batch_size=7, early_stopping=2, metric="macro_f1",
+                          logging_steps=4, max_length=12, extend_vocab=True, extend_vocab_words=2,
+                          extend_vocab_init="mean", data=data))
+    args = report["training_args"]
+    assert (args["weight_decay"], args["warmup_steps"], args["per_device_eval_batch_size"], args["logging_steps"],
+            args["metric_for_best_model"], args["load_best_model_at_end"]) == (0.2, 3, 7, 4, "macro_f1", True)
+    assert calls["predict"] == [(12, 7)] and calls["encode"] == [12, 12]     # final eval; train and eval rows
+    assert calls["extend"] == [(2, "mean", 0)] and report["vocab_extension"]["init"] == "mean"
+    assert report["labels"] == ["bad", "good"] and report["data"]["train"]["rows"] == 40
+
+
 def test_warmup_fraction_and_steps():
     from distill.training import training_arguments, warmup_steps_value
 
