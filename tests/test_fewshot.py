@@ -48,6 +48,15 @@ def saved_logits(model_dir, texts):
         return model(**batch).logits.double().numpy()
 
 
+def prompt_logits(model_dir, descriptions, rows, scale, texts):
+    """scale * cos(mean-pooled text, label embedding), the label embedding being the normalised
+    mean of its (one) description's unit embedding and the normalised centroid of its rows'."""
+    described = _unit(mean_pooled(str(model_dir), descriptions))
+    embedded = _unit(mean_pooled(str(model_dir), rows.texts))
+    centroids = _unit(np.stack([embedded[np.asarray(rows.labels) == k].mean(0) for k in range(len(descriptions))]))
+    return scale * _unit(mean_pooled(str(model_dir), texts)) @ _unit(described + centroids).T
+
+
 def invoke(args):
     result = CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
     return result
@@ -141,12 +150,9 @@ def test_prompt_teacher_reproduces_scale_times_cosine(files, prompt_dir):
                                            "positive": ["This review is positive."]}
     from distill.data import load_labelled
     rows = per_class_sample(load_labelled(files["train"]), 4, seed=42)
-    descriptions = _unit(mean_pooled(str(files["model"]), [d for d, in shots["label_descriptions"].values()]))
-    embedded = _unit(mean_pooled(str(files["model"]), rows.texts))
-    centroids = _unit(np.stack([embedded[np.asarray(rows.labels) == k].mean(0) for k in (0, 1)]))
-    centres = _unit(descriptions + centroids)
     texts = [t for t, _ in make_reviews(12, seed=9)]
-    want = shots["logit_scale"] * _unit(mean_pooled(str(files["model"]), texts)) @ centres.T
+    want = prompt_logits(files["model"], [d for d, in shots["label_descriptions"].values()], rows,
+                         shots["logit_scale"], texts)
     np.testing.assert_allclose(saved_logits(prompt_dir, texts), want, atol=1e-5 * shots["logit_scale"])
     assert shots["head_check"]["max_abs_logit_diff"] < 1e-4
     config = json.loads((prompt_dir / "config.json").read_text())
@@ -154,6 +160,21 @@ def test_prompt_teacher_reproduces_scale_times_cosine(files, prompt_dir):
     assert config["architectures"] == ["BertForSequenceClassification"]
     assert config["few_shot_head"] == "mean-pooling"       # tells a student to re-initialise the head
     assert report["final_eval"]["n"] == 24
+
+
+def test_prompt_template_and_logit_scale_set_the_saved_logits(files, tmp_path):
+    """--template words the label descriptions that are embedded; --logit-scale replaces the scale
+    fitted on the rows (7 is not on the fitting grid, so a fitted scale cannot pass for it)."""
+    out = tmp_path / "prompt"
+    result = invoke(["teach", "--few-shot", "prompt", "--shots", 4, "--template", "a {label} film",
+                     "--logit-scale", 7, "--train", files["train"], "--model", files["model"],
+                     "--out", out, "--quiet"])
+    assert result.exit_code == 0, result.output
+    from distill.data import load_labelled
+    rows = per_class_sample(load_labelled(files["train"]), 4, seed=42)
+    texts = [t for t, _ in make_reviews(12, seed=9)]
+    want = prompt_logits(files["model"], ["a negative film", "a positive film"], rows, 7.0, texts)
+    np.testing.assert_allclose(saved_logits(out, texts), want, atol=1e-5 * 7)
 
 
 def test_prompt_zero_shot_uses_descriptions_only(files, tmp_path):
@@ -341,6 +362,44 @@ def test_contrastive_every_description_joins_its_label(files, tmp_path):
     assert shots["head_check"]["texts"] == 6 + 3     # the rows, then every description as an example
 
 
+@pytest.mark.parametrize("epochs, steps", [(0.5, [1]), (2.5, [2, 4, 5])], ids=["half-pass", "2.5-passes"])
+def test_contrastive_epochs_and_template_drive_the_tuning(files, tmp_path, monkeypatch, epochs, steps):
+    """--contrastive-epochs: passes over the pairs, 16 pairs in batches of 8 being 2 optimisation
+    steps a pass (the last pass cut short); --template: the descriptions that join the 6 rows,
+    in the tuning and in the head."""
+    import distill.fewshot_contrastive as contrastive
+
+    seen = {"steps": 0}
+
+    def tune_spy(encoder, tokenizer, texts, *args, **kwargs):
+        seen["tuned"] = list(texts)
+        return real_tune(encoder, tokenizer, texts, *args, **kwargs)
+
+    def loss_spy(*args, **kwargs):                  # one call per optimisation step
+        seen["steps"] += 1
+        return real_loss(*args, **kwargs)
+
+    def embed_spy(encoder, tokenizer, texts, *args, **kwargs):
+        seen["embedded"] = list(texts)
+        return real_embed(encoder, tokenizer, texts, *args, **kwargs)
+
+    real_tune, real_loss, real_embed = contrastive.tune_encoder, contrastive.cosine_pair_loss, contrastive.embed_texts
+    monkeypatch.setattr(contrastive, "tune_encoder", tune_spy)
+    monkeypatch.setattr(contrastive, "cosine_pair_loss", loss_spy)
+    monkeypatch.setattr(contrastive, "embed_texts", embed_spy)
+    out = tmp_path / "contrastive"
+    result = invoke(["teach", "--few-shot", "contrastive", "--shots", 3, "--pairs", 16, "--batch-size", 8,
+                     "--contrastive-epochs", epochs, "--template", "a {label} film",
+                     "--train", files["train"], "--model", files["model"], "--out", out, "--quiet"])
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "training.json").read_text())
+    assert seen["steps"] == steps[-1]
+    assert [e["step"] for e in report["epochs"]] == steps
+    from distill.data import load_labelled
+    rows = per_class_sample(load_labelled(files["train"]), 3, seed=42)
+    assert seen["tuned"] == seen["embedded"] == rows.texts + ["a negative film", "a positive film"]
+
+
 # ---------------------------------------------------------------- pet
 
 @pytest.fixture(scope="module")
@@ -399,17 +458,22 @@ def test_cloze_encoding_truncates_the_text_not_the_pattern(mlm_parts):
             encode_cloze(tokenizer, ["x"], template, 16)
 
 
-def test_pet_teacher_end_to_end(files, tmp_path, monkeypatch):
+@pytest.mark.parametrize("template", [None, "The story: {text} In the end it was [MASK]!"],
+                         ids=["default-pattern", "own-pattern"])
+def test_pet_teacher_end_to_end(files, tmp_path, monkeypatch, template):
     """With the labelled files' text in a column named `sentence` (as SST-2's), the unlabelled
     .txt file is still one text per line. The final classifier is trained on the labelled rows
-    and the unlabelled texts (those with KD only), against the cloze model's own scores."""
+    and the unlabelled texts (those with KD only), against the cloze model's own scores, for
+    --final-epochs. Every text reaches the cloze model wrapped in --template (default
+    "{text} It was [MASK].")."""
     import distill.fewshot_pet as pet
     from distill.data import DataOptions
 
     seen = {}
 
-    def cloze_spy(*args, **kwargs):
-        seen.setdefault("cloze", []).append(real_cloze(*args, **kwargs))
+    def cloze_spy(model, tokenizer, rows, *args, **kwargs):
+        seen.setdefault("fed", []).append([row["input_ids"] for row in rows])
+        seen.setdefault("cloze", []).append(real_cloze(model, tokenizer, rows, *args, **kwargs))
         return seen["cloze"][-1]
 
     def final_spy(model, tokenizer, texts, labels, soft, dev, config):
@@ -427,7 +491,7 @@ def test_pet_teacher_end_to_end(files, tmp_path, monkeypatch):
     report = teach(TeachConfig(train=str(train), eval=str(dev), out=str(out),
                                data=DataOptions(text_column="sentence", skip_bad_rows=True),
                                model=str(files["mlm"]), few_shot="pet", shots=4, epochs=2, final_epochs=1,
-                               batch_size=8, verbalizer="positive=great,negative=bad",
+                               batch_size=8, verbalizer="positive=great,negative=bad", template=template,
                                unlabeled=str(unlabeled_file), progress=False))
     shots = report["few_shot"]
     assert shots["verbalizer"] == {"negative": "bad", "positive": "great"}
@@ -448,6 +512,14 @@ def test_pet_teacher_end_to_end(files, tmp_path, monkeypatch):
     assert labels[8:] == [-100] * 20 and set(labels[:8]) == {0, 1}
     assert len(seen["cloze"]) == 2 and seen["cloze"][0].shape == (24, 2)      # dev, then the final texts
     np.testing.assert_array_equal(soft, seen["cloze"][1])
+    from transformers import AutoTokenizer
+    tokenizer = AutoTokenizer.from_pretrained(files["mlm"])
+    pattern = template or "{text} It was [MASK]."
+    dev_texts = [t for t, _ in make_reviews(24, seed=2)]
+    assert seen["fed"] == [[tokenizer(pattern.replace("{text}", t))["input_ids"] for t in some]
+                           for some in (dev_texts, texts)]
+    # --final-epochs 1: one pass over the 28 texts in batches of 8 (the default 3 would be 12 steps)
+    assert [(e["epoch"], e["step"]) for e in report["epochs"]] == [(1, 4)]
 
 
 # ---------------------------------------------------------------- options and export
