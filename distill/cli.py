@@ -199,7 +199,9 @@ def summary(report: dict, out: str) -> str:
              *([f"new weights (not in the checkpoint, drawn with --seed): {', '.join(report['new_weights'])}"]
                if report.get("new_weights") else []),
              f"train: {_rows(report['data']['train'])} ({report['data']['train_rows_used']} used), "
-             f"{report['train_seconds']:.0f} s, {report['train_samples_per_second'] or 0:.1f} samples/s"]
+             f"{report['train_seconds']:.0f} s" + (f", {report['train_samples_per_second']:.1f} samples/s"
+                                                   if report.get("train_samples_per_second") else ""),
+             *([few_shot_line(report["few_shot"])] if report.get("few_shot") else [])]
     counts = report["data"].get("train_class_counts") or []
     unlearnt = [name for name, count in zip(report["labels"], counts) if count == 0]
     if unlearnt and not report.get("few_shot"):      # a prompt teacher knows a class by its description
@@ -229,6 +231,25 @@ def summary(report: dict, out: str) -> str:
                      f"{ensemble['eval']['accuracy']:.4f}; student retention {ensemble['student_retention']:.4f}")
     lines.append(f"report: {Path(out) / 'training.json'}")
     return "\n".join(lines)
+
+
+def few_shot_line(f: dict) -> str:
+    """What a few-shot teacher did, from training.json's few_shot record."""
+    per_class = "" if f.get("shots_per_class") is None else f" ({f['shots_per_class']} per class)"
+    line = f"few-shot {f['method']}: {f['rows']} labelled rows{per_class}"
+    if f["method"] == "prompt":
+        line += f"; logit scale {f['logit_scale']:g} ({f['logit_scale_source']})"
+        if f.get("leave_one_out_accuracy") is not None:
+            line += f", leave-one-out accuracy {f['leave_one_out_accuracy']:.4f}"
+    elif f["method"] == "contrastive":
+        pairs = f["pairs"]
+        line += (f"; {pairs['total']} pairs ({pairs['similar']} similar) x {f['contrastive_epochs']:g} "
+                 f"epoch(s), head train accuracy {f['classifier']['train_accuracy']:.4f}")
+    elif f["method"] == "pet":
+        cloze = (f.get("cloze") or {}).get("eval")
+        line += f"; pattern {f['template']!r}" + (f", cloze model accuracy {cloze['accuracy']:.4f}"
+                                                  if cloze else "")
+    return line
 
 
 def early_stop_line(report: dict) -> str | None:

@@ -175,6 +175,8 @@ def test_prompt_template_and_logit_scale_set_the_saved_logits(files, tmp_path):
     texts = [t for t, _ in make_reviews(12, seed=9)]
     want = prompt_logits(files["model"], ["a negative film", "a positive film"], rows, 7.0, texts)
     np.testing.assert_allclose(saved_logits(out, texts), want, atol=1e-5 * 7)
+    assert "few-shot prompt: 8 labelled rows (4 per class); logit scale 7 (--logit-scale)\n" in result.output
+    assert "samples/s" not in result.output                  # nothing was trained
 
 
 def test_prompt_zero_shot_uses_descriptions_only(files, tmp_path):
@@ -395,6 +397,9 @@ def test_contrastive_epochs_and_template_drive_the_tuning(files, tmp_path, monke
     report = json.loads((out / "training.json").read_text())
     assert seen["steps"] == steps[-1]
     assert [e["step"] for e in report["epochs"]] == steps
+    train_accuracy = report["few_shot"]["classifier"]["train_accuracy"]
+    assert (f"few-shot contrastive: 6 labelled rows (3 per class); 16 pairs (8 similar) x {epochs:g} epoch(s), "
+            f"head train accuracy {train_accuracy:.4f}") in result.output
     from distill.data import load_labelled
     rows = per_class_sample(load_labelled(files["train"]), 3, seed=42)
     assert seen["tuned"] == seen["embedded"] == rows.texts + ["a negative film", "a positive film"]
@@ -518,6 +523,8 @@ def test_pet_teacher_end_to_end(files, tmp_path, monkeypatch, template):
     dev_texts = [t for t, _ in make_reviews(24, seed=2)]
     assert seen["fed"] == [[tokenizer(pattern.replace("{text}", t))["input_ids"] for t in some]
                            for some in (dev_texts, texts)]
+    assert (f"few-shot pet: 8 labelled rows (4 per class); pattern {pattern!r}, cloze model accuracy "
+            f"{shots['cloze']['eval']['accuracy']:.4f}") in summary(report, str(out))
     # --final-epochs 1: one pass over the 28 texts in batches of 8 (the default 3 would be 12 steps)
     assert [(e["epoch"], e["step"]) for e in report["epochs"]] == [(1, 4)]
 
