@@ -159,6 +159,8 @@ def prompt_teacher(config, source: str, train: LabelledData, dev) -> dict:
     elif len(train):
         cos = leave_one_out_cosines(desc, rows, y)
         scale, how = fit_scale(cos, y), "fitted: leave-one-out likelihood of the labelled rows"
+        if scale in (SCALE_GRID[0], SCALE_GRID[-1]):      # the best may lie beyond: say so
+            how += f", at the edge of the grid {SCALE_GRID[0]:g}..{SCALE_GRID[-1]:g}"
         loo = float((cos.argmax(axis=1) == y).mean())
     else:
         scale, how = ZERO_SHOT_SCALE, "zero-shot default"

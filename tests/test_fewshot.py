@@ -146,6 +146,9 @@ def test_prompt_teacher_reproduces_scale_times_cosine(files, prompt_dir):
     report = json.loads((prompt_dir / "training.json").read_text())
     shots = report["few_shot"]
     assert shots["method"] == "prompt" and report["data"]["train_class_counts"] == [4, 4]
+    # the tiny encoder's cosines are all near 1: the fit ends at the grid's floor, and says so
+    assert (shots["logit_scale"], shots["logit_scale_source"]) == (
+        1.0, "fitted: leave-one-out likelihood of the labelled rows, at the edge of the grid 1..500")
     assert shots["label_descriptions"] == {"negative": ["This review is negative."],
                                            "positive": ["This review is positive."]}
     from distill.data import load_labelled
