@@ -502,6 +502,21 @@ def test_cli_reads_stdin_one_text_per_line(fp32_bundle):
     assert [r["label"] for r in records] == Classifier.load(fp32_bundle).predict(texts)
 
 
+def test_cli_batch_size_sets_the_batches_the_model_runs(fp32_bundle, monkeypatch, capsys):
+    """python -m runtime in-process: --batch-size reaches the Classifier and cuts its batches."""
+    from runtime.__main__ import main
+
+    sizes = []
+    run_batch = Classifier._run_batch
+    monkeypatch.setattr(Classifier, "_run_batch", lambda self, rows: sizes.append(len(rows)) or run_batch(self, rows))
+    texts = TEXTS[:7]
+    assert main([str(fp32_bundle), "--batch-size", "3", *texts]) == 0
+    assert sizes == [3, 3, 1]
+    records = parse_lines(capsys.readouterr().out.encode("utf-8"))
+    assert [r["text"] for r in records] == texts
+    assert [r["label"] for r in records] == Classifier.load(fp32_bundle).predict(texts)
+
+
 def test_cli_answers_each_line_as_it_arrives(fp32_bundle):
     """An app may drive the command as a co-process: one line in, one JSON line out."""
     env = dict(os.environ, PYTHONPATH=str(ROOT))

@@ -142,3 +142,71 @@ def test_a_damaged_bundle_is_an_error_naming_the_file(bundle, tmp_path, engine, 
     assert result.exit_code == 1, result.output
     assert result.output.startswith(f"Error: {damaged / file}: {reason}"), result.output
     assert "ONNXRuntimeError" not in result.output
+
+
+# ---------------------------------------------------------------- --batch-size and the data options
+
+@pytest.fixture
+def fed_batch_sizes(monkeypatch):
+    """The size of every batch an engine runs: torch and onnxruntime take their batches from
+    distill.predict.length_sorted_batches, the numpy runtime runs each through Classifier._run_batch."""
+    import distill.predict
+    from runtime.classifier import Classifier
+
+    sizes = []
+    batches, run_batch = distill.predict.length_sorted_batches, Classifier._run_batch
+
+    def spy_batches(lengths, batch_size):
+        made = batches(lengths, batch_size)
+        sizes.extend(len(batch) for batch in made)
+        return made
+
+    def spy_run_batch(self, rows):
+        sizes.append(len(rows))
+        return run_batch(self, rows)
+
+    monkeypatch.setattr(distill.predict, "length_sorted_batches", spy_batches)
+    monkeypatch.setattr(Classifier, "_run_batch", spy_run_batch)
+    return sizes
+
+
+@pytest.mark.parametrize("engine", ["onnxruntime", "numpy", "torch"])
+def test_batch_size_sets_the_batches_every_engine_runs(bundle, _tiny_model_master, tmp_path, fed_batch_sizes,
+                                                       engine):
+    model = _tiny_model_master if engine == "torch" else bundle
+    data = write_csv(tmp_path / "dev.csv", make_reviews(8, seed=3))
+    result = run_eval(model, data, "--engine", engine, "--batch-size", 3)
+    assert result.exit_code == 0, result.output
+    assert f"({engine}, 8 rows)" in result.output
+    assert fed_batch_sizes == [3, 3, 2]
+
+
+def test_the_data_options_read_a_file_only_they_describe(bundle, tmp_path):
+    """JSON lines under an extension that names no format, other keys than text/label, integer
+    labels named by a file in an order that is not the model's: each option is needed to read it."""
+    rows = make_reviews(8, seed=3)[:7]                  # 4 negative, 3 positive
+    ids = {"positive": 0, "negative": 1}                 # the names file's order, not the model's
+    data = tmp_path / "dev.data"
+    data.write_text("".join(json.dumps({"review": text, "sentiment": ids[label]}) + "\n" for text, label in rows),
+                    encoding="utf-8")
+    names = tmp_path / "names.txt"
+    names.write_text("positive\nnegative\n", encoding="utf-8")
+    report = tmp_path / "r.json"
+    result = run_eval(bundle, data, "--format", "jsonl", "--text-column", "review", "--label-column", "sentiment",
+                      "--label-names", names, "--json", report)
+    assert result.exit_code == 0, result.output
+    written = json.loads(report.read_text())
+    assert written["n"] == 7 and written["labels"] == ["negative", "positive"]
+    assert {name: scores["support"] for name, scores in written["per_class"].items()} == {"negative": 4, "positive": 3}
+
+
+def test_default_batch_is_the_exports_and_the_runtimes(bundle, tmp_path, fed_batch_sizes):
+    """An int8 bundle quantizes its activations per batch: eval's default batch (32) is the one
+    `export onnx --eval` checks with and runtime.Classifier predicts with."""
+    from export.cli import VALIDATION_BATCH
+    from runtime.classifier import Classifier
+
+    data = write_csv(tmp_path / "dev.csv", make_reviews(40, seed=3))
+    assert run_eval(bundle, data, "--engine", "numpy").exit_code == 0
+    assert fed_batch_sizes == [32, 8]
+    assert VALIDATION_BATCH == Classifier.load(bundle).batch_size == 32

@@ -207,3 +207,82 @@ def test_the_highest_opset_exports_and_the_summary_names_skipped_eval_rows(tiny_
     assert f"accuracy on 4 rows of {data} (skipped 1 row: 1 empty text)" in result.output   # summary
     report = json.loads((tmp_path / "b" / "export.json").read_text())
     assert report["opset"]["fp32"] == max_opset() and report["accuracy"]["skipped"] == {"empty text": 1}
+
+
+# ---------------------------------------------------------------- what the options change
+
+def test_per_channel_gives_every_output_channel_of_a_weight_its_own_scale(tiny_model_dir, tmp_path):
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    result = run([tiny_model_dir, "--out", tmp_path / "b", "--int8", "--per-channel", "--samples", 8])
+    assert result.exit_code == 0, result.output
+    graph = onnx.load(str(tmp_path / "b" / "model.onnx")).graph
+    tables = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    matmuls = [node for node in graph.node if node.op_type == "MatMulInteger"]
+    assert len(matmuls) == 14                            # 6 per layer, the pooler, the classifier head
+    for node in matmuls:
+        weight, zero_point = tables[node.input[1]], tables[node.input[3]]
+        scale = tables[node.input[3].removesuffix("_zero_point") + "_scale"]
+        outputs = weight.shape[1]                        # MatMul weights are (in, out)
+        assert scale.shape == zero_point.shape == (outputs,), node.input[1]
+        assert len(np.unique(scale)) == outputs          # not one scale repeated
+
+
+def test_samples_sets_how_many_generated_texts_the_parity_check_runs(tiny_model_dir, tmp_path):
+    import json
+
+    result = run([tiny_model_dir, "--out", tmp_path / "b", "--samples", 5])
+    assert result.exit_code == 0, result.output
+    assert "torch reference on 5 generated texts + 3 edge rows" in result.output
+    parity = json.loads((tmp_path / "b" / "export.json").read_text())["parity"]
+    assert parity["source"] == "generated" and parity["rows"] == 5 + 3
+
+
+@pytest.mark.parametrize("limit, accepted", [(0.25, False), (0.75, True)])
+def test_max_accuracy_drop_is_the_limit_the_int8_drop_is_held_to(tiny_model_dir, tmp_path, monkeypatch,
+                                                                 limit, accepted):
+    """An int8 drop of 0.5 points (below the default limit of 1) is refused under a limit of
+    0.25 and accepted under 0.75."""
+    import json
+
+    from tiny import make_reviews, write_csv
+
+    monkeypatch.setattr("export.validate.accuracy_drop_points", lambda fp32, int8: 0.5)
+    data = write_csv(tmp_path / "dev.csv", make_reviews(8, seed=3))
+    result = run([tiny_model_dir, "--out", tmp_path / "b", "--int8", "--eval", data, "--max-accuracy-drop", limit])
+    if accepted:
+        assert result.exit_code == 0, result.output
+        accuracy = json.loads((tmp_path / "b" / "export.json").read_text())["accuracy"]
+        assert accuracy["int8_accuracy_drop_points"] == 0.5 and accuracy["max_accuracy_drop_points"] == limit
+    else:
+        assert result.exit_code == 1, result.output
+        assert (f"export failed: int8 accuracy is 0.50 points below fp32, more than --max-accuracy-drop {limit:g}: "
+                "bundle not written") in result.output
+        assert not (tmp_path / "b").exists()
+
+
+def test_the_data_options_read_an_eval_file_only_they_describe(tiny_model_dir, tmp_path):
+    """JSON lines under an extension that names no format, other keys than text/label, integer
+    labels named by a file (in another order than the model's): each option is needed to read it."""
+    import json
+
+    from tiny import make_reviews, write_csv
+
+    from distill.evaluation import evaluate_path
+
+    rows = make_reviews(8, seed=3)[:7]                  # 4 negative, 3 positive
+    ids = {"positive": 0, "negative": 1}
+    data = tmp_path / "dev.data"
+    data.write_text("".join(json.dumps({"review": text, "sentiment": ids[label]}) + "\n" for text, label in rows),
+                    encoding="utf-8")
+    names = tmp_path / "names.txt"
+    names.write_text("positive\nnegative\n", encoding="utf-8")
+    result = run([tiny_model_dir, "--out", tmp_path / "b", "--eval", data, "--format", "jsonl",
+                  "--text-column", "review", "--label-column", "sentiment", "--label-names", names])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "b" / "export.json").read_text())
+    assert report["parity"]["source"] == "eval" and report["accuracy"]["n"] == 7
+    same_rows = evaluate_path(tiny_model_dir, write_csv(tmp_path / "dev.csv", rows), engine="torch")
+    assert report["accuracy"]["torch"]["accuracy"] == same_rows["accuracy"]

@@ -778,3 +778,209 @@ def test_thucnews_bench_runs_the_pipeline_on_a_tiny_chinese_vocabulary_model(sha
     bundle_vocab = (out / "student-int8" / "vocab.txt").read_text(encoding="utf-8").splitlines()
     assert bundle_vocab == (out / "student" / "vocab.txt").read_text(encoding="utf-8").splitlines()
     assert len(bundle_vocab) == extension["vocab_after"]
+
+
+# ---------------------------------------------------------------- what each flag and key changes
+
+def test_the_flags_reach_the_configs_of_their_stages(project, _tiny_model_master, tmp_path, monkeypatch):
+    """Each FLAG_KEYS flag, given a value unlike the file's and the default, arrives in the config
+    the teacher or the student stage is run with; --no-baseline leaves the baseline stage out."""
+    from distill.pipeline import FLAG_KEYS, active_stages
+
+    seen = {}
+    monkeypatch.setattr("distill.pipeline.run_pipeline", lambda settings: seen.update(s=settings))
+    unlabeled = tmp_path / "unlabeled.txt"
+    unlabeled.write_text("a film\nanother film\n", encoding="utf-8")
+
+    def configs(*flags):
+        seen.clear()
+        result = CliRunner().invoke(main, ["pipeline", "--config", str(project / "pipeline.toml"), "--out",
+                                           str(tmp_path / "o"), *map(str, flags)])
+        assert result.exit_code == 0, result.output
+        s = seen["s"]
+        return (s.teach_config(tmp_path / "t", resume=False), s.student_config(tmp_path / "t", tmp_path / "s", resume=False),
+                active_stages(s))
+
+    flags = {"model": _tiny_model_master, "student_epochs": 3.0, "max_train_samples": 40, "max_length": 24,
+             "seed": 5, "extend_vocab": True, "unlabeled": unlabeled}
+    assert set(flags) == set(FLAG_KEYS) - {"teacher_epochs", "layers"}    # those two are tested above
+    teach, student, stages = configs()
+    assert (teach.model, student.epochs, teach.max_train_samples, teach.max_length, teach.seed, teach.extend_vocab,
+            student.unlabeled) == (str(project / "base"), 2.0, None, 32, 42, False, None)   # file and defaults
+    assert "baseline" in stages
+    args = [arg for name, value in flags.items()
+            for arg in ([f"--{name.replace('_', '-')}"] + ([] if value is True else [value]))]
+    teach, student, stages = configs(*args, "--no-baseline")
+    assert (teach.model, student.epochs, teach.max_train_samples, teach.max_length, teach.seed, teach.extend_vocab,
+            student.unlabeled) == (str(_tiny_model_master), 3.0, 40, 24, 5, True, str(unlabeled))
+    assert (student.max_train_samples, student.seed) == (40, 5)            # the student inherits the teacher's
+    assert stages == [stage for stage in STAGES if stage != "baseline"]
+
+
+def stub_stages(monkeypatch, ran: list, keep=()):
+    """Replace the stage runners (but those in keep) by stubs that note their stage in `ran`;
+    the report stage returns the report.json OUT already holds."""
+    import distill.pipeline
+    import distill.pipeline_report
+
+    def stub(stage):
+        return lambda *args, **kwargs: ran.append(stage) or {}
+
+    for name, stage in (("run_teacher", "teacher"), ("run_student", "student"), ("run_baseline_stage", "baseline")):
+        if stage not in keep:
+            monkeypatch.setattr(distill.pipeline, name, stub(stage))
+    monkeypatch.setattr(distill.pipeline, "run_export",
+                        lambda settings, out, int8: ran.append("export_int8" if int8 else "export_fp32") or {})
+    monkeypatch.setattr(distill.pipeline_report, "build_report",
+                        lambda settings, out, stages, log: ran.append("report") or read(out / "report.json"))
+
+
+def test_force_reruns_every_stage_even_unchanged_ones(finished, tmp_path, monkeypatch):
+    out = copy_of(finished, tmp_path)
+    ran = []
+    stub_stages(monkeypatch, ran)
+    args = ["pipeline", "--config", str(finished[0].parent / "pipeline.toml"), "--out", str(out)]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert statuses(result.stdout.splitlines()) == {stage: "skipped" for stage in STAGES} and ran == []
+    result = CliRunner().invoke(main, [*args, "--force"])
+    assert result.exit_code == 0, result.output
+    assert statuses(result.stdout.splitlines()) == {stage: "ran" for stage in STAGES} and ran == STAGES
+    assert f"[1/6] teacher: running (--force) -> {out / 'teacher'}" in result.stdout
+
+
+@pytest.mark.parametrize("quiet", [False, True])
+def test_quiet_keeps_the_training_progress_bars_off_stderr(finished, tmp_path, monkeypatch, quiet):
+    """The teacher stage trains for real (one epoch: a changed setting); the later stages are stubs.
+    transformers' own switch (silence_transformers) is left out: only the stages' progress counts."""
+    import distill.predict
+
+    out = copy_of(finished, tmp_path)
+    monkeypatch.setattr(distill.predict, "silence_transformers", lambda: None)
+    ran = []
+    stub_stages(monkeypatch, ran, keep=("teacher",))
+    result = CliRunner().invoke(main, ["pipeline", "--config", str(finished[0].parent / "pipeline.toml"),
+                                       "--out", str(out), "--teacher-epochs", "1", *(["--quiet"] if quiet else [])])
+    assert result.exit_code == 0, result.output
+    assert statuses(result.stdout.splitlines())["teacher"] == "ran" and "teacher" not in ran
+    assert read(out / "teacher" / "training.json")["epochs"][-1]["epoch"] == 1
+    steps = re.findall(r"\r *\d+%\|[^|\r]*\| *\d+/\d+ \[", result.stderr)    # the Trainer's bar has no title
+    assert (steps == []) if quiet else steps, result.stderr
+
+
+class ReachedTraining(Exception):
+    """Raised by StopAtTrainBegin: the stage read its data and built its Trainer."""
+
+
+class StopAtTrainBegin(TrainerCallback):
+    def __init__(self):
+        self.rows = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.rows = len(kwargs["train_dataloader"].dataset)
+        raise ReachedTraining
+
+
+def test_the_data_keys_reach_the_teacher_and_the_student(finished, tmp_path):
+    """Files that read right only with [data] format, text_column, label_column and label_names
+    (JSON lines under an extension naming no format, other keys, integer labels named by a
+    file): the teacher and the student stages both read them and get as far as training."""
+    from distill.student import distill_student
+    from distill.teacher import teach
+
+    ids = {"positive": 0, "negative": 1}
+    for name, rows in (("train.data", make_reviews(80, seed=1)), ("dev.data", make_reviews(30, seed=2))):
+        (tmp_path / name).write_text("".join(json.dumps({"review": text, "sentiment": ids[label]}) + "\n"
+                                             for text, label in rows), encoding="utf-8")
+    (tmp_path / "names.txt").write_text("positive\nnegative\n", encoding="utf-8")
+    config = tmp_path / "p.toml"
+    config.write_text(CONFIG.replace('"train.csv"', '"train.data"').replace('"dev.csv"', '"dev.data"')
+                      .replace('model = "base"', f'model = "{finished[0].parent / "base"}"')
+                      + '\n[data]\nformat = "jsonl"\ntext_column = "review"\nlabel_column = "sentiment"\n'
+                        'label_names = "names.txt"\n', encoding="utf-8")
+    settings = build_settings(str(config), {}, progress=False)
+    stages = {"teacher": lambda stop: teach(settings.teach_config(tmp_path / "teacher", False), callbacks=[stop]),
+              "student": lambda stop: distill_student(settings.student_config(
+                  finished[0] / "teacher", tmp_path / "student", False), callbacks=[stop])}
+    for stage, rows in (("teacher", 80), ("student", 80 * 2)):              # augment_factor 1: a copy of each
+        stop = StopAtTrainBegin()
+        with pytest.raises(ReachedTraining):
+            stages[stage](stop)
+        assert stop.rows == rows, stage
+
+
+def test_the_baseline_settings_shape_the_tfidf_features_and_the_svm(project, tmp_path):
+    from distill.data import load_labelled
+    from distill.pipeline import run_baseline_stage
+    from distill.pipeline_baseline import load_baseline
+    from sklearn.feature_extraction.text import CountVectorizer
+
+    def fitted(*sets):
+        settings = build_settings(str(project / "pipeline.toml"), {"": {"out": str(tmp_path / "o")}}, sets)
+        summary = run_baseline_stage(settings, tmp_path / "o")
+        model = load_baseline(tmp_path / "o" / "baseline")
+        assert summary["features"] == len(model[0].vocabulary_)
+        return model[0], model[-1]
+
+    texts = load_labelled(project / "train.csv").texts
+    vectorizer, svm = fitted("baseline.analyzer=char_wb", "baseline.ngram_range=[2, 3]", "baseline.min_df=3",
+                             "baseline.sublinear_tf=false", "baseline.C=2")
+    vocabulary = vectorizer.vocabulary_
+    assert {len(feature) for feature in vocabulary} == {2, 3}       # character 2- and 3-grams, not words
+    assert " fi" in vocabulary and "film" not in vocabulary
+    every = CountVectorizer(analyzer="char_wb", ngram_range=(2, 3), binary=True).fit(texts)
+    df = dict(zip(every.get_feature_names_out(), np.asarray(every.transform(texts).sum(axis=0)).ravel()))
+    assert {feature for feature, n in df.items() if n >= 3} == set(vocabulary)   # min_df: in 3 texts at least
+    assert min(df.values()) < 3                                      # ... which leaves some out
+    text = "film film film plot"                                     # raw counts, not 1 + log(count)
+    counts = np.zeros(len(vocabulary))
+    for gram in vectorizer.build_analyzer()(text):
+        if gram in vocabulary:
+            counts[vocabulary[gram]] += 1
+    expected = counts * vectorizer.idf_
+    np.testing.assert_allclose(vectorizer.transform([text]).toarray()[0], expected / np.linalg.norm(expected),
+                               rtol=1e-6)
+    assert counts.max() == 3
+    assert svm.C == 2.0
+
+    vectorizer, _ = fitted("baseline.max_features=25")
+    assert vectorizer.analyzer == "word" and len(vectorizer.vocabulary_) == 25
+
+
+def test_report_rounds_and_batch_size_set_the_passes_and_batches_of_every_engine(finished, tmp_path, monkeypatch):
+    """30 eval texts in batches of 7; one warm-up pass and two timed rounds per engine."""
+    import onnxruntime
+    from transformers import BertForSequenceClassification
+
+    from distill.pipeline_report import build_report
+    from runtime.classifier import Classifier
+
+    out = copy_of(finished, tmp_path)
+    batches = {"torch": [], "onnxruntime": [], "numpy": []}
+    forward, session_run, run_batch = (BertForSequenceClassification.forward, onnxruntime.InferenceSession.run,
+                                       Classifier._run_batch)
+
+    def spy_forward(self, input_ids=None, **kwargs):
+        batches["torch"].append(len(input_ids))
+        return forward(self, input_ids=input_ids, **kwargs)
+
+    def spy_session_run(self, names, feeds, *args, **kwargs):
+        batches["onnxruntime"].append(len(feeds["input_ids"]))
+        return session_run(self, names, feeds, *args, **kwargs)
+
+    def spy_run_batch(self, rows):
+        batches["numpy"].append(len(rows))
+        return run_batch(self, rows)
+
+    monkeypatch.setattr(BertForSequenceClassification, "forward", spy_forward)
+    monkeypatch.setattr(onnxruntime.InferenceSession, "run", spy_session_run)
+    monkeypatch.setattr(Classifier, "_run_batch", spy_run_batch)
+    settings = build_settings(str(finished[0].parent / "pipeline.toml"), {"": {"out": str(out)}},
+                              ["report.rounds=2", "report.batch_size=7", "report.plots=false"], progress=False)
+    report = build_report(settings, out, {}, log=lambda m: None)
+    passes = 1 + 2
+    assert batches == {"torch": [7, 7, 7, 7, 2] * passes * 3,               # teacher twice, the student
+                       "onnxruntime": [7, 7, 7, 7, 2] * passes * 2,         # fp32 and int8
+                       "numpy": [7, 7, 7, 7, 2] * passes * 2}
+    assert report["rounds"] == 2 and report["batch_size"] == 7
+    assert all(len(row["samples_per_second_rounds"]) == 2 for row in report["rows"])
