@@ -551,8 +551,8 @@ class Interrupt(TrainerCallback):
             raise KeyboardInterrupt("simulated kill")
 
 
-@pytest.mark.parametrize("trim", [{}, {"trim_vocab": True, "trim_min_count": 2},
-                                  {"trim_vocab": True, "trim_min_count": 2, "trim_after_training": True}],
+@pytest.mark.parametrize("trim", [{}, {"trim_vocab": True, "trim_min_count": 10},
+                                  {"trim_vocab": True, "trim_min_count": 10, "trim_after_training": True}],
                          ids=["full-vocabulary", "trimmed-before", "trimmed-after"])
 def test_interrupted_student_resumes_from_its_checkpoint(trained, tmp_path, trim):
     """Resuming works whether the checkpoint holds the trimmed model (trimmed before training) or
@@ -573,6 +573,11 @@ def test_interrupted_student_resumes_from_its_checkpoint(trained, tmp_path, trim
     teacher_vocab = AutoTokenizer.from_pretrained(trained["teacher"]).vocab_size
     assert model.config.vocab_size == (report["distillation"]["vocab"]["vocab_after"] if trim else teacher_vocab)
     assert (model.config.vocab_size < teacher_vocab) == bool(trim)
+    if trim:      # --trim-min-count 10: the tokens the training texts use 10 times or more (and the always-kept)
+        tokenizer = AutoTokenizer.from_pretrained(trained["teacher"])
+        counts = token_counts(tokenizer, load_labelled(trained["train"]).texts, 32)
+        assert model.config.vocab_size == len(kept_ids_from_counts(tokenizer, counts, 10)) \
+            < len(kept_ids_from_counts(tokenizer, counts, 1))
 
 
 def test_mse_loss_and_a_sample_of_the_unlabelled_texts(trained, tmp_path, monkeypatch):

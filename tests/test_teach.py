@@ -77,7 +77,13 @@ def test_same_seed_same_teacher_even_with_a_new_head(reviews_csv, tmp_path):
     same seed give the same teacher bit for bit, and another seed another head."""
     train, dev = reviews_csv
     base = make_tiny_model(tmp_path / "mlm", mlm=True)
-    runs = {name: teach(config(base, train, dev, tmp_path / name, epochs=1, seed=seed))
+
+    class InitialHead(TrainerCallback):
+        def on_train_begin(self, args, state, control, model=None, **kwargs):
+            self.weight = model.classifier.weight.detach().clone()
+
+    heads = {name: InitialHead() for name in "abc"}
+    runs = {name: teach(config(base, train, dev, tmp_path / name, epochs=1, seed=seed), callbacks=[heads[name]])
             for name, seed in (("a", 0), ("b", 0), ("c", 1))}
     a, b, c = (weights(tmp_path / name) for name in "abc")
     assert "classifier.weight" in a and "bert.pooler.dense.weight" in a
@@ -85,6 +91,9 @@ def test_same_seed_same_teacher_even_with_a_new_head(reviews_csv, tmp_path):
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
     assert runs["a"]["final_eval"] == runs["b"]["final_eval"]
     assert not torch.equal(a["classifier.weight"], c["classifier.weight"])
+    # the seed draws the new head and seeds the Trainer (its data order and dropout)
+    assert torch.equal(heads["a"].weight, heads["b"].weight) and not torch.equal(heads["a"].weight, heads["c"].weight)
+    assert [(r["training_args"]["seed"], r["training_args"]["data_seed"]) for r in runs.values()] == [(0, 0), (0, 0), (1, 1)]
 
 
 def test_freeze_encoder_leaves_encoder_bitwise_unchanged(tiny_model_dir, reviews_csv, tmp_path):
@@ -384,6 +393,10 @@ def test_existing_output_needs_force_and_resume_needs_a_checkpoint(tiny_model_di
                                        "--out", str(out), "--quiet"])
     assert result.exit_code != 0 and "already exists" in result.output
     assert (out / "keep.txt").read_text() == "mine"
+    result = CliRunner().invoke(main, ["teach", "--train", str(train), "--model", str(tiny_model_dir),
+                                       "--out", str(out), "--epochs", "1", "--quiet", "--force"])
+    assert result.exit_code == 0, result.output                          # --force replaces it
+    assert not (out / "keep.txt").exists() and (out / "training.json").is_file()
     with pytest.raises(TeachError, match="no checkpoint"):
         teach(config(tiny_model_dir, train, dev, tmp_path / "new", resume=True))
 
