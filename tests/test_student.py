@@ -432,6 +432,38 @@ def test_every_training_setting_reaches_where_it_acts(trained, tmp_path, monkeyp
     assert (checkpoint_dir_for(str(out)) / "checkpoint-4").is_dir()  # --keep-checkpoints
 
 
+def test_back_translations_are_transfer_texts_and_the_cache_goes_where_it_is_told(trained, tmp_path, monkeypatch):
+    """--back-translate FWD,BWD: one round trip per training text joins the texts the teacher
+    labels (the translation itself is tested in test_augment); --cache-dir is where the teacher's
+    logits are kept, and --no-cache keeps none, not even in $DISTILL_CACHE_DIR."""
+    import distill.augment as augment
+    import distill.teacher_logits as teacher_logits
+
+    trips, scored = [], []
+    monkeypatch.setattr(augment, "back_translate", lambda texts, fwd, bwd, batch_size:
+                        trips.append((fwd, bwd, batch_size)) or [text + " indeed" for text in texts])
+    real_score = teacher_logits.score_with_teacher
+    monkeypatch.setattr(teacher_logits, "score_with_teacher", lambda *a, **k: scored.append(list(a[2])) or real_score(*a, **k))
+    models = []
+    for name in ("fwd", "bwd"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.json").write_text("{}")
+        (tmp_path / name / "model.safetensors").write_bytes(name.encode())   # hashed into the cache key
+        models.append(str(tmp_path / name))
+    monkeypatch.setenv("DISTILL_CACHE_DIR", str(tmp_path / "default-cache"))
+    base = StudentConfig(teacher=str(trained["teacher"]), train=str(trained["train"]), out=str(tmp_path / "s"),
+                         back_translate=tuple(models), augment_factor=0, teacher_batch_size=11, layers=1,
+                         epochs=1, batch_size=16, cache_dir=str(tmp_path / "cache"), progress=False)
+    report = distill_student(base)
+    train_texts = load_labelled(trained["train"]).texts
+    assert trips == [(models[0], models[1], 11)]
+    assert report["data"]["rows"] == {"labelled": 240, "augmented": 240, "unlabeled": 0}
+    assert scored == [train_texts, [text + " indeed" for text in train_texts]]
+    assert any((tmp_path / "cache").rglob("*")) and not (tmp_path / "default-cache").exists()
+    distill_student(replace(base, out=str(tmp_path / "n"), cache_dir=None, no_cache=True))
+    assert not (tmp_path / "default-cache").exists() and len(scored) == 4      # scored again: nothing cached
+
+
 def _always_kept_ids(tokenizer) -> set[int]:
     """The special and single-character tokens: kept whatever the budget."""
     return set(tokenizer.all_special_ids) | {i for t, i in tokenizer.get_vocab().items() if is_single_character(t)}
