@@ -230,6 +230,19 @@ def test_per_channel_gives_every_output_channel_of_a_weight_its_own_scale(tiny_m
         assert len(np.unique(scale)) == outputs          # not one scale repeated
 
 
+@pytest.mark.parametrize("weight_type, dtype", [("qint8", "int8"), ("quint8", "uint8")])
+def test_weight_type_is_the_type_of_every_quantized_weight(tiny_model_dir, tmp_path, weight_type, dtype):
+    import onnx
+    from onnx import numpy_helper
+
+    result = run([tiny_model_dir, "--out", tmp_path / "b", "--int8", "--weight-type", weight_type, "--samples", 8])
+    assert result.exit_code == 0, result.output
+    graph = onnx.load(str(tmp_path / "b" / "model.onnx")).graph
+    tables = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    matmuls = [node for node in graph.node if node.op_type == "MatMulInteger"]
+    assert len(matmuls) == 14 and {str(tables[node.input[1]].dtype) for node in matmuls} == {dtype}
+
+
 def test_samples_sets_how_many_generated_texts_the_parity_check_runs(tiny_model_dir, tmp_path):
     import json
 
