@@ -210,3 +210,10 @@ def test_default_batch_is_the_exports_and_the_runtimes(bundle, tmp_path, fed_bat
     assert run_eval(bundle, data, "--engine", "numpy").exit_code == 0
     assert fed_batch_sizes == [32, 8]
     assert VALIDATION_BATCH == Classifier.load(bundle).batch_size == 32
+
+
+def test_torch_is_refused_for_a_bundle(bundle, tmp_path):
+    data = write_csv(tmp_path / "dev.csv", make_reviews(4, seed=3))
+    result = run_eval(bundle, data, "--engine", "torch")
+    assert result.exit_code == 1
+    assert f"{bundle} is an ONNX bundle: use --engine onnxruntime or numpy" in result.output

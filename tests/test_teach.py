@@ -393,6 +393,7 @@ def test_existing_output_needs_force_and_resume_needs_a_checkpoint(tiny_model_di
                                        "--out", str(out), "--quiet"])
     assert result.exit_code != 0 and "already exists" in result.output
     assert (out / "keep.txt").read_text() == "mine"
+    assert not checkpoint_dir_for(str(out)).exists()                     # refused before training
     result = CliRunner().invoke(main, ["teach", "--train", str(train), "--model", str(tiny_model_dir),
                                        "--out", str(out), "--epochs", "1", "--quiet", "--force"])
     assert result.exit_code == 0, result.output                          # --force replaces it
