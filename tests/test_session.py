@@ -1,6 +1,7 @@
 """runtime.session.Session: exported tiny BERTs against onnxruntime, load-time checks, safety."""
 from __future__ import annotations
 
+import sys
 import threading
 
 import numpy as np
@@ -144,19 +145,26 @@ def test_concurrent_runs_give_the_sequential_results(models):
     rng = np.random.default_rng(5)
     batches = [random_feeds(rng, 4, int(n)) for n in rng.integers(1, 60, 8)]
     expected = [sess.run(None, f)[0] for f in batches]
-    results = [None] * len(batches)
+    failures = []
 
     def work(i):
-        for _ in range(3):
-            results[i] = sess.run(None, batches[i])[0]
+        try:
+            for _ in range(20):
+                np.testing.assert_array_equal(sess.run(None, batches[i])[0], expected[i])
+        except Exception as error:        # a thread's exception would otherwise pass unseen
+            failures.append(error)
 
     threads = [threading.Thread(target=work, args=(i,)) for i in range(len(batches))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    for got, want in zip(results, expected):
-        np.testing.assert_array_equal(got, want)
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)           # switch threads as often as possible, so races show
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert not failures, failures[:2]
 
 
 def test_constant_work_is_folded_and_intermediates_are_freed(models):

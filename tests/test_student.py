@@ -583,6 +583,19 @@ class Interrupt(TrainerCallback):
             raise KeyboardInterrupt("simulated kill")
 
 
+class StepCounter(TrainerCallback):
+    def __init__(self):
+        self.steps = []
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.steps.append(state.global_step)
+
+    @property
+    def taken(self):
+        """[first, last] global step this run trained."""
+        return [self.steps[0], self.steps[-1]] if self.steps else []
+
+
 @pytest.mark.parametrize("trim", [{}, {"trim_vocab": True, "trim_min_count": 10},
                                   {"trim_vocab": True, "trim_min_count": 10, "trim_after_training": True}],
                          ids=["full-vocabulary", "trimmed-before", "trimmed-after"])
@@ -597,8 +610,10 @@ def test_interrupted_student_resumes_from_its_checkpoint(trained, tmp_path, trim
     assert not (tmp_path / "s").exists() and (checkpoint_dir_for(config.out) / "checkpoint-15").is_dir()
     with pytest.raises(StudentError, match=r"other settings \(alpha 0\.5 -> 0\.9; temperature 2\.0 -> 5\.0\)"):
         distill_student(replace(config, resume=True, alpha=0.9, temperature=5.0))
-    report = distill_student(replace(config, resume=True))
+    steps = StepCounter()
+    report = distill_student(replace(config, resume=True), callbacks=[steps])
     assert report["resumed_from"].endswith("checkpoint-15") and [e["epoch"] for e in report["epochs"]] == [1, 2]
+    assert steps.taken == [16, 30]              # it continued from step 15: only epoch 2 was trained
     assert report["distillation"]["teacher_logits"]["labelled"]["cache_hit"]
     model = AutoModelForSequenceClassification.from_pretrained(tmp_path / "s")
     assert model.config.num_hidden_layers == 1
@@ -645,7 +660,7 @@ def test_mse_loss_and_a_sample_of_the_unlabelled_texts(trained, tmp_path, monkey
 def test_torchrun_two_processes(trained, tmp_path):
     out = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone",   # a free port
            "-m", "distill.cli", "student", "--teacher", str(trained["teacher"]), "--train", str(trained["train"]),
            "--eval", str(trained["dev"]), "--out", str(out), "--epochs", "1", "--batch-size", "8",
            "--augment-factor", "1", "--cache-dir", str(tmp_path / "cache"), "--quiet"]

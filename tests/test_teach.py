@@ -148,11 +148,18 @@ def test_class_weights_balanced_weight_the_loss(tiny_model_dir, tmp_path):
 
 
 @pytest.mark.parametrize("mode,counts", [("over", [80, 80]), ("under", [10, 10])])
-def test_resample_changes_the_training_rows(tiny_model_dir, tmp_path, mode, counts):
+def test_resample_changes_the_training_rows(tiny_model_dir, tmp_path, monkeypatch, mode, counts):
+    import distill.teacher
+
+    draws = []
+    real = distill.teacher.resample_indices
+    monkeypatch.setattr(distill.teacher, "resample_indices", lambda labels, how, seed: draws.append((how, seed))
+                        or real(labels, how, seed))
     train = imbalanced(tmp_path)
-    report = teach(config(tiny_model_dir, train, None, tmp_path / mode, resample=mode, epochs=1))
+    report = teach(config(tiny_model_dir, train, None, tmp_path / mode, resample=mode, epochs=1, seed=3))
     assert report["data"]["train_class_counts"] == counts
     assert report["data"]["train_rows_used"] == sum(counts)
+    assert draws == [(mode, 3)]                        # the rows are drawn with --seed
 
 
 def test_max_train_samples_and_dropout(tiny_model_dir, reviews_csv, tmp_path):
@@ -543,7 +550,7 @@ def test_torchrun_two_processes(tiny_model_dir, reviews_csv, tmp_path):
     train, dev = reviews_csv
     out = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29531",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone",   # a free port
            "-m", "distill.cli", "teach", "--train", str(train), "--eval", str(dev), "--model",
            str(tiny_model_dir), "--out", str(out), "--epochs", "1", "--batch-size", "8", "--quiet"]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
