@@ -342,6 +342,18 @@ def eval_skipped(report: dict) -> str:
     return describe_skipped(report["eval"].get("skipped") or {})
 
 
+def training_rows(teach: dict) -> str | None:
+    """Which labelled rows the teacher learnt from, when not all of the training file."""
+    parts = []
+    if teach.get("max_train_samples") is not None:
+        parts.append(f"a subset of {teach['max_train_samples']}")
+    if teach.get("few_shot"):
+        shots = teach.get("shots")
+        parts.append(f"few-shot {teach['few_shot']} teacher, " + ("none (zero-shot)" if shots == 0 else
+                     "every row" if shots is None else f"{shots} per class"))
+    return f"{', '.join(parts)} (seed {teach['seed']})" if parts else None
+
+
 def markdown(report: dict) -> str:
     m, s = report["machine"], report["settings"]
     skipped = eval_skipped(report)
@@ -359,6 +371,9 @@ def markdown(report: dict) -> str:
         "vs user path: sentences/s / the teacher's in torch with consecutive batches in input order "
         "(what a plain Hugging Face loop does)", "",
         markdown_table(report), ""]
+    rows = training_rows(s["teach"])
+    if rows:
+        parts.insert(3, f"- labelled training rows: {rows}; the student and the baseline learn from the same rows")
     if report["agreement"]:
         parts += ["Label agreement: " + "; ".join(f"{k} {100 * v:.2f}%" for k, v in report["agreement"].items()), ""]
     checks = [(r, r["stage_report"]) for r in report["rows"] if r["stage_report"]]

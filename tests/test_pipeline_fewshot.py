@@ -62,6 +62,8 @@ def test_every_stage_learns_from_the_teachers_drawn_rows_and_a_failed_teacher_re
     assert student["data"]["rows"]["labelled"] == 6 and student["config"]["shots"] == 3
     baseline = json.loads((out / "baseline" / "baseline.json").read_text())
     assert baseline["train_rows"] == 6                                  # not the file's 40 rows
+    assert ("- labelled training rows: few-shot prompt teacher, 3 per class (seed 5); the student and the "
+            "baseline learn from the same rows\n") in (out / "report.md").read_text()
 
     # a teacher stage left failed with a checkpoint (a killed PET run leaves its final
     # classifier's) reruns afresh: a few-shot teacher cannot --resume
@@ -113,3 +115,12 @@ def test_student_shots_keep_the_rows_the_few_shot_teacher_drew(project, tmp_path
         with pytest.raises(StudentError, match=message):
             distill_student(replace(base, out=str(tmp_path / "bad"), **bad))
         assert not (tmp_path / "bad").exists()
+
+
+def test_the_report_names_the_rows_the_teacher_learnt_from():
+    from distill.pipeline_report import training_rows
+
+    plain = {"seed": 42, "max_train_samples": None, "few_shot": None, "shots": None}
+    assert training_rows(plain) is None                                  # every row of the file
+    assert training_rows({**plain, "max_train_samples": 500, "seed": 7}) == "a subset of 500 (seed 7)"
+    assert training_rows({**plain, "few_shot": "prompt", "shots": 0}) == "few-shot prompt teacher, none (zero-shot) (seed 42)"
