@@ -35,16 +35,18 @@ def check_schedule(config, error) -> None:
     check_minimum("--weight-decay", config.weight_decay, 0, error)
 
 
-def changed_from_default(config, names) -> list[str]:
-    """The fields among `names` set away from the dataclass's defaults, as --option names (a
-    list and a tuple of the same items count as equal)."""
+def changed_from_default(config, names, given: frozenset = frozenset()) -> list[str]:
+    """The fields among `names` set away from the dataclass's defaults, or named in `given` (the
+    command line's options, even at their default value), as --option names (a list and a
+    tuple of the same items count as equal)."""
     defaults = type(config)()
 
     def value(settings, name):
         v = getattr(settings, name)
         return tuple(v) if isinstance(v, list) else v
 
-    return [f"--{name.replace('_', '-')}" for name in names if value(config, name) != value(defaults, name)]
+    return [f"--{name.replace('_', '-')}" for name in names
+            if name in given or value(config, name) != value(defaults, name)]
 
 
 def check_metric_defined(config, dev, error) -> None:

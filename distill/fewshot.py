@@ -46,13 +46,6 @@ USED_BY = {"epochs": ("pet",), "contrastive_epochs": ("contrastive",), "final_ep
 NOT_USED = ("dropout", "extend_vocab", "extend_vocab_words", "extend_vocab_init", "keep_checkpoints", "metric")
 
 
-def changed_or_given(config: TeachConfig, names, given: frozenset) -> list[str]:
-    """changed_from_default, plus the names the command line gave at their default value."""
-    changed = changed_from_default(config, names)
-    return changed + [f"--{n.replace('_', '-')}" for n in names if n in given
-                      and f"--{n.replace('_', '-')}" not in changed]
-
-
 def check_few_shot(config: TeachConfig, given: frozenset = frozenset()) -> None:
     """Options that belong to another method, or cannot work, stop the run before loading anything.
     given: the settings the command line named, refused even at their default values."""
@@ -75,12 +68,12 @@ def check_few_shot(config: TeachConfig, given: frozenset = frozenset()) -> None:
                    "class_weights": config.class_weights != "none", "resample": config.resample != "none",
                    "max_train_samples": config.max_train_samples is not None}
     bad = [f"--{name.replace('_', '-')}" for name, used in unsupported.items() if used]
-    bad += changed_or_given(config, NOT_USED, given)
+    bad += changed_from_default(config, NOT_USED, given)
     if bad:
         hint = " (use --shots to pick rows per class)" if "--max-train-samples" in bad else ""
         raise FewShotError(f"{', '.join(bad)}: not used by --few-shot{hint}")
     for name, methods in USED_BY.items():
-        if method not in methods and changed_or_given(config, (name,), given):
+        if method not in methods and changed_from_default(config, (name,), given):
             raise FewShotError(f"--{name.replace('_', '-')} applies to --few-shot {' or '.join(methods)}, "
                                f"not {method}")
     if config.template is not None and config.label_descriptions:
