@@ -126,14 +126,16 @@ def read_few_shot_data(config: TeachConfig) -> tuple[LabelledData, LabelledData 
 def load_encoder(source: str):
     """(BertModel in eval mode, tokenizer) of any BERT checkpoint (a sentence-transformers
     directory, a bare BertModel or a classifier whose head is ignored)."""
-    from transformers import AutoModel, AutoTokenizer, BertModel
+    from transformers import AutoModel, BertModel
+
+    from .tokenization import load_tokenizer
 
     with quiet_transformers():
         encoder = AutoModel.from_pretrained(source)
     if not isinstance(encoder, BertModel):
         raise FewShotError(f"{source}: --few-shot prompt/contrastive build a BERT classifier; this "
                            f"checkpoint loads as {type(encoder).__name__}")
-    return encoder.eval(), AutoTokenizer.from_pretrained(source)
+    return encoder.eval(), load_tokenizer(source)
 
 
 def embed_texts(encoder, tokenizer, texts, max_length: int, batch_size: int = 64) -> np.ndarray:

@@ -33,7 +33,9 @@ PET_ALPHA = 0.5         # labelled rows: 0.5 * KD + 0.5 * cross-entropy; unlabel
 
 def load_masked_lm(source: str):
     """(masked-LM model, tokenizer), or FewShotError when the checkpoint has no trained MLM head."""
-    from transformers import AutoModelForMaskedLM, AutoTokenizer
+    from transformers import AutoModelForMaskedLM
+
+    from .tokenization import load_tokenizer
 
     try:
         with quiet_transformers():
@@ -49,7 +51,7 @@ def load_masked_lm(source: str):
             f"{', '.join(head_missing[:3])}{', ...' if len(head_missing) > 3 else ''}); --few-shot pet "
             "needs one, e.g. bert-base-uncased saved with BertForMaskedLM. (The default "
             "all-MiniLM-L6-v2 is a sentence encoder without it: use --few-shot prompt or contrastive.)")
-    tokenizer = AutoTokenizer.from_pretrained(source)
+    tokenizer = load_tokenizer(source)
     if tokenizer.mask_token_id is None:
         raise FewShotError(f"{source}: the tokenizer has no mask token")
     return model, tokenizer

@@ -78,14 +78,14 @@ def onnxruntime_predictor(bundle, batch_size: int):
     """model.onnx in onnxruntime (one intra-op thread) with the bundle's Hugging Face tokenizer,
     loaded once (export.engines.onnxruntime_logits does the same per call, loading included)."""
     import onnxruntime as ort
-    from transformers import AutoTokenizer
 
     from export.engines import read_runtime_json
 
     from .predict import length_sorted_batches
+    from .tokenization import load_tokenizer
 
     config = read_runtime_json(bundle)
-    tokenizer = AutoTokenizer.from_pretrained(str(bundle))
+    tokenizer = load_tokenizer(bundle)
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     options.inter_op_num_threads = 1

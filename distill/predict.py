@@ -50,7 +50,9 @@ def default_max_length(model_dir, tokenizer) -> int:
 
 def load_model_dir(model_dir):
     """(model in eval mode, tokenizer, label names in id order) from a save_pretrained directory."""
-    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    from .tokenization import load_tokenizer
 
     path = Path(model_dir)
     if not (path / "config.json").is_file():
@@ -59,7 +61,7 @@ def load_model_dir(model_dir):
     if not any(a.endswith("ForSequenceClassification") for a in (config.architectures or [])):
         raise ModelDirError(f"{path}: not a sequence classifier (architectures: {config.architectures})")
     model = AutoModelForSequenceClassification.from_pretrained(path).eval()
-    tokenizer = AutoTokenizer.from_pretrained(path)
+    tokenizer = load_tokenizer(path)
     labels = [config.id2label[i] for i in range(config.num_labels)]
     return model, tokenizer, labels
 

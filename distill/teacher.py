@@ -122,9 +122,10 @@ def load_teacher_model(source: str, labels: list[str], dropout: float | None, se
     are drawn after seeding: Trainer seeds only once the model exists, so without this the same
     --seed gave another head, and another teacher, on every run."""
     import torch
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoModelForSequenceClassification
 
     from .predict import quiet_transformers
+    from .tokenization import load_tokenizer
 
     overrides = {}
     if dropout is not None:
@@ -137,7 +138,7 @@ def load_teacher_model(source: str, labels: list[str], dropout: float | None, se
                 source, id2label=dict(enumerate(labels)), label2id={name: i for i, name in enumerate(labels)},
                 problem_type="single_label_classification", ignore_mismatched_sizes=True,
                 output_loading_info=True, **overrides)
-        tokenizer = AutoTokenizer.from_pretrained(source)
+        tokenizer = load_tokenizer(source)
     except OSError as e:
         raise cannot_load(source, e, TeachError) from None
     new_weights = sorted(set(info["missing_keys"]) | {key for key, *_ in info["mismatched_keys"]})

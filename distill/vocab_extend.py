@@ -69,22 +69,21 @@ def frequent_split_words(tokenizer, words: Counter, vocab, n: int, min_count: in
 def tokenizer_with_tokens(tokenizer, new_tokens: list[str]):
     """A BertTokenizer over the old vocabulary plus new_tokens (appended), with the old one's
     normalisation settings and special tokens."""
-    import json
-
     from transformers import BertTokenizer
+
+    from .tokenization import bert_normalizer, like_runtime
 
     vocab = dict(tokenizer.get_vocab())
     for token in new_tokens:
         vocab[token] = len(vocab)
-    normalizer = json.loads(tokenizer.backend_tokenizer.normalizer.__getstate__()) \
-        if tokenizer.backend_tokenizer.normalizer else {}
+    normalizer = bert_normalizer(tokenizer) or {}
     special = {name: getattr(tokenizer, name) for name in
                ("unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
                if getattr(tokenizer, name, None) is not None}
-    return BertTokenizer(vocab=vocab, do_lower_case=normalizer.get("lowercase", True),
-                         tokenize_chinese_chars=normalizer.get("handle_chinese_chars", True),
-                         strip_accents=normalizer.get("strip_accents"),
-                         model_max_length=tokenizer.model_max_length, **special)
+    return like_runtime(BertTokenizer(vocab=vocab, do_lower_case=normalizer.get("lowercase", True),
+                                      tokenize_chinese_chars=normalizer.get("handle_chinese_chars", True),
+                                      strip_accents=normalizer.get("strip_accents"),
+                                      model_max_length=tokenizer.model_max_length, **special))
 
 
 INITS = ("mean", "sample")

@@ -95,15 +95,17 @@ def trimmed_tokenizer(tokenizer, kept_ids: np.ndarray):
     normalisation settings; save_pretrained writes its vocab.txt."""
     from transformers import BertTokenizer
 
+    from .tokenization import like_runtime
+
     by_id = {i: t for t, i in tokenizer.get_vocab().items()}
     vocab = {by_id[int(old)]: new for new, old in enumerate(kept_ids)}
     special = {name: getattr(tokenizer, name) for name in
                ("unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
                if getattr(tokenizer, name, None) is not None}
-    return BertTokenizer(vocab=vocab, do_lower_case=getattr(tokenizer, "do_lower_case", True),
-                         tokenize_chinese_chars=getattr(tokenizer, "tokenize_chinese_chars", True),
-                         strip_accents=getattr(tokenizer, "strip_accents", None),
-                         model_max_length=tokenizer.model_max_length, **special)
+    return like_runtime(BertTokenizer(vocab=vocab, do_lower_case=getattr(tokenizer, "do_lower_case", True),
+                                      tokenize_chinese_chars=getattr(tokenizer, "tokenize_chinese_chars", True),
+                                      strip_accents=getattr(tokenizer, "strip_accents", None),
+                                      model_max_length=tokenizer.model_max_length, **special))
 
 
 def trim_embeddings(model, kept_ids: np.ndarray) -> None:

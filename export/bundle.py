@@ -65,12 +65,15 @@ def _backend_state(tokenizer) -> dict | None:
 def tokenizer_settings(tokenizer) -> dict:
     """The `tokenizer` object of runtime.json, read from the model's own tokenizer (its fast
     backend's BertNormalizer and WordPiece model, else the Python tokenizer's attributes)."""
+    from distill.tokenization import bert_normalizer
+
     state = _backend_state(tokenizer)
     if state is not None:
-        model, normalizer = state.get("model") or {}, state.get("normalizer") or {}
-        if model.get("type") != "WordPiece" or normalizer.get("type") != "BertNormalizer":
+        model, normalizer = state.get("model") or {}, bert_normalizer(tokenizer)
+        if model.get("type") != "WordPiece" or normalizer is None:
+            kind = (state.get("normalizer") or {}).get("type")
             raise ExportError(f"{type(tokenizer).__name__} is a {model.get('type')} tokenizer with a "
-                              f"{normalizer.get('type')} normalizer; the bundle runtime reads BERT "
+                              f"{kind} normalizer; the bundle runtime reads BERT "
                               "WordPiece (BertNormalizer) tokenizers only")
         if model.get("continuing_subword_prefix", "##") != "##":
             raise ExportError(f"WordPiece prefix {model['continuing_subword_prefix']!r}: the runtime expects '##'")

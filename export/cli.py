@@ -124,6 +124,7 @@ def failed_checks(report: dict, int8: bool) -> list[str]:
             failures.append(str(error))
 
     attempt(v.check_parity, report["parity"]["max_abs_logit_diff"])
+    attempt(v.check_tokenizer_parity, report["tokenizer_parity"])
     report["ops_missing_in_runtime"] = attempt(v.check_runtime_ops, report["ops"])
     accuracy = report["accuracy"]
     if accuracy is not None and int8:
@@ -159,10 +160,12 @@ def export_bundle(s: ExportSettings, log=_log) -> dict:
             log(f"{s.eval_path}: {describe_skipped(data.skipped)}")
         if not len(data):
             raise ExportError(f"{s.eval_path}: no rows to evaluate")
-        sample = make_sample(tokenizer, data.texts, "eval", max_length)
+        texts = data.texts
+        sample = make_sample(tokenizer, texts, "eval", max_length)
     else:
         texts = v.generated_texts(tokenizer, s.samples, max_length, s.seed)
         sample = make_sample(tokenizer, texts, "generated", max_length)
+    tokens = v.tokenizer_parity(tokenizer, runtime, texts, max_length)
     log(f"torch reference on {sample.n_main} {sample.source} texts + {sample.n_edge} edge rows "
         f"(lengths {min(sample.lengths)}..{max(sample.lengths)})")
     logits = {"torch": run_sample(lambda b, n: v.torch_logits(model, b, n), sample)}
@@ -206,6 +209,7 @@ def export_bundle(s: ExportSettings, log=_log) -> dict:
             "accuracy": accuracy_section(data, labels, logits, s.max_accuracy_drop) if data else None,
             "ops": {name: v.op_census(path) for name, path in graphs.items()},
             "ops_missing_in_runtime": None,
+            "tokenizer_parity": tokens,
             "settings": settings_record(s),
             "versions": _versions(),
         }
@@ -279,6 +283,9 @@ def format_summary(report: dict) -> str:
                          f"(limit {acc['max_accuracy_drop_points']:g})")
     for name, census in report["ops"].items():
         lines.append(f"ops {name} ({len(census)}): {' '.join(census)}")
+    tokens = report.get("tokenizer_parity")
+    if tokens is not None and not tokens["differ"]:
+        lines.append(f"the numpy runtime's tokenizer gives the model's ids on all {tokens['texts']} texts")
     missing = report.get("ops_missing_in_runtime")
     if missing is not None:
         lines.append("every op type is implemented by the numpy runtime" if not any(missing.values())

@@ -31,17 +31,18 @@ def read_runtime_json(bundle_dir) -> dict:
 
 def onnxruntime_logits(bundle_dir, texts, threads: int = 1, batch_size: int = 32,
                        max_length: int | None = None) -> np.ndarray:
-    """model.onnx through onnxruntime; texts tokenized by AutoTokenizer on the bundle's files."""
+    """model.onnx through onnxruntime; texts tokenized by the bundle's Hugging Face tokenizer
+    (distill.tokenization.load_tokenizer)."""
     import onnxruntime as ort
-    from transformers import AutoTokenizer
 
     from distill.predict import length_sorted_batches
+    from distill.tokenization import load_tokenizer
 
     config = read_runtime_json(bundle_dir)
     max_length = int(max_length or config["max_length"])
     if not texts:
         return np.zeros((0, len(config["labels"])), dtype=np.float32)
-    tokenizer = AutoTokenizer.from_pretrained(str(bundle_dir))
+    tokenizer = load_tokenizer(bundle_dir)
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1

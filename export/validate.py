@@ -4,7 +4,8 @@
   max |logit difference| <= PARITY_TOLERANCE;
 - accuracy (with an eval file): torch, fp32 and int8 ONNX; int8 may lose at most
   --max-accuracy-drop points of accuracy against fp32;
-- op census: every op type of every graph is one the numpy runtime implements.
+- op census: every op type of every graph is one the numpy runtime implements;
+- tokenizer: the numpy runtime's tokenizer gives the model tokenizer's ids on every text.
 """
 from __future__ import annotations
 
@@ -145,6 +146,36 @@ def check_accuracy_drop(drop_points: float, limit_points: float) -> None:
     if drop_points > limit_points:
         raise ExportError(f"int8 accuracy is {drop_points:.2f} points below fp32, more than "
                           f"--max-accuracy-drop {limit_points:g}: bundle not written")
+
+
+def tokenizer_parity(tokenizer, runtime: dict, texts, max_length: int) -> dict:
+    """The numpy runtime's tokenizer (the bundle's vocab.txt and runtime.json settings) against
+    the model's on the validation texts: {"texts", "differ", "first"}, where "first" shows the
+    first text whose ids differ, as both tokenizers split it."""
+    from export.bundle import vocab_lines
+    from runtime.tokenizer import WordPieceTokenizer, tokenizer_kwargs
+
+    lines = vocab_lines(tokenizer)
+    bundle = WordPieceTokenizer({token: i for i, token in enumerate(lines)},
+                                **tokenizer_kwargs(runtime["tokenizer"]))
+    model_rows = encode_rows(tokenizer, texts, max_length)
+    differ = [i for i, (text, row) in enumerate(zip(texts, model_rows))
+              if bundle.encode(text, max_length) != list(row["input_ids"])]
+    first = None
+    if differ:
+        text = texts[differ[0]]
+        first = {"text": text, "model": [lines[i] for i in model_rows[differ[0]]["input_ids"]],
+                 "runtime": [lines[i] for i in bundle.encode(text, max_length)]}
+    return {"texts": len(texts), "differ": len(differ), "first": first}
+
+
+def check_tokenizer_parity(parity: dict) -> None:
+    if parity["differ"]:
+        first = parity["first"]
+        raise ExportError(f"the numpy runtime tokenizes {parity['differ']} of {parity['texts']} texts "
+                          f"differently from the model's tokenizer (first: {first['text']!r} is "
+                          f"{' '.join(first['model'])} for the model, {' '.join(first['runtime'])} "
+                          "for the runtime; runtime/README.md lists the known differences)")
 
 
 # ---------------------------------------------------------------- op census

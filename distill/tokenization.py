@@ -1,0 +1,50 @@
+"""The Hugging Face tokenizer as distill trains, scores and exports with: the model's own, made to
+compose characters (NFC) where the numpy runtime does.
+
+transformers 5's `BertTokenizer` is the Rust one, whose BertNormalizer never applies NFC; the
+runtime follows the Python BasicTokenizer, which does. With lower-casing or accent stripping the
+two agree anyway (both decompose to NFD and drop the marks), but a cased vocabulary that keeps
+accents would see `e` + U+0301 as two characters in training and as `é` in the runtime: another
+token, and another prediction. So a tokenizer that keeps accents gets NFC after its
+BertNormalizer (the Python order: clean, space CJK, then NFC) every time it is loaded;
+transformers 5 rebuilds the normalizer from its settings on load, so nothing saved carries it.
+"""
+from __future__ import annotations
+
+import json
+
+
+def bert_normalizer(tokenizer) -> dict | None:
+    """The settings of the tokenizer's BertNormalizer (also inside the NFC sequence that
+    `like_runtime` makes); None for a Python tokenizer or another normalizer."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    state = json.loads(backend.to_str()).get("normalizer") if backend is not None else None
+    if state and state.get("type") == "Sequence":
+        parts = state.get("normalizers") or []
+        if len(parts) == 2 and parts[1].get("type") == "NFC":
+            state = parts[0]
+    return state if state and state.get("type") == "BertNormalizer" else None
+
+
+def keeps_accents(settings: dict) -> bool:
+    """BertNormalizer keeps accents unless strip_accents, or (strip_accents unset) lowercase."""
+    strip = settings.get("strip_accents")
+    return strip is False or (strip is None and not settings.get("lowercase", True))
+
+
+def like_runtime(tokenizer):
+    """The tokenizer, in place, with NFC after its BertNormalizer when that keeps accents."""
+    from tokenizers import normalizers
+
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    state = json.loads(backend.to_str()).get("normalizer") if backend is not None else None
+    if state and state.get("type") == "BertNormalizer" and keeps_accents(state):
+        backend.normalizer = normalizers.Sequence([backend.normalizer, normalizers.NFC()])
+    return tokenizer
+
+
+def load_tokenizer(source):
+    """AutoTokenizer.from_pretrained(source), `like_runtime`."""
+    from transformers import AutoTokenizer
+
+    return like_runtime(AutoTokenizer.from_pretrained(str(source)))
