@@ -49,6 +49,9 @@ def model_labels(path) -> list[str]:
     if not config_file.is_file():
         raise EvalError(f"{path}: neither a model directory (config.json) nor a bundle (runtime.json + model.onnx)")
     config = _read_json(config_file)
+    architectures = config.get("architectures") or []
+    if not any(str(a).endswith("ForSequenceClassification") for a in architectures):
+        raise EvalError(f"{path}: not a sequence classifier (architectures: {architectures})")
     id2label = config.get("id2label") or {}
     return [id2label[str(i)] for i in range(len(id2label))]
 

@@ -19,6 +19,7 @@ from dataclasses import asdict, replace
 import numpy as np
 
 from .data import LabelledData, load_labelled
+from .model_checks import check_checkpoint
 from .predict import quiet_transformers
 from .config_checks import changed_from_default, check_counts, check_minimum, check_positive, check_schedule
 from .teacher import (TeachConfig, TeachError, check_max_length, check_model_source, default_teacher_path,
@@ -170,7 +171,9 @@ def teach_few_shot(config: TeachConfig) -> dict:
     check_writable_target(config.out, config.force)
     started = time.time()
     source = config.model or default_teacher_path()
-    check_max_length(config.max_length, model_config(source, FewShotError), source, FewShotError)
+    base_config = model_config(source, FewShotError)
+    check_max_length(config.max_length, base_config, source, FewShotError)
+    check_checkpoint(source, base_config, FewShotError)
     train, dev = read_few_shot_data(config)
     if config.few_shot == "prompt":
         from .fewshot_prompt import prompt_teacher as run

@@ -38,6 +38,7 @@ def check_settings(settings: PipelineSettings) -> None:
     _check_data(settings)
     base_config = _base_model_config(settings)
     _check_max_lengths(values, base_config)
+    _check_base_model(settings)
     _check_teach(settings)
     _check_student(settings, base_config.get("num_hidden_layers"))
     _check_export(values["export"])
@@ -153,6 +154,22 @@ def _base_model_config(settings: PipelineSettings) -> dict:
         return json.loads(config.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
+
+
+def _check_base_model(settings: PipelineSettings) -> None:
+    """The teacher's base model can become an edge bundle (model_checks): a DistilBERT or RoBERTa
+    checkpoint, or a vocabulary without [SEP], would otherwise fail at export or mid-training."""
+    from .model_checks import check_checkpoint
+    from .teacher import default_teacher_path, model_config
+
+    source = settings.teach_settings()["model"] or default_teacher_path()
+    if not (Path(source) / "config.json").is_file():
+        return                      # not a local directory: teach.model's own check names it
+
+    def error(message: str) -> PipelineConfigError:
+        return PipelineConfigError(f"teach.model: {message}")
+
+    check_checkpoint(source, model_config(source, error), error)
 
 
 def _check_max_lengths(values: dict, base_config: dict) -> None:

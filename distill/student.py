@@ -78,7 +78,8 @@ def distill_student(config: StudentConfig, callbacks=()) -> dict | None:
 
     from .losses import IGNORE
     from .metrics import evaluate
-    from .predict import default_max_length, load_model_dir, softmax
+    from .model_checks import check_architecture, check_tokenizer
+    from .predict import ModelDirError, default_max_length, load_model_dir, softmax
     from .savedir import check_writable_target, dir_size_bytes, save_model_dir
     from .teacher import check_max_length, checkpoint_dir_for
     from .trainer import DistillationArguments, DistillationTrainer
@@ -90,7 +91,12 @@ def distill_student(config: StudentConfig, callbacks=()) -> dict | None:
     check_config(config)
     check_writable_target(config.out, config.force)
     started = time.time()
-    teacher, teacher_tokenizer, labels = load_model_dir(config.teacher)
+    try:
+        teacher, teacher_tokenizer, labels = load_model_dir(config.teacher)
+    except ModelDirError as problem:     # a masked LM or a bare encoder: no labels to distil
+        raise StudentError(f"--teacher {problem}") from None
+    check_architecture(teacher.config, config.teacher, StudentError)   # the student is built from it
+    check_tokenizer(teacher_tokenizer, teacher.config, config.teacher, StudentError)
     few_shot_head(teacher.config)          # an unknown head mark fails before the teacher pass
     student_model_config(teacher.config, config)   # and so does a student shape that cannot work
     max_length = config.max_length or default_max_length(config.teacher, teacher_tokenizer)

@@ -10,6 +10,7 @@ from .config_checks import (changed_from_default, check_counts, check_metric_def
                             check_positive, check_schedule)
 from .data import (DataOptions, LabelledData, class_weights_balanced, format_labels, load_labelled,
                    resample_indices, subsample)
+from .model_checks import check_checkpoint
 
 
 def default_teacher_path() -> str:
@@ -222,7 +223,9 @@ def teach(config: TeachConfig, callbacks=()) -> dict:
     check_writable_target(config.out, config.force)
     started = time.time()
     source = config.model or default_teacher_path()
-    check_max_length(config.max_length, model_config(source), source)
+    base_config = model_config(source)
+    check_max_length(config.max_length, base_config, source)
+    check_checkpoint(source, base_config, TeachError)
     train, dev = read_data(config)
     labels = train.label_names
     check_class_weights_rows(config, train)

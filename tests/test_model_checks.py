@@ -1,0 +1,139 @@
+"""A checkpoint the edge bundle cannot hold is refused before any training, by every command that
+starts from one (teach, few-shot teach, student, pipeline), and eval names a non-classifier."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from distill.cli import main
+from tiny import make_reviews, make_tiny_model, write_csv, write_vocab
+
+
+def distilbert_model(out_dir) -> Path:
+    """A tiny DistilBERT classifier with a WordPiece tokenizer: it takes no token_type_ids."""
+    import torch
+    from transformers import BertTokenizer, DistilBertConfig, DistilBertForSequenceClassification
+
+    out = Path(out_dir)
+    out.mkdir(parents=True)
+    vocab = write_vocab(out / "vocab.txt")
+    torch.manual_seed(0)
+    config = DistilBertConfig(vocab_size=len(vocab), dim=32, n_layers=1, n_heads=2, hidden_dim=37,
+                              max_position_embeddings=128, id2label={0: "negative", 1: "positive"},
+                              label2id={"negative": 0, "positive": 1})
+    DistilBertForSequenceClassification(config).save_pretrained(out)
+    BertTokenizer(str(out / "vocab.txt")).save_pretrained(out)
+    return out
+
+
+def without_token(model_dir, token: str) -> Path:
+    """The tiny model with `token` replaced in vocab.txt by a plain word (same vocabulary size)."""
+    from transformers import BertTokenizer
+
+    vocab = Path(model_dir) / "vocab.txt"
+    vocab.write_text(vocab.read_text(encoding="utf-8").replace(f"{token}\n", "zzz\n"), encoding="utf-8")
+    (Path(model_dir) / "tokenizer.json").unlink(missing_ok=True)
+    BertTokenizer(str(vocab)).save_pretrained(model_dir)
+    return Path(model_dir)
+
+
+@pytest.fixture
+def bad_train(tmp_path):
+    """A training file with a bad row: a check made after the data is read would name it instead."""
+    path = tmp_path / "train.csv"
+    path.write_text("text,label\ngood film,positive\n,negative\n", encoding="utf-8")
+    return path
+
+
+def teach(model, train, out, *extra):
+    return CliRunner().invoke(main, ["teach", "--model", str(model), "--train", str(train), "--out", str(out),
+                                     "--max-length", "32", "--quiet", *extra])
+
+
+def test_teach_refuses_a_model_without_token_type_ids_before_reading_the_data(tmp_path, bad_train):
+    model = distilbert_model(tmp_path / "distilbert")
+    result = teach(model, bad_train, tmp_path / "t")
+    assert result.exit_code == 1, result.output
+    assert (f"{model}: a distilbert model (DistilBertForSequenceClassification) takes no token_type_ids; "
+            "the edge bundle feeds input_ids, attention_mask and token_type_ids") in result.output
+    assert not (tmp_path / "t").exists() and not (tmp_path / "t.checkpoints").exists()
+
+
+@pytest.mark.parametrize("token, key", [("[SEP]", "sep_token"), ("[UNK]", "unk_token"), ("[PAD]", "pad_token"),
+                                        ("[CLS]", "cls_token")])
+def test_teach_names_a_special_token_the_vocabulary_lacks(tiny_model_dir, tmp_path, bad_train, token, key):
+    """Without [SEP] transformers appended one past the embeddings (an IndexError mid-training);
+    without [UNK], a WordPiece error while encoding."""
+    without_token(tiny_model_dir, token)
+    result = teach(tiny_model_dir, bad_train, tmp_path / "t")
+    assert result.exit_code == 1, result.output
+    assert (f"{tiny_model_dir}: the vocabulary (vocab.txt) has no {key} {token!r}, which every BERT input "
+            "needs") in result.output
+    assert not (tmp_path / "t.checkpoints").exists()
+
+
+def test_teach_refuses_a_vocabulary_larger_than_the_embeddings(tiny_model_dir, tmp_path, bad_train):
+    from transformers import BertTokenizer
+
+    vocab = tiny_model_dir / "vocab.txt"
+    rows = len(vocab.read_text(encoding="utf-8").split("\n")) - 1
+    vocab.write_text(vocab.read_text(encoding="utf-8") + "extraword\n", encoding="utf-8")
+    (tiny_model_dir / "tokenizer.json").unlink()
+    BertTokenizer(str(vocab)).save_pretrained(tiny_model_dir)
+    result = teach(tiny_model_dir, bad_train, tmp_path / "t")
+    assert result.exit_code == 1, result.output
+    assert (f"the vocabulary (vocab.txt) has ids up to {rows}, but the model's embeddings have {rows} rows "
+            "(config.json vocab_size)") in result.output
+
+
+def test_few_shot_teach_checks_the_checkpoint_too(tmp_path, bad_train):
+    model = distilbert_model(tmp_path / "distilbert")
+    result = teach(model, bad_train, tmp_path / "t", "--few-shot", "prompt")
+    assert result.exit_code == 1, result.output
+    assert "takes no token_type_ids" in result.output
+
+
+def test_student_refuses_a_teacher_that_is_not_a_classifier_or_not_bert(tmp_path):
+    train = write_csv(tmp_path / "train.csv", make_reviews(8, seed=1))
+    masked_lm = make_tiny_model(tmp_path / "mlm", mlm=True)
+    result = CliRunner().invoke(main, ["student", "--teacher", str(masked_lm), "--train", str(train),
+                                       "--out", str(tmp_path / "s"), "--quiet"])
+    assert result.exit_code == 1, result.output
+    assert f"Error: --teacher {masked_lm}: not a sequence classifier (architectures: ['BertForMaskedLM'])" \
+        in result.output
+    distilbert = distilbert_model(tmp_path / "distilbert")
+    result = CliRunner().invoke(main, ["student", "--teacher", str(distilbert), "--train", str(train),
+                                       "--out", str(tmp_path / "s"), "--quiet"])
+    assert result.exit_code == 1, result.output
+    assert "takes no token_type_ids" in result.output and not (tmp_path / "s").exists()
+
+
+def test_eval_names_a_model_that_is_not_a_classifier(tmp_path):
+    """A masked LM saved without label names: eval used to read its labels first and blame the
+    data ("unknown label 'positive' ... (known labels: )")."""
+    import json
+
+    data = write_csv(tmp_path / "dev.csv", make_reviews(4, seed=1))
+    masked_lm = make_tiny_model(tmp_path / "mlm", mlm=True)
+    config = json.loads((masked_lm / "config.json").read_text())
+    for key in ("id2label", "label2id"):
+        config.pop(key, None)
+    (masked_lm / "config.json").write_text(json.dumps(config))
+    result = CliRunner().invoke(main, ["eval", str(masked_lm), "--data", str(data)])
+    assert result.exit_code == 1, result.output
+    assert f"Error: {masked_lm}: not a sequence classifier (architectures: ['BertForMaskedLM'])" in result.output
+
+
+def test_pipeline_refuses_the_base_model_before_any_stage(tmp_path):
+    model = distilbert_model(tmp_path / "distilbert")
+    train = write_csv(tmp_path / "train.csv", make_reviews(8, seed=1))
+    dev = write_csv(tmp_path / "dev.csv", make_reviews(4, seed=2))
+    toml = tmp_path / "p.toml"
+    toml.write_text(f'train = "{train}"\neval = "{dev}"\nout = "{tmp_path / "out"}"\n'
+                    f'[teach]\nmodel = "{model}"\n', encoding="utf-8")
+    result = CliRunner().invoke(main, ["pipeline", "--config", str(toml)])
+    assert result.exit_code == 1, result.output
+    assert f"Error: teach.model: {model}: a distilbert model" in result.output
+    assert not (tmp_path / "out").exists()
