@@ -198,6 +198,7 @@ def summary(report: dict, out: str) -> str:
              f"labels: {format_labels(report['labels'])}",
              *([f"new weights (not in the checkpoint, drawn with --seed): {', '.join(report['new_weights'])}"]
                if report.get("new_weights") else []),
+             *([f"classifier head: {report['classifier_head']}"] if report.get("classifier_head") else []),
              f"train: {_rows(report['data']['train'])} ({report['data']['train_rows_used']} used), "
              f"{report['train_seconds']:.0f} s" + (f", {report['train_samples_per_second']:.1f} samples/s"
                                                    if report.get("train_samples_per_second") else ""),

@@ -121,7 +121,9 @@ def load_teacher_model(source: str, labels: list[str], dropout: float | None, se
     """A sequence classifier with our label set on top of any BERT-family checkpoint. The weights
     the checkpoint lacks (new_weights: the classifier, or the pooler of a checkpoint without one)
     are drawn after seeding: Trainer seeds only once the model exists, so without this the same
-    --seed gave another head, and another teacher, on every run."""
+    --seed gave another head, and another teacher, on every run. A classifier checkpoint's own
+    head is matched to our labels by name (`match_head`). Returns (model, tokenizer,
+    new_weights, what became of the checkpoint's head or None)."""
     import torch
     from transformers import AutoModelForSequenceClassification
 
@@ -143,7 +145,61 @@ def load_teacher_model(source: str, labels: list[str], dropout: float | None, se
     except OSError as e:
         raise cannot_load(source, e, TeachError) from None
     new_weights = sorted(set(info["missing_keys"]) | {key for key, *_ in info["mismatched_keys"]})
-    return model, tokenizer, new_weights
+    head, renewed = match_head(model, checkpoint_labels(source), labels)
+    return model, tokenizer, sorted(set(new_weights) | set(renewed)), head
+
+
+def checkpoint_labels(source: str) -> list[str] | None:
+    """The label names, in id order, of a checkpoint that is already a sequence classifier."""
+    config = model_config(source)
+    if not any(a.endswith("ForSequenceClassification") for a in (config.architectures or [])):
+        return None
+    return [str(config.id2label[i]) for i in range(config.num_labels)]
+
+
+def output_layer(model, n_labels: int):
+    """(name, the head's last Linear): the one that gives a row per label."""
+    import torch
+
+    found = [(name, module) for name, module in model.named_modules()
+             if name.startswith("classifier") and isinstance(module, torch.nn.Linear)
+             and module.out_features == n_labels]
+    if not found:
+        raise TeachError(f"cannot find the classification head's output layer in {type(model).__name__}")
+    return found[-1]
+
+
+def match_head(model, old: list[str] | None, labels: list[str]) -> tuple[str | None, list[str]]:
+    """transformers keeps a classifier checkpoint's head when it has as many labels as ours, row
+    for row by position. Match it by label name instead, in place: the same names in another
+    order reorder the rows; other names draw new rows (the head of an NLI or topic model would
+    otherwise decide sentiment); unnamed labels (LABEL_0, ...) can only be kept by position.
+    Returns (what happened to the head, for training.json; the parameters drawn anew)."""
+    import re
+
+    import torch
+
+    if old is None or len(old) != len(labels):
+        return None, []                  # no head, or another size: new_weights has it
+    if old == labels:
+        return "kept from the checkpoint (the same labels)", []
+    name, layer = output_layer(model, len(labels))
+    if sorted(old) == sorted(labels):
+        order = [old.index(label) for label in labels]
+        with torch.no_grad():
+            layer.weight.copy_(layer.weight[order])
+            if layer.bias is not None:
+                layer.bias.copy_(layer.bias[order])
+        return f"kept from the checkpoint, rows reordered by label name (it had {format_labels(old)})", []
+    if all(re.fullmatch(r"LABEL_\d+", label) for label in old):
+        return (f"kept from the checkpoint by position: its labels are unnamed ({format_labels(old)}), "
+                f"so {format_labels(labels)} take them in that order"), []
+    with torch.no_grad():
+        layer.weight.normal_(0.0, model.config.initializer_range)
+        if layer.bias is not None:
+            layer.bias.zero_()
+    renewed = [f"{name}.weight"] + ([f"{name}.bias"] if layer.bias is not None else [])
+    return f"new: the checkpoint's labels ({format_labels(old)}) are not these", renewed
 
 
 def model_config(source: str, error=TeachError):
@@ -230,7 +286,7 @@ def teach(config: TeachConfig, callbacks=()) -> dict:
     labels = train.label_names
     check_class_weights_rows(config, train)
     check_metric_defined(config, dev, TeachError)
-    model, tokenizer, new_weights = load_teacher_model(source, labels, config.dropout, config.seed)
+    model, tokenizer, new_weights, head = load_teacher_model(source, labels, config.dropout, config.seed)
     vocab_report = None
     if config.extend_vocab:
         from .vocab_extend import extend_vocabulary
@@ -291,6 +347,7 @@ def teach(config: TeachConfig, callbacks=()) -> dict:
             "config": {**asdict(config), "model": source},
             "model_source": source,
             "new_weights": new_weights,
+            "classifier_head": head,
             "labels": labels,
             "data": {"train": train.summary(), "eval": dev.summary() if dev else None,
                      "train_rows_used": len(train_rows),

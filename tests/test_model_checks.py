@@ -137,3 +137,68 @@ def test_pipeline_refuses_the_base_model_before_any_stage(tmp_path):
     assert result.exit_code == 1, result.output
     assert f"Error: teach.model: {model}: a distilbert model" in result.output
     assert not (tmp_path / "out").exists()
+
+
+# ---------------------------------------------------------------- a classifier checkpoint's head
+
+def classifier(out_dir, labels) -> Path:
+    """make_tiny_model's classifier with the given labels and a head that decides (scaled up)."""
+    import torch
+    from transformers import BertForSequenceClassification
+
+    out = make_tiny_model(out_dir, labels=labels)
+    model = BertForSequenceClassification.from_pretrained(out)
+    with torch.no_grad():
+        model.classifier.weight.mul_(100)
+        model.classifier.bias.copy_(torch.arange(len(labels), dtype=torch.float32))
+    model.save_pretrained(out)
+    return out
+
+
+def head_of(model):
+    return model.classifier.weight.detach().clone(), model.classifier.bias.detach().clone()
+
+
+@pytest.mark.parametrize("checkpoint_labels, ours, rows, renewed, said", [
+    (("negative", "positive"), ["negative", "positive"], [0, 1], False, "kept from the checkpoint (the same labels)"),
+    (("positive", "neutral", "negative"), ["negative", "neutral", "positive"], [2, 1, 0], False,
+     "kept from the checkpoint, rows reordered by label name (it had positive, neutral, negative)"),
+    (("LABEL_0", "LABEL_1"), ["negative", "positive"], [0, 1], False,
+     "kept from the checkpoint by position: its labels are unnamed (LABEL_0, LABEL_1), so negative, "
+     "positive take them in that order"),
+    (("entailment", "neutral", "contradiction"), ["negative", "neutral", "positive"], None, True,
+     "new: the checkpoint's labels (entailment, neutral, contradiction) are not these")])
+def test_a_classifier_checkpoints_head_is_matched_by_label_name(tmp_path, checkpoint_labels, ours, rows, renewed,
+                                                                said):
+    """transformers alone keeps the head row for row by position: a positive/neutral/negative
+    sentiment model taught negative/neutral/positive data swapped every prediction, and an NLI
+    head decided sentiment, with no new weight reported."""
+    from transformers import AutoModelForSequenceClassification
+
+    from distill.teacher import load_teacher_model
+
+    source = classifier(tmp_path / "ckpt", checkpoint_labels)
+    weight, bias = head_of(AutoModelForSequenceClassification.from_pretrained(source))
+    model, _, new_weights, head = load_teacher_model(str(source), ours, None, seed=0)
+    assert head == said
+    got_weight, got_bias = head_of(model)
+    if renewed:
+        assert new_weights == ["classifier.bias", "classifier.weight"]
+        assert got_bias.abs().max() == 0 and got_weight.std() < 0.1        # drawn as BERT initialises
+        again = load_teacher_model(str(source), ours, None, seed=0)[0]
+        assert head_of(again)[0].equal(got_weight)                         # seeded
+    else:
+        assert new_weights == [] and got_weight.equal(weight[rows]) and got_bias.equal(bias[rows])
+    assert model.config.id2label == dict(enumerate(ours))
+
+
+def test_teach_summary_and_training_json_say_what_became_of_the_head(tmp_path):
+    import json
+
+    source = classifier(tmp_path / "ckpt", ("positive", "negative"))
+    train = write_csv(tmp_path / "train.csv", make_reviews(8, seed=1))
+    result = teach(source, train, tmp_path / "t", "--epochs", "1")
+    assert result.exit_code == 0, result.output
+    said = "kept from the checkpoint, rows reordered by label name (it had positive, negative)"
+    assert f"classifier head: {said}" in result.output
+    assert json.loads((tmp_path / "t" / "training.json").read_text())["classifier_head"] == said
