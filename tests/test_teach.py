@@ -546,6 +546,15 @@ def test_help_is_complete():
         assert option in result.output
 
 
+def test_python_m_distill_runs_the_same_commands():
+    done = subprocess.run([sys.executable, "-m", "distill", "--help"], env={**os.environ, "PYTHONPATH": str(ROOT)},
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("Usage: python -m distill [OPTIONS] COMMAND [ARGS]...")
+    for command in ("teach", "student", "eval", "export", "pipeline"):
+        assert f"  {command} " in done.stdout
+
+
 def test_torchrun_two_processes(tiny_model_dir, reviews_csv, tmp_path):
     train, dev = reviews_csv
     out = tmp_path / "ddp"
