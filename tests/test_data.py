@@ -156,6 +156,12 @@ def test_load_texts(tmp_path):
     assert read_texts(plain) == (["first text", "second", "third"], {})       # blank lines are not rows
 
 
+def test_read_texts_counts_every_undecodable_line_when_skipping(tmp_path):
+    p = write(tmp_path / "u.txt", b"a fine film\n\xff bad\nanother text\n\xfe bad too\n\xfd and more\n")
+    assert read_texts(p, DataOptions(skip_bad_rows=True)) == (["a fine film", "another text"],
+                                                             {"invalid UTF-8": 3})
+
+
 # ---------------------------------------------------------------- bad inputs
 
 def test_missing_file_and_directory(tmp_path):
@@ -223,6 +229,13 @@ def test_a_lone_carriage_return_is_not_a_line_break(tmp_path):
     assert_error(error(crlf), crlf, 3, "empty text")
 
 
+def test_crlf_headerless_txt_text_in_the_last_column_has_no_carriage_return(tmp_path):
+    p = write(tmp_path / "d.txt", b"pos\tgood film\r\nneg\tdull film\r\n")
+    d = load_labelled(p, DataOptions(text_column="1", label_column="0"))
+    assert d.texts == ["good film", "dull film"]
+    assert d.label_names == ["neg", "pos"] and d.labels == [1, 0]
+
+
 def test_a_column_name_twice_in_the_header(tmp_path):
     p = write(tmp_path / "d.csv", "text,label,text\na,pos,b\nc,neg,d\n")
     assert_error(error(p), p, 1, "'text' appear more than once")
@@ -246,6 +259,20 @@ def test_bad_utf8_after_multiline_record(tmp_path):
     assert_error(error(p), p, 4, "UTF-8")
     d = load_labelled(p, DataOptions(skip_bad_rows=True))
     assert d.lines == [2, 5] and d.skipped == {"invalid UTF-8": 1}
+
+
+def test_bad_utf8_column_is_1_based(tmp_path):
+    p = write(tmp_path / "d.csv", b"text,label\ngood film,pos\nab\xffc,neg\n")  # 3rd byte of line 3
+    assert_error(error(p), p, 3, "invalid UTF-8 (byte 0xff at column 3)")
+    first = write(tmp_path / "first.txt", b"\xfe bad\t0\n")
+    assert_error(error(first), first, 1, "invalid UTF-8 (byte 0xfe at column 1)")
+
+
+def test_jsonl_boolean_labels_are_refused(tmp_path):
+    p = write(tmp_path / "d.jsonl", '{"text": "good", "label": true}\n{"text": "bad", "label": false}\n')
+    assert_error(error(p), p, 1, "label must be a string or an integer, got true")
+    q = write(tmp_path / "q.jsonl", '{"text": "good", "label": "pos"}\n{"text": "bad", "label": false}\n')
+    assert_error(error(q), q, 2, "label must be a string or an integer, got false")
 
 
 def test_invalid_json_and_non_object(tmp_path):
@@ -440,6 +467,11 @@ def test_nul_bytes_are_a_file_error_naming_the_line_even_with_skip_bad_rows(tmp_
         assert_error(error(one, options), one, 3, "NUL byte at column 2")
     jsonl = write(tmp_path / "d.jsonl", b'{"text": "a", "label": "x"}\n{"text": "b\x00", "label": "y"}\n')
     assert_error(error(jsonl, DataOptions(skip_bad_rows=True)), jsonl, 2, "NUL byte at column 12")
+
+
+def test_nul_after_a_utf8_bom_on_line_1_counts_columns_without_the_bom(tmp_path):
+    p = write(tmp_path / "d.csv", b"\xef\xbb\xbftext,la\x00bel\ngood,pos\n")  # NUL is the 8th character
+    assert_error(error(p), p, 1, "NUL byte at column 8:")
 
 
 @pytest.mark.parametrize("name, body", [("d.csv", "text,label\rgood movie,pos\rbad movie,neg\r"),

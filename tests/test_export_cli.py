@@ -209,6 +209,37 @@ def test_the_highest_opset_exports_and_the_summary_names_skipped_eval_rows(tiny_
     assert report["opset"]["fp32"] == max_opset() and report["accuracy"]["skipped"] == {"empty text": 1}
 
 
+def test_a_training_max_length_beyond_the_position_table_is_capped_at_it(tiny_model_dir, tmp_path):
+    """training.json says 256, the tiny model has 128 position embeddings: the bundle gets 128."""
+    import json
+
+    (tiny_model_dir / "training.json").write_text(json.dumps({"config": {"max_length": 256}}))
+    result = run([tiny_model_dir, "--out", tmp_path / "b", "--samples", 4])
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "b" / "runtime.json").read_text())["max_length"] == 128
+    report = json.loads((tmp_path / "b" / "export.json").read_text())
+    assert report["max_length"] == 128 and report["parity"]["max_length"] == 128
+
+
+def test_parity_also_compares_the_edge_rows(tiny_model_dir, tmp_path, monkeypatch):
+    """torch and ONNX agree on the 8 generated texts and differ by 0.5 only on the edge batch
+    (lengths 1 and max_length, plus one real row): the export is refused, nothing written."""
+    import numpy as np
+
+    from export import ExportError, validate
+    from export.cli import ExportSettings, export_bundle
+
+    real = validate.torch_logits
+    monkeypatch.setattr(validate, "torch_logits",
+                        lambda model, batches, n: real(model, batches, n) + np.float32(0.5 if n == 3 else 0))
+    expected = r"^fp32 ONNX vs torch: max \|logit difference\| 0\.5 exceeds 0\.0001$"
+    with pytest.raises(ExportError, match=expected) as info:
+        export_bundle(ExportSettings(model_dir=str(tiny_model_dir), out=str(tmp_path / "b"), samples=8),
+                      log=lambda message: None)
+    assert info.value.report["parity"]["rows"] == 8 + 3
+    assert not (tmp_path / "b").exists()
+
+
 # ---------------------------------------------------------------- what the options change
 
 def test_per_channel_gives_every_output_channel_of_a_weight_its_own_scale(tiny_model_dir, tmp_path):
@@ -228,6 +259,18 @@ def test_per_channel_gives_every_output_channel_of_a_weight_its_own_scale(tiny_m
         outputs = weight.shape[1]                        # MatMul weights are (in, out)
         assert scale.shape == zero_point.shape == (outputs,), node.input[1]
         assert len(np.unique(scale)) == outputs          # not one scale repeated
+
+
+def test_int8_size_is_reported_as_a_fraction_of_the_fp32_size(tiny_model_dir, tmp_path):
+    import json
+
+    result = run([tiny_model_dir, "--out", tmp_path / "b", "--int8", "--samples", 8])
+    assert result.exit_code == 0, result.output
+    sizes = json.loads((tmp_path / "b" / "export.json").read_text())["sizes"]
+    assert sizes["int8_bytes"] == (tmp_path / "b" / "model.onnx").stat().st_size
+    fraction = sizes["int8_bytes"] / sizes["fp32_bytes"]
+    assert sizes["int8_fraction_of_fp32"] == fraction < 1
+    assert f"int8: quint8, per-tensor, {fraction:.1%} of fp32;" in result.output
 
 
 @pytest.mark.parametrize("weight_type, dtype", [("qint8", "int8"), ("quint8", "uint8")])
@@ -299,3 +342,48 @@ def test_the_data_options_read_an_eval_file_only_they_describe(tiny_model_dir, t
     assert report["parity"]["source"] == "eval" and report["accuracy"]["n"] == 7
     same_rows = evaluate_path(tiny_model_dir, write_csv(tmp_path / "dev.csv", rows), engine="torch")
     assert report["accuracy"]["torch"]["accuracy"] == same_rows["accuracy"]
+
+
+# ---------------------------------------------------------------- graph checks (units)
+
+def _save_graph(path, nodes, opset_imports):
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])])
+    imports = [helper.make_opsetid(domain, version) for domain, version in opset_imports]
+    onnx.save(helper.make_model(graph, opset_imports=imports), path)
+    return path
+
+
+def test_the_runtime_op_check_tells_a_contrib_op_from_the_standard_one(tmp_path):
+    """com.microsoft:Gelu is not the ai.onnx Gelu the numpy runtime implements."""
+    from onnx import helper
+
+    from export import ExportError
+    from export.validate import check_runtime_ops, op_census, runtime_op_types
+
+    assert "Gelu" in runtime_op_types()
+    path = _save_graph(tmp_path / "m.onnx", [helper.make_node("Gelu", ["x"], ["y"], domain="com.microsoft")],
+                       [("", 18), ("com.microsoft", 1)])
+    census = op_census(path)
+    assert census == {"com.microsoft:Gelu": 1}
+    with pytest.raises(ExportError, match=r"does not implement these op types \(fp32: com\.microsoft:Gelu\)"):
+        check_runtime_ops({"fp32": census})
+    standard = _save_graph(tmp_path / "s.onnx", [helper.make_node("Gelu", ["x"], ["y"])], [("", 20)])
+    assert check_runtime_ops({"fp32": op_census(standard)}) == {"fp32": []}
+
+
+def test_quantize_refuses_a_graph_importing_a_contrib_domain_even_without_contrib_nodes(tmp_path):
+    from onnx import helper
+
+    from export import ExportError
+    from export.quantize import check_standard_ops
+
+    relu = [helper.make_node("Relu", ["x"], ["y"])]
+    path = _save_graph(tmp_path / "m.onnx", relu, [("", 18), ("com.microsoft", 1)])
+    with pytest.raises(ExportError, match=r"nodes none, opset imports \['com\.microsoft'\] "
+                                          r"\(the numpy runtime runs ai\.onnx only\)"):
+        check_standard_ops(path)
+    check_standard_ops(_save_graph(tmp_path / "ok.onnx", relu, [("", 18)]))
