@@ -440,6 +440,16 @@ def test_vocabulary_larger_than_the_embedding_table_is_refused(tmp_path):
         assert Classifier.load(bundle).predict(["a gripping film"])[0] in LABELS
 
 
+def test_vocabulary_one_token_past_the_embedding_table_is_refused(bundle_copy):
+    """722 tokens for 721 rows: the one id past the table would fail inside Gather."""
+    vocab = (bundle_copy / "vocab.txt").read_text(encoding="utf-8")
+    (bundle_copy / "vocab.txt").write_text(vocab + "quokka\n", encoding="utf-8")
+    with pytest.raises(BundleError, match=re.escape(
+            f"{bundle_copy / 'vocab.txt'}: 722 tokens, but the word-embedding table in "
+            f"{bundle_copy / 'model.onnx'} has 721 rows: token ids 721 to 721")):
+        Classifier.load(bundle_copy)
+
+
 def test_max_length_past_the_position_embeddings_is_refused(bundle_copy):
     """The sharp tiny model has 64 positions: runtime.json may say 64, not 65 (a 65-token text
     would fail inside the model)."""

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 import struct
 
 import numpy as np
@@ -15,7 +16,7 @@ from onnx_models import exported_models
 from runtime import onnx as ronnx
 from runtime.graph import Graph
 from runtime.onnx import ModelError
-from runtime.protobuf import decode_packed_varints, read_varint
+from runtime.protobuf import MAX_DEPTH, decode_packed_varints, parse, read_varint
 
 
 @pytest.fixture(scope="session")
@@ -162,6 +163,16 @@ def test_every_attribute_kind(tmp_path):
     assert isinstance(attrs["then_branch"], Graph)
 
 
+def test_int64_attribute_extremes_read_back_signed(tmp_path):
+    """-2^63 is written as the 10-byte varint 2^63: it must come back negative, not 2^63."""
+    node = helper.make_node("Identity", ["x"], ["y"], lowest=-(2 ** 63), highest=2 ** 63 - 1, minus_one=-1)
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])
+    model = assert_same_model(save(one_node_model(node, [x], [y]), tmp_path / "extremes.onnx"))
+    attrs = model.graph.nodes[0].attrs
+    assert (attrs["lowest"], attrs["highest"], attrs["minus_one"]) == (-(2 ** 63), 2 ** 63 - 1, -1)
+
+
 # ---------------------------------------------------------------- hand-encoded wire format
 def varint(n: int) -> bytes:
     n &= (1 << 64) - 1
@@ -214,6 +225,50 @@ def test_packed_varints_match_the_scalar_decoder():
     assert decoded == values
 
 
+@pytest.mark.parametrize("data, message", [
+    (varint(5) + b"\x80", "truncated packed varint ending at byte 2"),
+    (b"\x80" * 10 + b"\x01", "varint longer than 10 bytes in packed field at byte 0"),
+], ids=["cut short", "11 bytes"])
+def test_malformed_packed_varints_are_refused(data, message):
+    with pytest.raises(ModelError, match=message):
+        decode_packed_varints(data, 0, len(data))
+
+
+INNER = {2: ("name", "string", False), 3: ("value", "float", False)}
+OUTER = {1: ("inner", INNER, False), 3: ("tail", "string", False)}
+
+
+@pytest.mark.parametrize("inner, message", [
+    (key(2, 2) + varint(5) + b"ab", "field 2 at byte 2: length 5 runs past the end of its message "
+                                    "(2 bytes left)"),
+    (key(3, 5) + b"\x00\x00\x80", "field 3 at byte 2: truncated fixed32 value"),
+], ids=["string", "fixed32"])
+def test_fields_may_not_run_past_their_enclosing_message(inner, message):
+    """The bytes after the nested message (a valid 'tail' field) are not its to read."""
+    data = length_delimited(1, inner) + length_delimited(3, b"xyz")
+    with pytest.raises(ModelError, match=re.escape(message)):
+        parse(data, OUTER)
+
+
+def test_nesting_limit_is_max_depth_exactly():
+    schema = {}
+    schema[1] = ("child", schema, False)
+
+    def nested(levels):
+        data = b""
+        for _ in range(levels):
+            data = length_delimited(1, data)
+        return data
+
+    message = parse(nested(MAX_DEPTH), schema)
+    for _ in range(MAX_DEPTH):
+        message = message["child"]
+    assert message == {}
+    deep = nested(MAX_DEPTH + 1)               # the innermost (empty) message starts at its end
+    with pytest.raises(ModelError, match=f"messages nested deeper than {MAX_DEPTH} at byte {len(deep)}$"):
+        parse(deep, schema)
+
+
 def tensor_bytes(dims, code=TensorProto.FLOAT, raw=b"", name=b"t"):
     return (b"".join(key(1, 0) + varint(d) for d in dims) + key(2, 0) + varint(code)
             + length_delimited(8, name) + length_delimited(9, raw))
@@ -239,6 +294,12 @@ MALFORMED = {
         key(1, 0) + varint(0) + key(1, 0) + varint(2 ** 62) + key(2, 0) + varint(TensorProto.INT64)
         + length_delimited(8, b"t")), "is too large"),
     "negative dims": (model_with_initializer(tensor_bytes([-4], raw=b"")), "negative dimension"),
+    "raw_data too long": (model_with_initializer(tensor_bytes([2], raw=b"\x00" * 12)),
+                          re.escape("tensor 't': raw_data has 12 bytes, shape [2] of float needs 8")),
+    "typed values too many": (model_with_initializer(
+        key(1, 0) + varint(2) + key(2, 0) + varint(TensorProto.FLOAT) + length_delimited(8, b"t")
+        + length_delimited(4, struct.pack("<3f", 1.0, 2.0, 3.0))),
+        re.escape("tensor 't': 3 values in float_data, shape [2] needs 2")),
     "typed count mismatch": (model_with_initializer(
         key(1, 0) + varint(3) + key(2, 0) + varint(TensorProto.INT64) + length_delimited(8, b"t")
         + length_delimited(7, varint(1))), "1 values in int64_data"),

@@ -369,6 +369,18 @@ def test_matmul_integer_is_bit_exact(a_type, b_type, k):
             np.testing.assert_array_equal(prepare_matmul_integer(b, zb)(a[None], za), want[None])
 
 
+def test_matmul_integer_with_products_near_the_maximum_is_bit_exact():
+    """B not constant (no per-column chunks): every product is about 255 * 255, so the uniform
+    chunks must be short enough (258 of 600) for each partial sum to stay below 2^24."""
+    k = 600
+    a, b = np.full((1, k), 255, np.uint8), np.full((k, 1), 255, np.uint8)
+    a[0, 0] = 254
+    got = matmul_integer(a, b, np.array(0, np.uint8), np.array(0, np.uint8))
+    assert got.dtype == np.int32
+    want = a.astype(np.int64) @ b.astype(np.int64)
+    assert got.tolist() == want.tolist() == [[254 * 255 + 599 * 255 * 255]]
+
+
 def test_matmul_integer_batched_and_broadcast():
     a = ints(0, 255, 2, 3, 5, 40, dtype=np.uint8)
     b = ints(-128, 127, 3, 40, 7, dtype=np.int8)
@@ -386,6 +398,19 @@ def test_dynamic_quantize_linear_ties_and_saturation():
         np.testing.assert_array_equal(got, want)
         assert got.dtype == want.dtype and got.shape == np.shape(want)
     assert y.max() == 255
+
+
+def test_dynamic_quantize_linear_zero_point_rounds_half_to_even():
+    """Range [-0.5, 254.5]: scale 1 and 0 - min / scale = 0.5 exactly, a tie that goes to 0 (as
+    onnxruntime and the reference evaluator round it), not up to 1."""
+    x = np.array([-0.5, 100.0, 254.5], np.float32)
+    y, scale, zero = dynamic_quantize_linear(x)
+    assert scale == 1 and zero == 0 and y.tolist() == [0, 100, 254]
+    ref = ReferenceEvaluator(one_node("DynamicQuantizeLinear", [x], outputs=3)[0]).run(None, {"in0": x})
+    for got, want in zip((y, scale, zero), ref):
+        np.testing.assert_array_equal(got, want)
+    shifted, _, shifted_zero = dynamic_quantize_linear_shifted(x)
+    assert shifted_zero == 0 and shifted.tolist() == [-0.0, 100.0, 254.0]
 
 
 def test_dynamic_quantize_linear_saturates_when_the_rounded_range_overflows():

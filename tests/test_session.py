@@ -1,6 +1,7 @@
 """runtime.session.Session: exported tiny BERTs against onnxruntime, load-time checks, safety."""
 from __future__ import annotations
 
+import re
 import sys
 import threading
 
@@ -14,7 +15,7 @@ from onnx.reference import ReferenceEvaluator
 from onnx_models import exported_models, random_feeds
 from runtime import onnx as ronnx
 from runtime.onnx import ModelError
-from runtime.session import Session
+from runtime.session import FOLD_LIMIT, Session
 
 
 @pytest.fixture(scope="session")
@@ -267,3 +268,86 @@ def test_a_node_failing_at_run_time_is_named_even_on_the_in_place_path():
     feeds = {"x": np.ones((2, 3), np.float32), "z": np.ones((2, 4), np.float32)}
     with pytest.raises(RuntimeError, match=r"Add node 'the_add' failed: ValueError"):
         session.run(None, feeds)
+
+
+def test_standard_op_names_in_another_domain_are_refused():
+    """com.example.Relu is someone else's op, whatever its name: not the runtime's Relu."""
+    nodes = [helper.make_node("Relu", ["x"], ["y"], domain="com.example", name="custom")]
+    proto = make_model(nodes, [vinfo("x", [2])], [vinfo("y")])
+    proto.opset_import.append(helper.make_opsetid("com.example", 1))
+    with pytest.raises(ModelError, match=re.escape(
+            "unsupported op type(s): com.example.Relu (e.g. node 'custom')")):
+        Session(ronnx.load_bytes(proto.SerializeToString()))
+
+
+def test_two_nodes_writing_the_same_name_are_refused():
+    nodes = [helper.make_node("Neg", ["x"], ["y"]), helper.make_node("Abs", ["x"], ["y"], name="second")]
+    model = ronnx.load_bytes(make_model(nodes, [vinfo("x", [2])], [vinfo("y")]).SerializeToString())
+    with pytest.raises(ModelError, match=re.escape("node 1 (Abs 'second') writes 'y', which already exists")):
+        Session(model)
+
+
+def test_constant_shapes_past_the_fold_limit_are_not_materialised_at_load():
+    """ConstantOfShape of FOLD_LIMIT + 1 elements stays a node, computed at run time; a small
+    one is folded into a constant."""
+    def session(dims):
+        nodes = [helper.make_node("ConstantOfShape", ["shape"], ["big"],
+                                  value=numpy_helper.from_array(np.array([1], np.uint8))),
+                 helper.make_node("Add", ["x", "big"], ["y"])]
+        shape = numpy_helper.from_array(np.array(dims, np.int64), "shape")
+        proto = make_model(nodes, [vinfo("x", [1], TensorProto.UINT8)], [vinfo("y")], [shape])
+        return Session(ronnx.load_bytes(proto.SerializeToString()))
+
+    small = session([2, 3])
+    assert [s.node.op_type for s in small._steps] == ["Add"] and small._constants["big"].shape == (2, 3)
+    big = session([1, FOLD_LIMIT + 1])
+    assert [s.node.op_type for s in big._steps] == ["ConstantOfShape", "Add"]
+    assert "big" not in big._constants
+    y, = big.run(None, {"x": np.array([2], np.uint8)})
+    assert y.shape == (1, FOLD_LIMIT + 1) and y.dtype == np.uint8 and (y == 3).all()
+
+
+def test_in_place_ops_never_write_into_a_feed_seen_through_identity():
+    """v = Identity(x) is the caller's buffer: Neg, the last reader of v, may not write -x there."""
+    nodes = [helper.make_node("Identity", ["x"], ["v"]), helper.make_node("Neg", ["v"], ["n"]),
+             helper.make_node("Add", ["x", "n"], ["y"])]
+    model = ronnx.load_bytes(make_model(nodes, [vinfo("x", [3])], [vinfo("y")]).SerializeToString())
+    x = np.array([1, 2, 3], np.float32)
+    y, = Session(model).run(None, {"x": x})
+    np.testing.assert_array_equal(y, [0, 0, 0])
+    np.testing.assert_array_equal(x, [1, 2, 3])
+
+
+def test_matmul_integer_cast_to_int64_stays_exact():
+    """Only a Cast to float may take MatMulInteger's float32 shortcut: 254 * 255 + 399 * 255^2
+    is past 2^24, where float32 would round it."""
+    k = 400
+    nodes = [helper.make_node("MatMulInteger", ["a", "b"], ["i32"]),
+             helper.make_node("Cast", ["i32"], ["y"], to=TensorProto.INT64)]
+    b = np.full((k, 1), 255, np.uint8)
+    proto = make_model(nodes, [vinfo("a", [1, k], TensorProto.UINT8)],
+                       [vinfo("y", [1, 1], TensorProto.INT64)], [numpy_helper.from_array(b, "b")])
+    a = np.full((1, k), 255, np.uint8)
+    a[0, 0] = 254
+    y, = Session(ronnx.load_bytes(proto.SerializeToString())).run(None, {"a": a})
+    assert y.dtype == np.int64 and y.tolist() == [[254 * 255 + (k - 1) * 255 * 255]]
+    assert y.tolist() == (a.astype(np.int64) @ b.astype(np.int64)).tolist()
+
+
+def test_feed_shape_must_match_the_declared_fixed_dims():
+    nodes = [helper.make_node("Relu", ["x"], ["y"])]
+    proto = make_model(nodes, [vinfo("x", [2, "n"])], [vinfo("y")])
+    sess = Session(ronnx.load_bytes(proto.SerializeToString()))
+    assert sess.run(None, {"x": np.ones((2, 5), np.float32)})[0].shape == (2, 5)   # symbolic dim: any
+    with pytest.raises(ValueError, match=re.escape("input 'x': got shape (3, 5), expected [2, 'n']")):
+        sess.run(None, {"x": np.ones((3, 5), np.float32)})
+
+
+def test_outputs_nobody_reads_are_freed_where_they_are_made():
+    """Dropout's mask has no reader: the step that makes it frees it, as it does its dying input."""
+    nodes = [helper.make_node("Dropout", [f"x{i}"], [f"x{i + 1}", f"mask{i}"]) for i in range(3)]
+    proto = make_model(nodes, [vinfo("x0", [None])], [vinfo("x3")])
+    sess = Session(ronnx.load_bytes(proto.SerializeToString()))
+    assert [s.free for s in sess._steps] == [["x0", "mask0"], ["x1", "mask1"], ["x2", "mask2"]]
+    x = np.arange(4, dtype=np.float32)
+    np.testing.assert_array_equal(sess.run(None, {"x0": x})[0], x)

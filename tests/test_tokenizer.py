@@ -352,6 +352,15 @@ def test_splits_before_follows_the_cleaning_rules(uncased, odd_specials):
     assert not uncjk.splits_before("中") and uncjk.splits_before(" ")                  # CJK not spaced out
 
 
+def test_truncation_never_cuts_at_a_character_cleaning_drops(uncased):
+    """U+2CEAF lies in a CJK range but is unassigned: cleaning drops it, so the text is one
+    110-character word ([UNK]); cutting the prefix before it would make "q" * 80 a word."""
+    tok = uncased[0]
+    text = "q" * 80 + "\U0002ceaf" + "q" * 30
+    assert tok.text_ids(text) == [tok.unk_id]
+    assert tok.encode(text, max_length=3) == [tok.cls_id, tok.unk_id, tok.sep_id]
+
+
 def test_a_5m_character_text_tokenizes_only_a_prefix(uncased, monkeypatch):
     """Classifier.predict on one 18M-character text took 8.5 s and 1.8 GB when every text was
     tokenized whole: encode must stop once it has max_length ids."""
