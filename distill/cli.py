@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from .cli_group import Group
 from .options import data_options, data_options_from
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -35,7 +36,7 @@ def _progress(wanted: bool) -> bool:
     return wanted
 
 
-@click.group(context_settings=CONTEXT)
+@click.group(cls=Group, context_settings=CONTEXT)
 @click.version_option(package_name="distill-edge")
 def main():
     """distill-edge: labelled text file -> teacher BERT -> small student -> int8 ONNX bundle
@@ -479,7 +480,7 @@ def eval_command(model, data_path, json_path, plot_path, batch_size, max_length,
 
     options = data_options_from(kwargs)
     try:
-        check_outputs(data_path, {"--json": json_path, "--plot": plot_path})
+        check_outputs(data_path, {"--json": json_path, "--plot": plot_path}, model)
         report = evaluate_path(model, data_path, options, engine=engine, batch_size=batch_size,
                                max_length=max_length)
     except (DataError, EvalError) as error:

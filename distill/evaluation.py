@@ -109,13 +109,21 @@ def _same_file(a: Path, b: Path) -> bool:
     return a.exists() and b.exists() and os.path.samefile(a, b)  # hard links, case-insensitive disks
 
 
-def check_outputs(data_path, outputs: dict) -> None:
+# What a model directory or bundle is made of: an eval output may sit beside them, not replace one.
+MODEL_FILES = ("config.json", "model.safetensors", "pytorch_model.bin", "vocab.txt", "tokenizer.json",
+               "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json", "training.json",
+               "runtime.json", "model.onnx", "export.json")
+
+
+def check_outputs(data_path, outputs: dict, model=None) -> None:
     """Refuse, before anything is evaluated, an output ({option: path or None}) that would
-    overwrite --data or another output, or whose folder cannot be made. Creates nothing: the
-    missing parent folders are made when the output is written (make_parent)."""
+    overwrite --data, another output or one of the model's files, or whose folder cannot be made.
+    Creates nothing: the missing parent folders are made when the output is written (make_parent)."""
     from .savedir import check_writable_target
 
     taken = [("--data", Path(data_path))]
+    if model is not None and Path(model).is_dir():
+        taken += [("the model's file", Path(model) / name) for name in MODEL_FILES if (Path(model) / name).exists()]
     for option, out in outputs.items():
         if out is None:
             continue

@@ -165,10 +165,12 @@ def embed_texts(encoder, tokenizer, texts, max_length: int, batch_size: int = 64
 def teach_few_shot(config: TeachConfig) -> dict:
     """Run the chosen method, evaluate the saved model on --eval, write OUT atomically.
     Returns the training.json dict."""
-    from .savedir import check_writable_target
+    from .savedir import check_spares_inputs, check_writable_target
+    from .teacher import teach_inputs
 
     check_few_shot(config)
     check_writable_target(config.out, config.force)
+    check_spares_inputs(config.out, teach_inputs(config))
     started = time.time()
     source = config.model or default_teacher_path()
     base_config = model_config(source, FewShotError)

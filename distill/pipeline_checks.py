@@ -5,6 +5,7 @@ read (pipeline_config), the rest here: ranges, choices, input files, each stage'
 from __future__ import annotations
 
 import json
+import os
 import re
 import tempfile
 from contextlib import contextmanager
@@ -33,6 +34,7 @@ def check_settings(settings: PipelineSettings) -> None:
     """Every stage's settings, before any stage runs (a bad value would otherwise fail its stage
     after the earlier ones trained): PipelineConfigError naming the section.key."""
     values = describe(settings)
+    _check_out(settings.out)
     _check_limits(values)
     _check_input_files(values)
     _check_data(settings)
@@ -47,6 +49,22 @@ def check_settings(settings: PipelineSettings) -> None:
         if values["teach"]["shots"] == 0:
             raise PipelineConfigError("teach.shots: 0 (zero-shot) leaves the TF-IDF baseline no labelled row "
                                       "to learn from; set baseline.enabled = false (--no-baseline)")
+
+
+def _check_out(out: str) -> None:
+    """OUT (new, or a folder of an earlier run) can be written: a parent that is a file or a
+    read-only folder used to fail with a traceback once the first stage began."""
+    from .savedir import check_writable_target
+
+    path = Path(out)
+    try:
+        check_writable_target(path, force=True)
+    except (NotADirectoryError, PermissionError) as error:
+        raise PipelineConfigError(f"out: {error}") from None
+    if path.exists() and not path.is_dir():
+        raise PipelineConfigError(f"out: {path} is a file, not a folder")
+    if path.is_dir() and not os.access(path, os.W_OK):
+        raise PipelineConfigError(f"out: cannot write into {path}")
 
 
 def _check_data(settings: PipelineSettings) -> None:

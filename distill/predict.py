@@ -48,6 +48,13 @@ def default_max_length(model_dir, tokenizer) -> int:
     return int(min(getattr(tokenizer, "model_max_length", 512) or 512, 512, positions or 512))
 
 
+def weight_file_errors() -> tuple[type, ...]:
+    """What a damaged weights file raises (a truncated model.safetensors: SafetensorError)."""
+    from safetensors import SafetensorError
+
+    return (SafetensorError,)
+
+
 def load_model_dir(model_dir):
     """(model in eval mode, tokenizer, label names in id order) from a save_pretrained directory."""
     from transformers import AutoConfig, AutoModelForSequenceClassification
@@ -60,7 +67,10 @@ def load_model_dir(model_dir):
     config = AutoConfig.from_pretrained(path)
     if not any(a.endswith("ForSequenceClassification") for a in (config.architectures or [])):
         raise ModelDirError(f"{path}: not a sequence classifier (architectures: {config.architectures})")
-    model = AutoModelForSequenceClassification.from_pretrained(path).eval()
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(path).eval()
+    except (OSError, ValueError, *weight_file_errors()) as error:
+        raise ModelDirError(f"{path}: cannot load its weights ({str(error).splitlines()[0]})") from None
     tokenizer = load_tokenizer(path)
     labels = [config.id2label[i] for i in range(config.num_labels)]
     return model, tokenizer, labels

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import platform
 import shutil
@@ -29,6 +30,22 @@ def check_writable_target(out: str | os.PathLike, force: bool) -> Path:
     if not os.access(ancestor, os.W_OK):
         raise PermissionError(f"cannot write into {ancestor}")
     return out
+
+
+def check_spares_inputs(out: str | os.PathLike, inputs: dict) -> None:
+    """Refuse an output that is one of the inputs ({option: a path, several, or None}) or holds
+    one: with --force, replacing it would destroy the model or file the run reads (a student
+    written over its teacher, a bundle over its model directory)."""
+    target = Path(out).absolute().resolve()
+    pairs = [(option, path) for option, paths in inputs.items()
+             for path in (paths if isinstance(paths, (list, tuple)) else [paths])]
+    for option, path in pairs:
+        if path is None or not Path(path).exists():
+            continue
+        source = Path(path).resolve()
+        if target == source or target in source.parents:
+            how = "is" if target == source else "holds"
+            raise OutputExistsError(f"--out {out} {how} {option} {path}: choose another output")
 
 
 def current_umask() -> int:
@@ -94,16 +111,28 @@ def library_versions() -> dict:
 
 
 def write_json(path: str | os.PathLike, data: dict) -> None:
+    """Strict JSON (RFC 8259): a NaN or infinite number (a diverged loss, an undefined metric)
+    is written as null, since NaN and Infinity are not JSON and strict parsers refuse them."""
     with open(path, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=2, ensure_ascii=False, default=_jsonable)
+        json.dump(strict_json(data), f, indent=2, ensure_ascii=False, allow_nan=False)
         f.write("\n")
 
 
-def _jsonable(value):
-    if hasattr(value, "tolist"):
-        return value.tolist()
+def strict_json(value):
+    """value with numpy arrays and scalars as lists and numbers, paths as strings, and every
+    non-finite float as None."""
+    if isinstance(value, dict):
+        return {key: strict_json(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict_json(item) for item in value]
     if isinstance(value, Path):
         return str(value)
+    if hasattr(value, "tolist"):                 # numpy arrays and scalars, torch tensors
+        return strict_json(value.tolist())
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if value is None or isinstance(value, (str, int, float)):
+        return value
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 

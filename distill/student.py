@@ -80,16 +80,19 @@ def distill_student(config: StudentConfig, callbacks=()) -> dict | None:
     from .metrics import evaluate
     from .model_checks import check_architecture, check_tokenizer
     from .predict import ModelDirError, default_max_length, load_model_dir, softmax
-    from .savedir import check_writable_target, dir_size_bytes, save_model_dir
+    from .savedir import check_spares_inputs, check_writable_target, dir_size_bytes, save_model_dir
     from .teacher import check_max_length, checkpoint_dir_for
     from .trainer import DistillationArguments, DistillationTrainer
-    from .training import (EncodedRows, EpochHistory, check_resume_epochs, check_resume_settings,
-                           count_parameters, encode_rows, last_checkpoint, metrics_function,
-                           record_run_settings, run_record, training_arguments)
+    from .training import (EncodedRows, EpochHistory, check_finite_weights, check_resume_epochs,
+                           check_resume_settings, count_parameters, encode_rows, last_checkpoint,
+                           metrics_function, record_run_settings, run_record, training_arguments)
     from .vocab_trim import apply_trim, kept_token_ids, retokenized
 
     check_config(config)
     check_writable_target(config.out, config.force)
+    check_spares_inputs(config.out, {"--teacher": config.teacher, "--train": config.train, "--eval": config.eval,
+                                     "--unlabeled": config.unlabeled, "--label-names": config.data.label_names,
+                                     "--ensemble-teacher": config.ensemble, "--back-translate": config.back_translate})
     started = time.time()
     try:
         teacher, teacher_tokenizer, labels = load_model_dir(config.teacher)
@@ -186,6 +189,7 @@ def distill_student(config: StudentConfig, callbacks=()) -> dict | None:
     train_start = time.time()
     result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     train_seconds = time.time() - train_start
+    check_finite_weights(trainer.model, config.lr, StudentError)
 
     report = None
     if trainer.is_world_process_zero():

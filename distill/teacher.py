@@ -68,6 +68,13 @@ class TeachError(Exception):
     """A setting that cannot work, reported before any training."""
 
 
+def teach_inputs(config: TeachConfig) -> dict:
+    """{option: path} of everything teach reads, which --out may not replace."""
+    return {"--model": config.model, "--train": config.train, "--eval": config.eval,
+            "--unlabeled": config.unlabeled, "--label-descriptions": config.label_descriptions,
+            "--label-names": config.data.label_names}
+
+
 def checkpoint_dir_for(out: str) -> Path:
     out = Path(out)
     return out.parent / f"{out.name}.checkpoints"
@@ -127,7 +134,7 @@ def load_teacher_model(source: str, labels: list[str], dropout: float | None, se
     import torch
     from transformers import AutoModelForSequenceClassification
 
-    from .predict import quiet_transformers
+    from .predict import quiet_transformers, weight_file_errors
     from .tokenization import load_tokenizer
 
     overrides = {}
@@ -144,6 +151,8 @@ def load_teacher_model(source: str, labels: list[str], dropout: float | None, se
         tokenizer = load_tokenizer(source)
     except OSError as e:
         raise cannot_load(source, e, TeachError) from None
+    except weight_file_errors() as e:
+        raise TeachError(f"--model {source}: cannot load its weights ({str(e).splitlines()[0]})") from None
     new_weights = sorted(set(info["missing_keys"]) | {key for key, *_ in info["mismatched_keys"]})
     head, renewed = match_head(model, checkpoint_labels(source), labels)
     return model, tokenizer, sorted(set(new_weights) | set(renewed)), head
@@ -267,16 +276,17 @@ def teach(config: TeachConfig, callbacks=()) -> dict:
 
     from .predict import predict_logits, softmax
     from .metrics import evaluate
-    from .savedir import check_writable_target, save_model_dir
-    from .training import (EpochHistory, WeightedTrainer, check_resume_epochs, check_resume_settings,
-                           count_parameters, encode_rows, last_checkpoint, metrics_function,
-                           record_run_settings, run_record, training_arguments)
+    from .savedir import check_spares_inputs, check_writable_target, save_model_dir
+    from .training import (EpochHistory, WeightedTrainer, check_finite_weights, check_resume_epochs,
+                           check_resume_settings, count_parameters, encode_rows, last_checkpoint,
+                           metrics_function, record_run_settings, run_record, training_arguments)
 
     if config.few_shot:
         from .fewshot import teach_few_shot
         return teach_few_shot(config)
     check_teach_config(config)
     check_writable_target(config.out, config.force)
+    check_spares_inputs(config.out, teach_inputs(config))
     started = time.time()
     source = config.model or default_teacher_path()
     base_config = model_config(source)
@@ -334,6 +344,7 @@ def teach(config: TeachConfig, callbacks=()) -> dict:
     train_start = time.time()
     result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     train_seconds = time.time() - train_start
+    check_finite_weights(trainer.model, config.lr, TeachError)
 
     report = None
     if trainer.is_world_process_zero():

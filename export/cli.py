@@ -11,6 +11,7 @@ from pathlib import Path
 
 import click
 
+from distill.cli_group import Group
 from distill.options import data_options, data_options_from
 from export import ExportError
 
@@ -136,6 +137,7 @@ def failed_checks(report: dict, int8: bool) -> list[str]:
 def export_bundle(s: ExportSettings, log=_log) -> dict:
     """The whole export; returns the export.json report. Raises ExportError (with .report when
     the export ran but failed a check) and leaves --out untouched on any failure."""
+    from distill.savedir import OutputExistsError, check_spares_inputs
     from export import validate as v
     from export.bundle import check_out_dir, runtime_config, staging, write_json, write_support_files
     from export.onnx_export import export_fp32, load_classifier, opset_problem
@@ -149,6 +151,11 @@ def export_bundle(s: ExportSettings, log=_log) -> dict:
     if problem:
         raise ExportError(f"--opset {s.opset}: {problem}")
     check_out_dir(s.out, s.force)
+    try:
+        check_spares_inputs(s.out, {"MODEL_DIR": s.model_dir, "--eval": s.eval_path,
+                                    "--label-names": s.data_options.label_names if s.data_options else None})
+    except OutputExistsError as error:
+        raise ExportError(str(error)) from None
     model, tokenizer, labels = load_classifier(s.model_dir)
     max_length = resolve_max_length(s.max_length, s.model_dir, model, tokenizer)
     runtime = runtime_config(labels, tokenizer, max_length, quantized=s.int8)
@@ -293,7 +300,7 @@ def format_summary(report: dict) -> str:
     return "\n".join(lines)
 
 
-@click.group("export", context_settings=CONTEXT)
+@click.group("export", cls=Group, context_settings=CONTEXT)
 def export_group():
     """Export a trained model to an edge bundle (ONNX + vocabulary + runtime.json).
 

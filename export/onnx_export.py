@@ -87,6 +87,11 @@ def load_classifier(model_dir):
     if "token_type_ids" not in inspect.signature(model.forward).parameters:
         raise ExportError(f"{path}: {type(model).__name__} takes no token_type_ids; the bundle "
                           f"format feeds {', '.join(INPUT_NAMES)} (BERT-family models)")
+    import torch
+    bad = sum(int((~torch.isfinite(p)).sum()) for p in model.parameters())
+    if bad:
+        raise ExportError(f"{path}: {bad:,} weights are NaN or infinite (a training run that diverged?); "
+                          "nothing to export")
     return model, tokenizer, labels
 
 

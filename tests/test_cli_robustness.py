@@ -1,0 +1,163 @@
+"""What scripts and CI rely on: exit codes for interruptions, a diverged run refused, strict JSON,
+damaged weights named, outputs that would destroy an input refused."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from distill.cli import main
+from export.cli import export_group
+from tiny import make_reviews, write_csv
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def invoke(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+# ---------------------------------------------------------------- interruptions
+
+@pytest.mark.parametrize("raised, code, said", [(KeyboardInterrupt, 130, "Interrupted."),
+                                                 ("terminated", 143, "Terminated.")])
+def test_an_interrupted_command_exits_130_and_a_terminated_one_143(tiny_model_dir, reviews_csv, tmp_path,
+                                                                 monkeypatch, raised, code, said):
+    """click alone exits 1 on Ctrl-C, the code of a bad-input error."""
+    from distill.cli_group import Terminated
+
+    error = Terminated if raised == "terminated" else raised
+
+    def stop(*args, **kwargs):
+        raise error()
+
+    monkeypatch.setattr("distill.teacher.read_data", stop)
+    train, _ = reviews_csv
+    result = invoke("teach", "--model", tiny_model_dir, "--train", train, "--out", tmp_path / "t", "--quiet")
+    assert result.exit_code == code and said in result.output
+    monkeypatch.setattr("export.cli.export_bundle", stop)
+    result = CliRunner().invoke(export_group, ["onnx", str(tiny_model_dir), "--out", str(tmp_path / "b")])
+    assert result.exit_code == code and said in result.output
+
+
+def test_sigterm_during_training_exits_143_and_leaves_no_output(tiny_model_dir, reviews_csv, tmp_path):
+    """Python's default SIGTERM skipped every cleanup; now it unwinds like Ctrl-C."""
+    train, dev = reviews_csv
+    out = tmp_path / "t"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "distill", "teach", "--model", str(tiny_model_dir), "--train", str(train),
+         "--eval", str(dev), "--out", str(out), "--epochs", "500", "--max-length", "32", "--quiet"],
+        env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (tmp_path / "t.checkpoints").exists() and time.time() < deadline and process.poll() is None:
+        time.sleep(0.2)
+    time.sleep(1.0)                                      # training is under way
+    process.send_signal(signal.SIGTERM)
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == 143, stdout[-2000:] + stderr[-2000:]
+    assert stderr.strip().endswith("Terminated.") and "Traceback" not in stderr
+    assert not out.exists() and not list(tmp_path.glob(".t.tmp-*"))
+
+
+# ---------------------------------------------------------------- diverged runs, strict JSON
+
+def test_a_diverged_teacher_is_refused_and_nothing_is_written(tiny_model_dir, reviews_csv, tmp_path):
+    train, dev = reviews_csv
+    result = invoke("teach", "--model", tiny_model_dir, "--train", train, "--eval", dev, "--out", tmp_path / "t",
+                    "--epochs", "2", "--lr", "1e8", "--max-length", "32", "--quiet")
+    assert result.exit_code == 1, result.output
+    assert "Error: training diverged: 45,506 of 45,506 weights are NaN or infinite after training; nothing " \
+           "was written. Lower --lr (1e+08)" in result.output
+    assert not (tmp_path / "t").exists()
+
+
+def test_export_refuses_nan_weights(tiny_model_dir, tmp_path):
+    import torch
+    from transformers import BertForSequenceClassification
+
+    model = BertForSequenceClassification.from_pretrained(tiny_model_dir)
+    with torch.no_grad():
+        model.classifier.weight[0, :3] = float("nan")
+    model.save_pretrained(tiny_model_dir)
+    result = CliRunner().invoke(export_group, ["onnx", str(tiny_model_dir), "--out", str(tmp_path / "b"), "--int8"])
+    assert result.exit_code == 1, result.output
+    assert f"{tiny_model_dir}: 3 weights are NaN or infinite (a training run that diverged?); nothing to export" \
+        in result.output
+    assert not (tmp_path / "b").exists()
+
+
+def test_json_outputs_are_strict(tmp_path):
+    """NaN and Infinity are not JSON: a strict parser refused training.json of a diverged run."""
+    import numpy as np
+
+    from distill.savedir import write_json
+
+    write_json(tmp_path / "r.json", {"loss": float("nan"), "best": np.float32("inf"), "curve": np.array([1.0, np.nan]),
+                                     "path": tmp_path, "n": np.int64(3), "ok": True, "none": None})
+
+    def refuse(token):
+        raise ValueError(token)
+
+    loaded = json.loads((tmp_path / "r.json").read_text(), parse_constant=refuse)
+    assert loaded == {"loss": None, "best": None, "curve": [1.0, None], "path": str(tmp_path), "n": 3, "ok": True,
+                      "none": None}
+
+
+# ---------------------------------------------------------------- damaged weights
+
+def test_a_damaged_weights_file_is_named_by_every_command(tiny_model_dir, reviews_csv, tmp_path):
+    weights = tiny_model_dir / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    train, dev = reviews_csv
+    said = f"{tiny_model_dir}: cannot load its weights (Error while deserializing header:"
+    for args in (["eval", tiny_model_dir, "--data", dev],
+                 ["export", "onnx", tiny_model_dir, "--out", tmp_path / "b"],
+                 ["student", "--teacher", tiny_model_dir, "--train", train, "--out", tmp_path / "s", "--quiet"],
+                 ["teach", "--model", tiny_model_dir, "--train", train, "--out", tmp_path / "t", "--quiet"]):
+        result = invoke(*args)
+        assert result.exit_code == 1 and said in result.output, (args, result.output)
+        assert "Traceback" not in result.output
+
+
+# ---------------------------------------------------------------- outputs that would destroy an input
+
+def test_an_output_that_is_or_holds_an_input_is_refused(tiny_model_dir, reviews_csv, tmp_path):
+    train, dev = reviews_csv
+    teacher = tiny_model_dir
+    before = (teacher / "model.safetensors").read_bytes()
+    cases = [
+        (["student", "--teacher", teacher, "--train", train, "--out", teacher, "--force", "--quiet"],
+         f"--out {teacher} is --teacher {teacher}"),
+        (["student", "--teacher", teacher, "--train", train, "--out", teacher.parent, "--force", "--quiet"],
+         f"--out {teacher.parent} holds --teacher {teacher}"),
+        (["teach", "--model", teacher, "--train", train, "--out", teacher, "--force", "--quiet"],
+         f"--out {teacher} is --model {teacher}"),
+        (["teach", "--model", teacher, "--train", train, "--out", teacher, "--force", "--few-shot", "prompt"],
+         f"--out {teacher} is --model {teacher}"),
+        (["export", "onnx", teacher, "--out", teacher, "--force"], f"--out {teacher} is MODEL_DIR {teacher}"),
+        (["eval", teacher, "--data", dev, "--json", teacher / "model.safetensors"],
+         f"--json {teacher / 'model.safetensors'} is the same file as the model's file"),
+    ]
+    for args, said in cases:
+        result = invoke(*args)
+        assert result.exit_code == 1 and said in result.output, (args, result.output)
+    assert (teacher / "model.safetensors").read_bytes() == before
+    result = invoke("eval", teacher, "--data", dev, "--json", teacher / "eval.json")   # beside the model: fine
+    assert result.exit_code == 0, result.output
+
+
+def test_pipeline_refuses_an_out_it_cannot_write_before_any_stage(tmp_path):
+    train = write_csv(tmp_path / "train.csv", make_reviews(8, seed=1))
+    dev = write_csv(tmp_path / "dev.csv", make_reviews(4, seed=2))
+    toml = tmp_path / "p.toml"
+    toml.write_text(f'train = "{train}"\neval = "{dev}"\nout = "{train}/out"\n', encoding="utf-8")
+    result = invoke("pipeline", "--config", toml)
+    assert result.exit_code == 1, result.output
+    assert f"Error: out: cannot write {train}/out: {train} is a file" in result.output
