@@ -72,6 +72,9 @@ def load_classifier(model_dir):
     Only a directory whose config.json names a *ForSequenceClassification architecture is
     accepted: AutoModelForSequenceClassification would happily load a masked-LM checkpoint
     with a freshly initialised (random) classifier head."""
+    import torch
+
+    from distill.model_checks import check_architecture, check_tokenizer
     from distill.predict import ModelDirError, load_model_dir
 
     path = Path(model_dir)
@@ -83,11 +86,8 @@ def load_classifier(model_dir):
         raise ExportError(str(error)) from error
     except (OSError, ValueError) as error:
         raise ExportError(f"{path}: cannot load the model or its tokenizer: {error}") from error
-    import inspect
-    if "token_type_ids" not in inspect.signature(model.forward).parameters:
-        raise ExportError(f"{path}: {type(model).__name__} takes no token_type_ids; the bundle "
-                          f"format feeds {', '.join(INPUT_NAMES)} (BERT-family models)")
-    import torch
+    check_architecture(model.config, str(path), ExportError)     # the bundle feeds token_type_ids
+    check_tokenizer(tokenizer, model.config, str(path), ExportError)
     bad = sum(int((~torch.isfinite(p)).sum()) for p in model.parameters())
     if bad:
         raise ExportError(f"{path}: {bad:,} weights are NaN or infinite (a training run that diverged?); "

@@ -202,3 +202,15 @@ def test_teach_summary_and_training_json_say_what_became_of_the_head(tmp_path):
     said = "kept from the checkpoint, rows reordered by label name (it had positive, negative)"
     assert f"classifier head: {said}" in result.output
     assert json.loads((tmp_path / "t" / "training.json").read_text())["classifier_head"] == said
+
+
+def test_export_makes_the_same_checks_on_a_classifier_it_is_given(tmp_path, tiny_model_dir):
+    """A user's own classifier goes straight to export: DistilBERT, or a vocabulary without
+    [SEP] (a bundle the runtime would refuse to load), is refused before anything is written."""
+    from export.cli import export_group
+
+    for model, said in ((distilbert_model(tmp_path / "distilbert"), "takes no token_type_ids"),
+                        (without_token(tiny_model_dir, "[SEP]"), "the vocabulary (vocab.txt) has no sep_token '[SEP]'")):
+        result = CliRunner().invoke(export_group, ["onnx", str(model), "--out", str(tmp_path / "b")])
+        assert result.exit_code == 1 and said in result.output, result.output
+        assert not (tmp_path / "b").exists()
