@@ -467,8 +467,10 @@ def comparison_table(report: dict) -> str:
 @click.option("--engine", type=click.Choice(["auto", "torch", "onnxruntime", "numpy"]), default="auto",
               show_default=True, help="torch for a model directory; onnxruntime (default) or the numpy "
               "runtime for an ONNX bundle.")
+@click.option("--quiet", is_flag=True, default=False,
+              help="Print the report alone: no progress bars or model-loading messages.")
 @data_options
-def eval_command(model, data_path, json_path, plot_path, batch_size, max_length, engine, **kwargs):
+def eval_command(model, data_path, json_path, plot_path, batch_size, max_length, engine, quiet, **kwargs):
     """Evaluate a model directory or an ONNX bundle on a labelled file.
 
     Prints accuracy, macro-F1, ROC-AUC, per-class precision/recall/F1 and the confusion matrix.
@@ -482,7 +484,7 @@ def eval_command(model, data_path, json_path, plot_path, batch_size, max_length,
     try:
         check_outputs(data_path, {"--json": json_path, "--plot": plot_path}, model)
         report = evaluate_path(model, data_path, options, engine=engine, batch_size=batch_size,
-                               max_length=max_length)
+                               max_length=max_length, progress=_progress(not quiet))
     except (DataError, EvalError) as error:
         _fail(error)
     skipped = describe_skipped(report["skipped"])

@@ -142,7 +142,7 @@ def make_parent(path) -> None:
 
 
 def evaluate_path(path, data_path, options: DataOptions = DataOptions(), engine: str = "auto",
-                  batch_size: int = 32, max_length: int | None = None) -> dict:
+                  batch_size: int = 32, max_length: int | None = None, progress: bool = True) -> dict:
     """Evaluate a model directory or bundle on a labelled file: the DESIGN.md eval report.
     max_length (None: the model's training max_length, or the bundle's) cuts texts for every engine."""
     from .metrics import evaluate
@@ -166,7 +166,7 @@ def evaluate_path(path, data_path, options: DataOptions = DataOptions(), engine:
         except ModelDirError as error:
             raise EvalError(str(error)) from error
         length = max_length or default_max_length(path, tokenizer)
-        logits = predict_logits(model, tokenizer, data.texts, length, batch_size, progress=True)
+        logits = predict_logits(model, tokenizer, data.texts, length, batch_size, progress=progress)
     report = evaluate(np.asarray(data.labels), softmax(logits), labels)
     report.update({"model": str(path), "data": str(data_path), "data_sha256": data.sha256,
                    "engine": engine, "skipped": data.skipped})

@@ -336,9 +336,11 @@ def export_group():
 @click.option("--samples", type=int, default=DEFAULT_SAMPLES, show_default=True,
               help="Generated texts for the parity check when --eval is not given.")
 @click.option("--force", is_flag=True, default=False, help="Replace an existing --out directory.")
+@click.option("--quiet", is_flag=True, default=False,
+              help="Print the summary alone: no step-by-step lines while exporting and checking.")
 @data_options
 def onnx_command(model_dir, out, int8, weight_type, per_channel, opset, max_length, eval_path,
-                 max_accuracy_drop, samples, force, **kwargs):
+                 max_accuracy_drop, samples, force, quiet, **kwargs):
     """Export MODEL_DIR (a save_pretrained BERT sequence classifier) to the bundle --out.
 
     Checks before anything is written: fp32 ONNX logits within 1e-4 of torch, every op type
@@ -361,7 +363,7 @@ def onnx_command(model_dir, out, int8, weight_type, per_channel, opset, max_leng
                               eval_path=eval_path, data_options=data_options_from(kwargs),
                               max_accuracy_drop=max_accuracy_drop, samples=samples, force=force)
     try:
-        report = export_bundle(settings)
+        report = export_bundle(settings, log=(lambda message: None) if quiet else _log)
     except ExportError as error:
         if getattr(error, "report", None):  # it ran and failed a check: show what was measured
             click.echo(format_summary(error.report), err=True)

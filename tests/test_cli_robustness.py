@@ -161,3 +161,25 @@ def test_pipeline_refuses_an_out_it_cannot_write_before_any_stage(tmp_path):
     result = invoke("pipeline", "--config", toml)
     assert result.exit_code == 1, result.output
     assert f"Error: out: cannot write {train}/out: {train} is a file" in result.output
+
+
+# ---------------------------------------------------------------- --quiet for scripts
+
+def test_eval_and_export_quiet_print_the_summary_alone(tiny_model_dir, reviews_csv, tmp_path):
+    """Without --quiet, eval shows progress bars and export a line per step on stderr."""
+    _, dev = reviews_csv
+
+    def run(group, args):
+        done = subprocess.run([sys.executable, "-m", group, *map(str, args)], env={**os.environ, "PYTHONPATH": str(ROOT)},
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+        return done
+
+    loud = run("distill", ["eval", tiny_model_dir, "--data", dev])
+    quiet = run("distill", ["eval", tiny_model_dir, "--data", dev, "--quiet"])
+    assert "predict" in loud.stderr and quiet.stderr == ""
+    assert quiet.stdout == loud.stdout and "confusion matrix" in quiet.stdout
+    loud = run("export", ["onnx", tiny_model_dir, "--out", tmp_path / "a", "--samples", 4])
+    quiet = run("export", ["onnx", tiny_model_dir, "--out", tmp_path / "b", "--samples", 4, "--quiet"])
+    assert "torch reference on 4 generated texts" in loud.stderr and quiet.stderr == ""
+    assert quiet.stdout.replace(str(tmp_path / "b"), "B") == loud.stdout.replace(str(tmp_path / "a"), "B")
