@@ -11,6 +11,7 @@ import numpy as np
 from export.engines import is_bundle
 
 from .data import DataOptions, load_labelled
+from .predict import is_sequence_classifier
 
 
 class EvalError(Exception):
@@ -49,9 +50,8 @@ def model_labels(path) -> list[str]:
     if not config_file.is_file():
         raise EvalError(f"{path}: neither a model directory (config.json) nor a bundle (runtime.json + model.onnx)")
     config = _read_json(config_file)
-    architectures = config.get("architectures") or []
-    if not any(str(a).endswith("ForSequenceClassification") for a in architectures):
-        raise EvalError(f"{path}: not a sequence classifier (architectures: {architectures})")
+    if not is_sequence_classifier(config.get("architectures")):
+        raise EvalError(f"{path}: not a sequence classifier (architectures: {config.get('architectures')})")
     id2label = config.get("id2label") or {}
     return [id2label[str(i)] for i in range(len(id2label))]
 

@@ -19,11 +19,9 @@ from dataclasses import asdict, replace
 import numpy as np
 
 from .data import LabelledData, load_labelled
-from .model_checks import check_checkpoint
 from .predict import quiet_transformers
 from .config_checks import changed_from_default, check_counts, check_minimum, check_positive, check_schedule
-from .teacher import (TeachConfig, TeachError, check_max_length, check_model_source, default_teacher_path,
-                      model_config)
+from .teacher import TeachConfig, TeachError, check_base_model, check_model_source, default_teacher_path
 
 METHODS = ("prompt", "contrastive", "pet")
 DEFAULT_TEMPLATES = {"prompt": "This review is {label}.", "contrastive": "This review is {label}.",
@@ -173,9 +171,7 @@ def teach_few_shot(config: TeachConfig) -> dict:
     check_spares_inputs(config.out, teach_inputs(config))
     started = time.time()
     source = config.model or default_teacher_path()
-    base_config = model_config(source, FewShotError)
-    check_max_length(config.max_length, base_config, source, FewShotError)
-    check_checkpoint(source, base_config, FewShotError)
+    check_base_model(source, config.max_length, FewShotError)
     train, dev = read_few_shot_data(config)
     if config.few_shot == "prompt":
         from .fewshot_prompt import prompt_teacher as run

@@ -26,6 +26,13 @@ def check_architecture(config, source: str, error) -> None:
                     "token_type_ids, as BERT-family models (bert, electra) read them")
 
 
+def nonfinite_weights(model) -> int:
+    """How many of the model's weights are NaN or infinite (a training run that diverged)."""
+    import torch
+
+    return sum(int((~torch.isfinite(p)).sum()) for p in model.parameters())
+
+
 def wordpiece_vocab(tokenizer) -> dict:
     """{token: id} of the tokenizer's own vocabulary (vocab.txt), without added tokens."""
     backend = getattr(tokenizer, "backend_tokenizer", None)

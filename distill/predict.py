@@ -48,6 +48,11 @@ def default_max_length(model_dir, tokenizer) -> int:
     return int(min(getattr(tokenizer, "model_max_length", 512) or 512, 512, positions or 512))
 
 
+def is_sequence_classifier(architectures) -> bool:
+    """config.json's `architectures` name a *ForSequenceClassification class."""
+    return any(str(a).endswith("ForSequenceClassification") for a in (architectures or []))
+
+
 def weight_file_errors() -> tuple[type, ...]:
     """What a damaged weights file raises (a truncated model.safetensors: SafetensorError)."""
     from safetensors import SafetensorError
@@ -65,7 +70,7 @@ def load_model_dir(model_dir):
     if not (path / "config.json").is_file():
         raise ModelDirError(f"{path}: not a model directory (no config.json)")
     config = AutoConfig.from_pretrained(path)
-    if not any(a.endswith("ForSequenceClassification") for a in (config.architectures or [])):
+    if not is_sequence_classifier(config.architectures):
         raise ModelDirError(f"{path}: not a sequence classifier (architectures: {config.architectures})")
     try:
         model = AutoModelForSequenceClassification.from_pretrained(path).eval()

@@ -11,6 +11,7 @@ from .config_checks import (changed_from_default, check_counts, check_metric_def
 from .data import (DataOptions, LabelledData, class_weights_balanced, format_labels, load_labelled,
                    resample_indices, subsample)
 from .model_checks import check_checkpoint
+from .predict import is_sequence_classifier
 
 
 def default_teacher_path() -> str:
@@ -124,6 +125,14 @@ def check_max_length(max_length: int, model_config, source: str, error=TeachErro
                     f"{positions} positions")
 
 
+def check_base_model(source: str, max_length: int, error=TeachError) -> None:
+    """From the checkpoint's config and tokenizer, before any data is read: --max-length fits its
+    positions, and it is a checkpoint the edge bundle can hold (model_checks)."""
+    config = model_config(source, error)
+    check_max_length(max_length, config, source, error)
+    check_checkpoint(source, config, error)
+
+
 def load_teacher_model(source: str, labels: list[str], dropout: float | None, seed: int):
     """A sequence classifier with our label set on top of any BERT-family checkpoint. The weights
     the checkpoint lacks (new_weights: the classifier, or the pooler of a checkpoint without one)
@@ -161,7 +170,7 @@ def load_teacher_model(source: str, labels: list[str], dropout: float | None, se
 def checkpoint_labels(source: str) -> list[str] | None:
     """The label names, in id order, of a checkpoint that is already a sequence classifier."""
     config = model_config(source)
-    if not any(a.endswith("ForSequenceClassification") for a in (config.architectures or [])):
+    if not is_sequence_classifier(config.architectures):
         return None
     return [str(config.id2label[i]) for i in range(config.num_labels)]
 
@@ -289,9 +298,7 @@ def teach(config: TeachConfig, callbacks=()) -> dict:
     check_spares_inputs(config.out, teach_inputs(config))
     started = time.time()
     source = config.model or default_teacher_path()
-    base_config = model_config(source)
-    check_max_length(config.max_length, base_config, source)
-    check_checkpoint(source, base_config, TeachError)
+    check_base_model(source, config.max_length)
     train, dev = read_data(config)
     labels = train.label_names
     check_class_weights_rows(config, train)

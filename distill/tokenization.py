@@ -14,11 +14,17 @@ from __future__ import annotations
 import json
 
 
+def _normalizer_state(tokenizer) -> dict | None:
+    """The fast backend's normalizer as a dict; None for a Python tokenizer or no normalizer."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    normalizer = backend.normalizer if backend is not None else None
+    return json.loads(normalizer.__getstate__()) if normalizer is not None else None
+
+
 def bert_normalizer(tokenizer) -> dict | None:
     """The settings of the tokenizer's BertNormalizer (also inside the NFC sequence that
     `like_runtime` makes); None for a Python tokenizer or another normalizer."""
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    state = json.loads(backend.to_str()).get("normalizer") if backend is not None else None
+    state = _normalizer_state(tokenizer)
     if state and state.get("type") == "Sequence":
         parts = state.get("normalizers") or []
         if len(parts) == 2 and parts[1].get("type") == "NFC":
@@ -36,9 +42,9 @@ def like_runtime(tokenizer):
     """The tokenizer, in place, with NFC after its BertNormalizer when that keeps accents."""
     from tokenizers import normalizers
 
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    state = json.loads(backend.to_str()).get("normalizer") if backend is not None else None
+    state = _normalizer_state(tokenizer)
     if state and state.get("type") == "BertNormalizer" and keeps_accents(state):
+        backend = tokenizer.backend_tokenizer
         backend.normalizer = normalizers.Sequence([backend.normalizer, normalizers.NFC()])
     return tokenizer
 

@@ -310,7 +310,9 @@ def check_finite_weights(model, lr: float, error=ValueError) -> None:
     """A run that diverged (a learning rate far too high) ends with NaN or infinite weights,
     which would be saved as a model that predicts one class, with NaN in training.json: refuse
     it, before anything is written."""
-    bad = sum(int((~torch.isfinite(p)).sum()) for p in model.parameters())
+    from .model_checks import nonfinite_weights
+
+    bad = nonfinite_weights(model)
     if bad:
         raise error(f"training diverged: {bad:,} of {count_parameters(model):,} weights are NaN or "
                     f"infinite after training; nothing was written. Lower --lr ({lr:g})")

@@ -74,10 +74,10 @@ class Sample:
     lengths: list
 
 
-def make_sample(tokenizer, texts, source: str, max_length: int) -> Sample:
+def make_sample(tokenizer, rows: list[dict], source: str, max_length: int) -> Sample:
+    """rows: the texts encoded by validate.encode_rows."""
     from export import validate as v
 
-    rows = v.encode_rows(tokenizer, texts, max_length)
     edge_rows = v.edge_rows(tokenizer, max_length) + rows[:1]
     pad = tokenizer.pad_token_id
     return Sample(source, v.batches(rows, VALIDATION_BATCH, pad), len(rows),
@@ -167,12 +167,12 @@ def export_bundle(s: ExportSettings, log=_log) -> dict:
             log(f"{s.eval_path}: {describe_skipped(data.skipped)}")
         if not len(data):
             raise ExportError(f"{s.eval_path}: no rows to evaluate")
-        texts = data.texts
-        sample = make_sample(tokenizer, texts, "eval", max_length)
+        texts, source = data.texts, "eval"
     else:
-        texts = v.generated_texts(tokenizer, s.samples, max_length, s.seed)
-        sample = make_sample(tokenizer, texts, "generated", max_length)
-    tokens = v.tokenizer_parity(tokenizer, runtime, texts, max_length)
+        texts, source = v.generated_texts(tokenizer, s.samples, max_length, s.seed), "generated"
+    rows = v.encode_rows(tokenizer, texts, max_length)
+    sample = make_sample(tokenizer, rows, source, max_length)
+    tokens = v.tokenizer_parity(tokenizer, runtime, texts, rows, max_length)
     log(f"torch reference on {sample.n_main} {sample.source} texts + {sample.n_edge} edge rows "
         f"(lengths {min(sample.lengths)}..{max(sample.lengths)})")
     logits = {"torch": run_sample(lambda b, n: v.torch_logits(model, b, n), sample)}

@@ -72,9 +72,7 @@ def load_classifier(model_dir):
     Only a directory whose config.json names a *ForSequenceClassification architecture is
     accepted: AutoModelForSequenceClassification would happily load a masked-LM checkpoint
     with a freshly initialised (random) classifier head."""
-    import torch
-
-    from distill.model_checks import check_architecture, check_tokenizer
+    from distill.model_checks import check_architecture, check_tokenizer, nonfinite_weights
     from distill.predict import ModelDirError, load_model_dir
 
     path = Path(model_dir)
@@ -88,7 +86,7 @@ def load_classifier(model_dir):
         raise ExportError(f"{path}: cannot load the model or its tokenizer: {error}") from error
     check_architecture(model.config, str(path), ExportError)     # the bundle feeds token_type_ids
     check_tokenizer(tokenizer, model.config, str(path), ExportError)
-    bad = sum(int((~torch.isfinite(p)).sum()) for p in model.parameters())
+    bad = nonfinite_weights(model)
     if bad:
         raise ExportError(f"{path}: {bad:,} weights are NaN or infinite (a training run that diverged?); "
                           "nothing to export")

@@ -148,24 +148,23 @@ def check_accuracy_drop(drop_points: float, limit_points: float) -> None:
                           f"--max-accuracy-drop {limit_points:g}: bundle not written")
 
 
-def tokenizer_parity(tokenizer, runtime: dict, texts, max_length: int) -> dict:
+def tokenizer_parity(tokenizer, runtime: dict, texts, model_rows: list[dict], max_length: int) -> dict:
     """The numpy runtime's tokenizer (the bundle's vocab.txt and runtime.json settings) against
-    the model's on the validation texts: {"texts", "differ", "first"}, where "first" shows the
-    first text whose ids differ, as both tokenizers split it."""
+    the model's (model_rows: encode_rows of the texts) on the validation texts: {"texts",
+    "differ", "first"}, where "first" shows the first text whose ids differ, as both split it."""
     from export.bundle import vocab_lines
     from runtime.tokenizer import WordPieceTokenizer, tokenizer_kwargs
 
     lines = vocab_lines(tokenizer)
     bundle = WordPieceTokenizer({token: i for i, token in enumerate(lines)},
                                 **tokenizer_kwargs(runtime["tokenizer"]))
-    model_rows = encode_rows(tokenizer, texts, max_length)
-    differ = [i for i, (text, row) in enumerate(zip(texts, model_rows))
-              if bundle.encode(text, max_length) != list(row["input_ids"])]
+    runtime_ids = [bundle.encode(text, max_length) for text in texts]
+    differ = [i for i, (ids, row) in enumerate(zip(runtime_ids, model_rows)) if ids != list(row["input_ids"])]
     first = None
     if differ:
-        text = texts[differ[0]]
-        first = {"text": text, "model": [lines[i] for i in model_rows[differ[0]]["input_ids"]],
-                 "runtime": [lines[i] for i in bundle.encode(text, max_length)]}
+        i = differ[0]
+        first = {"text": texts[i], "model": [lines[t] for t in model_rows[i]["input_ids"]],
+                 "runtime": [lines[t] for t in runtime_ids[i]]}
     return {"texts": len(texts), "differ": len(differ), "first": first}
 
 
