@@ -225,8 +225,19 @@ def checkpoint_note(checkpoints: bool, resume: bool) -> str:
 
 
 def run_pipeline(settings, log=_log, callbacks: dict | None = None) -> dict:
-    """Run (or skip) every stage; returns report.json's dict. callbacks: {stage: [TrainerCallback]}
-    for the two training stages."""
+    """Run (or skip) every stage, holding OUT's lock (a second pipeline on the same OUT stops
+    with PipelineError); returns report.json's dict. callbacks: {stage: [TrainerCallback]} for
+    the two training stages."""
+    from .savedir import OutputLockedError, output_lock
+
+    try:
+        with output_lock(settings.out):
+            return _run_pipeline(settings, log, callbacks)
+    except OutputLockedError as error:
+        raise PipelineError(str(error)) from None
+
+
+def _run_pipeline(settings, log=_log, callbacks: dict | None = None) -> dict:
     from .pipeline_report import build_report, eval_skipped, format_table
     from .pipeline_state import PipelineState, fingerprint, path_digest
 

@@ -6,14 +6,25 @@ import json
 import math
 import os
 import platform
+import re
 import shutil
 import tempfile
 import time
 from pathlib import Path
 
 
+try:
+    import fcntl
+except ImportError:          # Windows: runs are not locked (see output_lock)
+    fcntl = None
+
+
 class OutputExistsError(Exception):
     """The output directory exists and --force was not given."""
+
+
+class OutputLockedError(OutputExistsError):
+    """Another run is writing the same output."""
 
 
 def check_writable_target(out: str | os.PathLike, force: bool) -> Path:
@@ -48,6 +59,105 @@ def check_spares_inputs(out: str | os.PathLike, inputs: dict) -> None:
             raise OutputExistsError(f"--out {out} {how} {option} {path}: choose another output")
 
 
+_HELD: set[Path] = set()       # outputs whose lock this process holds (output_lock is re-entrant)
+
+
+@contextlib.contextmanager
+def output_lock(out: str | os.PathLike):
+    """Hold OUT's lock, the file `.NAME.lock` beside it, while this run writes OUT: a second run
+    on the same OUT (two `teach --force`, two pipelines) stops at once with an error naming the
+    first, rather than deleting its checkpoints or temporary directory under it. The lock is a
+    POSIX advisory lock (fcntl.flock), so a killed run (even SIGKILL) releases it; on acquiring it,
+    temporary and old directories that a killed run left beside OUT are removed. Taken by the
+    first rank of a torchrun launch only; re-entrant within a process; no lock without fcntl
+    (Windows). Parent directories made for the lock are removed again if the run leaves them empty."""
+    out = Path(out).absolute()
+    if fcntl is None or out in _HELD or int(os.environ.get("RANK", "0")) != 0:
+        yield
+        return
+    path = out.parent / f".{out.name}.lock"
+    created = []
+    try:
+        created = _make_parents(out.parent)
+        handle = _acquire(path, out)
+    except OSError:                     # OUT cannot be written: the run's own check says why
+        _remove_empty(created)
+        yield
+        return
+    except BaseException:
+        _remove_empty(created)
+        raise
+    _HELD.add(out)
+    try:
+        remove_stale_siblings(out)
+        yield
+    finally:
+        _HELD.discard(out)
+        path.unlink(missing_ok=True)   # while still held: a run that opened it before will find it gone
+        handle.close()
+        _remove_empty(created)
+
+
+def _acquire(path: Path, out: Path):
+    """Lock `path` (created if missing) without waiting; OutputLockedError when another run holds it."""
+    while True:
+        handle = open(path, "a+", encoding="utf-8")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another run"
+            handle.close()
+            raise OutputLockedError(f"{out} is being written by {holder} (lock {path}); "
+                                    "wait for it to finish or choose another output") from None
+        try:
+            same = os.stat(path).st_ino == os.fstat(handle.fileno()).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:                        # not a file the last holder unlinked while we opened it
+            handle.truncate(0)
+            handle.write(f"pid {os.getpid()} on {platform.node()}, since {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+            handle.flush()
+            return handle
+        handle.close()
+
+
+def _make_parents(directory: Path) -> list[Path]:
+    """mkdir -p; returns the directories it made, outermost first."""
+    missing = []
+    while not directory.exists():
+        missing.append(directory)
+        directory = directory.parent
+    for made in reversed(missing):
+        made.mkdir(exist_ok=True)
+    return list(reversed(missing))
+
+
+def _remove_empty(created: list[Path]) -> None:
+    for directory in reversed(created):
+        try:
+            directory.rmdir()
+        except OSError:                 # not empty (the output is there) or already gone
+            return
+
+
+def remove_stale_siblings(out: Path) -> list[Path]:
+    """Remove the hidden `.NAME.tmp-*` and `.NAME.old-PID` directories beside OUT. Called with
+    OUT's lock held, when no live run can own them: they are what a killed run left. A run killed
+    between its two renames left no OUT and the replaced output as `.NAME.old-PID`: that is put
+    back as OUT, not removed."""
+    pattern = re.compile(rf"\.{re.escape(out.name)}\.(tmp-[a-z0-9_]{{8}}|old-\d+)")
+    stale = sorted((p for p in out.parent.iterdir() if pattern.fullmatch(p.name) and p.is_dir()),
+                   key=lambda p: p.stat().st_mtime)
+    replaced = [p for p in stale if ".old-" in p.name]
+    if replaced and not out.exists():
+        os.replace(replaced[-1], out)
+        stale.remove(replaced[-1])
+    for directory in stale:
+        shutil.rmtree(directory, ignore_errors=True)
+    return stale
+
+
 def current_umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
@@ -61,22 +171,24 @@ def atomic_directory(out: str | os.PathLike, force: bool = False):
     An exception (or a killed process) leaves `out` untouched: never half-written.
     With `force`, an existing `out` is replaced only after the new one is complete.
     """
-    out = check_writable_target(out, force)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp makes it private (0700); an output is not
-    try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    old = None
-    if out.exists():
-        old = out.parent / f".{out.name}.old-{os.getpid()}"
-        os.replace(out, old)
-    os.replace(tmp, out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    out = Path(out)
+    with output_lock(out):              # may put back an output a killed run had moved aside
+        check_writable_target(out, force)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+        os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp makes it private (0700); an output is not
+        try:
+            yield tmp
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        old = None
+        if out.exists():
+            old = out.parent / f".{out.name}.old-{os.getpid()}"
+            os.replace(out, old)
+        os.replace(tmp, out)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
 
 
 def save_model_dir(out, force: bool, model, tokenizer, max_length: int, report: dict, started: float,

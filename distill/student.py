@@ -71,8 +71,16 @@ def read_student_data(config: StudentConfig, labels: list[str]):
 
 
 def distill_student(config: StudentConfig, callbacks=()) -> dict | None:
-    """Distil config.teacher into a student saved atomically at config.out. Returns the
-    training.json dict (None on non-main torchrun ranks)."""
+    """Distil config.teacher into a student saved atomically at config.out, holding its lock
+    (another run on the same output stops with OutputLockedError). Returns the training.json
+    dict (None on non-main torchrun ranks)."""
+    from .savedir import output_lock
+
+    with output_lock(config.out):
+        return _distill_student(config, callbacks)
+
+
+def _distill_student(config: StudentConfig, callbacks=()) -> dict | None:
     import numpy as np
     from transformers import DataCollatorWithPadding, EarlyStoppingCallback
 

@@ -278,7 +278,15 @@ def read_data(config: TeachConfig, labels=None) -> tuple[LabelledData, LabelledD
 
 
 def teach(config: TeachConfig, callbacks=()) -> dict:
-    """Fine-tune, evaluate and save atomically to config.out. Returns the training.json dict."""
+    """Fine-tune, evaluate and save atomically to config.out, holding its lock (another run on the
+    same output stops with OutputLockedError). Returns the training.json dict."""
+    from .savedir import output_lock
+
+    with output_lock(config.out):
+        return _teach(config, callbacks)
+
+
+def _teach(config: TeachConfig, callbacks=()) -> dict:
     import numpy as np
     import torch
     from transformers import DataCollatorWithPadding, EarlyStoppingCallback

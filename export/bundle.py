@@ -44,14 +44,11 @@ def check_out_dir(out, force: bool) -> Path:
 
 @contextlib.contextmanager
 def staging(out, force: bool):
-    """A temporary sibling of `out`, renamed to `out` on success, removed on error. It gets the
-    mode a plain mkdir would (mkdtemp makes it 0700), so the bundle is readable as usual."""
+    """A temporary sibling of `out`, renamed to `out` on success, removed on error
+    (distill.savedir.atomic_directory, which also gives it a plain mkdir's mode)."""
     from distill.savedir import atomic_directory
 
     with atomic_directory(out, force=force) as tmp:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o777 & ~umask)
         yield Path(tmp)
 
 

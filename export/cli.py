@@ -135,8 +135,19 @@ def failed_checks(report: dict, int8: bool) -> list[str]:
 
 
 def export_bundle(s: ExportSettings, log=_log) -> dict:
-    """The whole export; returns the export.json report. Raises ExportError (with .report when
-    the export ran but failed a check) and leaves --out untouched on any failure."""
+    """The whole export, holding --out's lock; returns the export.json report. Raises ExportError
+    (with .report when the export ran but failed a check) and leaves --out untouched on any
+    failure."""
+    from distill.savedir import OutputLockedError, output_lock
+
+    try:
+        with output_lock(s.out):
+            return _export_bundle(s, log)
+    except OutputLockedError as error:
+        raise ExportError(str(error)) from None
+
+
+def _export_bundle(s: ExportSettings, log=_log) -> dict:
     from distill.savedir import OutputExistsError, check_spares_inputs
     from export import validate as v
     from export.bundle import check_out_dir, runtime_config, staging, write_json, write_support_files
