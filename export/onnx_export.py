@@ -155,12 +155,39 @@ def export_fp32(model, path, opset: int = DEFAULT_OPSET) -> dict:
         raise ExportError("the model is 2 GB or larger: it cannot be one self-contained .onnx file")
     program.save(str(path), external_data=False)
     inlined = inline_external_data(path)
+    stripped = strip_export_metadata(path)
     onnx.checker.check_model(str(path), full_check=True)
     return {"exporter": "torch.onnx.export", "dynamo": True, "opset": opset,
             "optimize": True, "attention": "eager", "mask": "additive 4-D bias",
             "dynamic_axes": {name: {"0": "batch", "1": "sequence"} for name in INPUT_NAMES}
             | {OUTPUT_NAME: {"0": "batch"}},
-            "reinlined_external_data": inlined}
+            "reinlined_external_data": inlined, "stripped_metadata_entries": stripped}
+
+
+def strip_export_metadata(path) -> int:
+    """Remove the exporter's per-node and per-value `metadata_props` (Python stack traces with the
+    exporting machine's absolute paths, FX node text, class hierarchies) and re-save. They leak
+    the build machine's directories into a shipped file, make the bytes depend on where the
+    export ran, and on a small model are over half its size; nothing reads them. Returns how
+    many entries were removed."""
+    import onnx
+
+    model = onnx.load(str(path))
+    removed = 0
+
+    def strip(graph) -> None:
+        nonlocal removed
+        for item in [*graph.node, *graph.input, *graph.output, *graph.value_info, *graph.initializer]:
+            removed += len(item.metadata_props)
+            del item.metadata_props[:]
+        for node in graph.node:
+            for attribute in node.attribute:
+                for sub in [attribute.g, *attribute.graphs]:
+                    strip(sub)
+
+    strip(model.graph)
+    onnx.save_model(model, str(path), save_as_external_data=False)
+    return removed
 
 
 def inline_external_data(path) -> bool:

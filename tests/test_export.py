@@ -186,6 +186,30 @@ def test_export_json_parity_and_settings(fp32_bundle, int8_bundle):
     assert fp32["accuracy"] is None and fp32["model_precision"] == "fp32"
 
 
+def test_bundles_carry_no_exporter_metadata_or_build_machine_paths(fp32_bundle, int8_bundle, _tiny_model_master,
+                                                                   tmp_path):
+    """The exporter tags every node with a Python stack trace (this checkout's and site-packages'
+    absolute paths) and FX text: a shipped file leaked the build machine's directories, and its
+    bytes depended on where the export ran."""
+    import onnx
+
+    from export.onnx_export import export_fp32, load_classifier
+
+    root = Path(__file__).resolve().parent.parent
+    for bundle in (fp32_bundle, int8_bundle):
+        data = (bundle / "model.onnx").read_bytes()
+        for leak in (str(root), sys.prefix, "stack_trace", "fx_node", "site-packages"):
+            assert leak.encode() not in data, (bundle, leak)
+        graph = onnx.load(str(bundle / "model.onnx")).graph
+        assert not any(item.metadata_props for item in [*graph.node, *graph.input, *graph.output,
+                                                        *graph.value_info, *graph.initializer])
+    report = json.loads((fp32_bundle / "export.json").read_text())["export"]
+    assert report["stripped_metadata_entries"] > len(graph.node)
+    model, _, _ = load_classifier(_tiny_model_master)
+    export_fp32(model, tmp_path / "again.onnx")
+    assert (tmp_path / "again.onnx").read_bytes() == (fp32_bundle / "model.onnx").read_bytes()
+
+
 def test_export_json_records_int8_settings_only_for_int8_bundles(fp32_bundle, int8_bundle):
     int8_only = ("weight_type", "per_channel", "max_accuracy_drop")
     fp32 = json.loads((fp32_bundle / "export.json").read_text())["settings"]
