@@ -5,6 +5,7 @@ into place only when every check passed (distill.savedir.atomic_directory).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -115,8 +116,15 @@ def vocab_lines(tokenizer) -> list[str]:
 
 
 def runtime_config(labels, tokenizer, max_length: int, quantized: bool) -> dict:
-    """runtime.json exactly as DESIGN.md (plus mask_token / max_input_chars_per_word)."""
-    return {"format": RUNTIME_FORMAT, "labels": [str(name) for name in labels],
+    """runtime.json as DESIGN.md (plus mask_token / max_input_chars_per_word; write_support_files
+    adds vocab_sha256). Labels must be distinct and non-empty: an app maps them back to classes."""
+    labels = [str(name) for name in labels]
+    repeated = sorted({name for name in labels if labels.count(name) > 1})
+    if repeated or "" in labels:
+        problem = f"repeat {', '.join(map(repr, repeated))}" if repeated else "include an empty name"
+        raise ExportError(f"the model's labels (config.json id2label: {labels}) {problem}; give each "
+                          "class its own name in config.json's id2label and label2id")
+    return {"format": RUNTIME_FORMAT, "labels": labels,
             "inputs": list(INPUT_NAMES), "output": OUTPUT_NAME, "max_length": int(max_length),
             "tokenizer": tokenizer_settings(tokenizer),
             "quantization": QUANTIZATION_NAME if quantized else None}
@@ -136,6 +144,7 @@ def write_support_files(bundle_dir, model_dir, tokenizer, runtime: dict) -> list
     tokenizer.save_pretrained(bundle_dir)
     for name in HF_FILES:
         shutil.copyfile(model_dir / name, bundle_dir / name)
-    (bundle_dir / "vocab.txt").write_text("\n".join(vocab_lines(tokenizer)) + "\n", encoding="utf-8")
-    write_json(bundle_dir / "runtime.json", runtime)
+    vocab = ("\n".join(vocab_lines(tokenizer)) + "\n").encode("utf-8")
+    (bundle_dir / "vocab.txt").write_bytes(vocab)
+    write_json(bundle_dir / "runtime.json", {**runtime, "vocab_sha256": hashlib.sha256(vocab).hexdigest()})
     return sorted(p.name for p in bundle_dir.iterdir())

@@ -9,8 +9,9 @@
 from __future__ import annotations
 
 from .classifier import BundleError, Classifier
+from .protobuf import ModelError
 
-__all__ = ["BundleError", "Classifier", "Session"]
+__all__ = ["BundleError", "Classifier", "ModelError", "Session"]
 __version__ = "0.1.0"
 
 

@@ -19,6 +19,8 @@ import queue
 import sys
 import threading
 
+from . import __version__
+
 STDIN_CHUNK = 1024  # most lines classified at a time
 
 
@@ -48,6 +50,8 @@ def parse_args(argv):
                              "Put -- before texts that start with '-': every argument after the "
                              "first -- is a text (the bundle too may follow it)")
     parser.add_argument("--batch-size", type=int, default=32, help="texts per forward pass (default 32)")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}",
+                        help="print the runtime's version and exit")
     argv = sys.argv[1:] if argv is None else list(argv)
     options, literal = split_at_double_dash(argv)
     args = parser.parse_intermixed_args(options)

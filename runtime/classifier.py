@@ -9,9 +9,11 @@ each batch is padded only to its own longest text; results come back in input or
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import numbers
 import os
+import re
 
 import numpy as np
 
@@ -36,7 +38,7 @@ def cannot_read(path: str, error: OSError) -> str:
 
 def read_runtime_config(bundle_dir) -> dict:
     """Check the bundle's files are there and runtime.json is well formed -> its dict."""
-    bundle_dir = os.fspath(bundle_dir)
+    bundle_dir = os.fsdecode(bundle_dir)
     if not os.path.exists(bundle_dir):
         raise FileNotFoundError(f"bundle directory not found: {bundle_dir}")
     if not os.path.isdir(bundle_dir):
@@ -58,7 +60,8 @@ def read_runtime_config(bundle_dir) -> dict:
         raise BundleError(cannot_read(path, e)) from None
     if not isinstance(config, dict):
         raise BundleError(f"{path}: expected a JSON object")
-    if config.get("format") != RUNTIME_FORMAT:
+    version = config.get("format")
+    if type(version) is not int or version != RUNTIME_FORMAT:       # not true, 1.0 or "1"
         raise BundleError(f"{path}: unsupported format {config.get('format')!r}; "
                           f"this runtime reads format {RUNTIME_FORMAT}")
     check_runtime_config(config, path)
@@ -70,8 +73,9 @@ def check_runtime_config(config: dict, path: str) -> None:
         raise BundleError(f"{path}: {key!r} must be {expected}, got {config.get(key)!r}")
 
     labels = config.get("labels")
-    if not (isinstance(labels, list) and labels and all(isinstance(x, str) for x in labels)):
-        bad("labels", "a non-empty list of strings")
+    if not (isinstance(labels, list) and labels and all(isinstance(x, str) and x for x in labels)
+            and len(set(labels)) == len(labels)):
+        bad("labels", "a non-empty list of distinct, non-empty strings")
     inputs = config.get("inputs")
     if not (isinstance(inputs, list) and inputs and all(x in FEEDABLE_INPUTS for x in inputs)):
         bad("inputs", f"a non-empty list drawn from {list(FEEDABLE_INPUTS)}")
@@ -82,6 +86,24 @@ def check_runtime_config(config: dict, path: str) -> None:
         bad("max_length", "an integer >= 2")
     if not isinstance(config.get("tokenizer"), dict):
         bad("tokenizer", "an object")
+    digest = config.get("vocab_sha256", "")
+    if not (isinstance(digest, str) and re.fullmatch(r"([0-9a-f]{64})?", digest)):
+        bad("vocab_sha256", "the SHA-256 of vocab.txt in lower-case hex")
+
+
+def check_vocab_digest(config: dict, vocab_txt: str, runtime_json: str) -> None:
+    """A vocab.txt other than the one exported with the model (from another bundle, a trimmed
+    student's, edited) gives wrong token ids without any error; runtime.json records its SHA-256
+    (bundles written before it was recorded are not checked)."""
+    expected = config.get("vocab_sha256")
+    if not expected:
+        return
+    with open(vocab_txt, "rb") as f:
+        actual = hashlib.sha256(f.read()).hexdigest()
+    if actual != expected:
+        raise BundleError(f"{vocab_txt} is not the vocabulary exported with this model: its SHA-256 is "
+                          f"{actual[:12]}..., {runtime_json} records {expected[:12]}... (a vocab.txt "
+                          "from another bundle or edited gives wrong token ids)")
 
 
 def check_graph_names(session, config: dict, path: str) -> None:
@@ -235,14 +257,17 @@ class Classifier:
         from .session import Session  # the graph half, imported when a bundle is loaded
 
         check_batch_size(batch_size)
-        bundle_dir = os.fspath(bundle_dir)
+        bundle_dir = os.fsdecode(bundle_dir)
         runtime_json, vocab_txt, model_onnx = (os.path.join(bundle_dir, name) for name in BUNDLE_FILES)
         try:
             settings = tokenizer_kwargs(config["tokenizer"])
         except ValueError as e:
             raise BundleError(f"{runtime_json}: {e}") from None
         try:  # UnicodeDecodeError and a missing special token are ValueErrors
+            check_vocab_digest(config, vocab_txt, runtime_json)
             tokenizer = WordPieceTokenizer(load_vocab(vocab_txt), **settings)
+        except BundleError:
+            raise
         except ValueError as e:
             raise BundleError(f"{vocab_txt}: {e}") from None
         except FileNotFoundError:

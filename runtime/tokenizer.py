@@ -22,6 +22,7 @@ instead of Python loops, and from caching WordPiece results per word.
 """
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from itertools import chain
@@ -83,17 +84,21 @@ class LazyTable(dict):
         return value
 
 
+def clean_char(cp: int, space_cjk: bool):
+    ch = chr(cp)
+    if cp == 0 or cp == 0xFFFD or is_control(ch):
+        return None
+    if is_whitespace(ch):
+        return " "
+    if space_cjk and is_cjk(cp):
+        return " " + ch + " "
+    return cp
+
+
 def clean_rule(space_cjk: bool):
-    def rule(cp: int):
-        ch = chr(cp)
-        if cp == 0 or cp == 0xFFFD or is_control(ch):
-            return None
-        if is_whitespace(ch):
-            return " "
-        if space_cjk and is_cjk(cp):
-            return " " + ch + " "
-        return cp
-    return rule
+    """clean_char for one setting; a partial, not a closure, so that a tokenizer (and a
+    Classifier) pickles, e.g. to be sent to a process pool's workers."""
+    return functools.partial(clean_char, space_cjk=space_cjk)
 
 
 def cut_pattern(space_cjk: bool) -> re.Pattern:
@@ -132,8 +137,9 @@ ASCII_PIECES = re.compile(r"[A-Za-z0-9]+|[^A-Za-z0-9 \t\n\r]")
 
 
 def load_vocab(path) -> dict[str, int]:
-    """vocab.txt -> {token: id}, one token a line (a repeated token keeps its last line, as HF)."""
-    with open(path, "r", encoding="utf-8") as f:
+    """vocab.txt -> {token: id}, one token a line (a repeated token keeps its last line, as HF).
+    A byte-order mark (a file saved by an editor that adds one) is not part of the first token."""
+    with open(path, "r", encoding="utf-8-sig") as f:
         return {line.rstrip("\n"): i for i, line in enumerate(f.readlines())}
 
 

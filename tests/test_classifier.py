@@ -315,6 +315,16 @@ def edit_runtime_json(bundle: Path, **changes):
     path.write_text(json.dumps(config))
 
 
+def without_vocab_digest(bundle: Path) -> Path:
+    """A bundle as exported before runtime.json recorded vocab.txt's SHA-256: the checks below
+    are what such a bundle (and a hand-made one) still gets."""
+    path = bundle / "runtime.json"
+    config = json.loads(path.read_text())
+    del config["vocab_sha256"]
+    path.write_text(json.dumps(config))
+    return bundle
+
+
 def test_missing_bundle_and_files(tmp_path, bundle_copy):
     with pytest.raises(FileNotFoundError, match="bundle directory not found"):
         Classifier.load(tmp_path / "nowhere")
@@ -328,8 +338,15 @@ def test_missing_bundle_and_files(tmp_path, bundle_copy):
 @pytest.mark.parametrize("changes, message", [
     ({"format": 2}, "unsupported format 2; this runtime reads format 1"),
     ({"format": None}, "unsupported format None"),
-    ({"labels": []}, "'labels' must be a non-empty list of strings"),
+    ({"format": True}, "unsupported format True"),
+    ({"format": 1.0}, "unsupported format 1.0"),
+    ({"format": "1"}, "unsupported format '1'"),
+    ({"labels": []}, "'labels' must be a non-empty list of distinct, non-empty strings"),
     ({"labels": ["a", 1, "c"]}, "'labels' must be"),
+    ({"labels": ["pos", "pos", "neg"]}, "'labels' must be a non-empty list of distinct"),
+    ({"labels": ["", "a", "b"]}, "'labels' must be a non-empty list of distinct, non-empty strings"),
+    ({"vocab_sha256": "ABC"}, "'vocab_sha256' must be the SHA-256 of vocab.txt in lower-case hex"),
+    ({"vocab_sha256": None}, "'vocab_sha256' must be"),
     ({"inputs": ["input_ids", "position_ids"]}, "'inputs' must be a non-empty list drawn from"),
     ({"inputs": ["input_ids", "attention_mask"]}, "do not match model.onnx's inputs"),
     ({"output": "probs"}, "output 'probs' is not one of model.onnx's outputs"),
@@ -380,6 +397,7 @@ def test_bundle_errors_name_the_file_at_fault(tmp_path, bundle_copy):
 
     with pytest.raises(NotADirectoryError, match="is a file; a bundle is the directory holding"):
         Classifier.load(bundle_copy / "vocab.txt")
+    without_vocab_digest(bundle_copy)
     vocab = (bundle_copy / "vocab.txt").read_bytes()
     (bundle_copy / "vocab.txt").write_bytes(vocab + b"\xff\xfe\n")
     with pytest.raises(BundleError, match=r"vocab\.txt: 'utf-8' codec can't decode"):
@@ -426,7 +444,7 @@ def test_vocabulary_larger_than_the_embedding_table_is_refused(tmp_path):
     """721 rows in the tiny models' word embeddings: a vocab.txt with more tokens fails at load
     (not at the first text holding one of them, inside Gather); fewer tokens are fine."""
     for int8 in (False, True):
-        bundle = Path(shutil.copytree(tiny_bundle(int8), tmp_path / f"bundle-{int8}"))
+        bundle = without_vocab_digest(Path(shutil.copytree(tiny_bundle(int8), tmp_path / f"bundle-{int8}")))
         vocab = (bundle / "vocab.txt").read_text(encoding="utf-8")
         assert len(vocab.splitlines()) == 721
         (bundle / "vocab.txt").write_text(vocab + "zebra\nquokka\n", encoding="utf-8")
@@ -442,6 +460,7 @@ def test_vocabulary_larger_than_the_embedding_table_is_refused(tmp_path):
 
 def test_vocabulary_one_token_past_the_embedding_table_is_refused(bundle_copy):
     """722 tokens for 721 rows: the one id past the table would fail inside Gather."""
+    without_vocab_digest(bundle_copy)
     vocab = (bundle_copy / "vocab.txt").read_text(encoding="utf-8")
     (bundle_copy / "vocab.txt").write_text(vocab + "quokka\n", encoding="utf-8")
     with pytest.raises(BundleError, match=re.escape(
@@ -461,6 +480,65 @@ def test_max_length_past_the_position_embeddings_is_refused(bundle_copy):
     edit_runtime_json(bundle_copy, max_length=64)
     clf = Classifier.load(bundle_copy)
     assert clf.logits([" ".join(["film"] * 100)]).shape == (1, len(LABELS))
+
+
+def test_a_vocab_txt_other_than_the_exported_one_is_refused(bundle_copy):
+    """A same-size or smaller vocab.txt (another bundle's, a trimmed student's) loaded silently and
+    gave wrong token ids; runtime.json now records the exported file's SHA-256."""
+    import hashlib
+
+    path = bundle_copy / "vocab.txt"
+    vocab = path.read_bytes()
+    assert json.loads((bundle_copy / "runtime.json").read_text())["vocab_sha256"] == hashlib.sha256(vocab).hexdigest()
+    lines = vocab.decode("utf-8").splitlines()
+    swapped = lines[:10] + [lines[11], lines[10]] + lines[12:]
+    for other in ("\n".join(swapped) + "\n", "\n".join(lines[:-100]) + "\n", "\ufeff" + vocab.decode("utf-8")):
+        path.write_bytes(other.encode("utf-8"))
+        with pytest.raises(BundleError, match=re.escape(f"{path} is not the vocabulary exported with this model")):
+            Classifier.load(bundle_copy)
+    path.write_bytes(vocab)
+    assert Classifier.load(bundle_copy).predict(["a gripping film"])[0] in LABELS
+
+
+def test_a_byte_order_mark_is_not_part_of_the_first_token(bundle_copy):
+    """A vocab.txt saved by an editor that adds a BOM (a bundle without the SHA-256) said
+    "pad_token '[PAD]' is not in the vocabulary"."""
+    expected = Classifier.load(bundle_copy).logits(TEXTS)
+    without_vocab_digest(bundle_copy)
+    path = bundle_copy / "vocab.txt"
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+    np.testing.assert_array_equal(Classifier.load(bundle_copy).logits(TEXTS), expected)
+
+
+def test_a_classifier_pickles_for_process_pools(clf, fp32_bundle):
+    """Sent to a worker of a process pool (spawn: macOS, Windows), a Classifier is pickled; the
+    tokenizer held a closure, which cannot be."""
+    import pickle
+
+    copy = pickle.loads(pickle.dumps(Classifier.load(os.fsencode(fp32_bundle))))
+    np.testing.assert_array_equal(copy.logits(TEXTS), clf.logits(TEXTS))
+    assert copy.path == str(fp32_bundle)
+
+
+def test_the_documented_error_classes_are_importable_before_any_load(bundle_copy):
+    """runtime.onnx is imported on first load, so `except (runtime.BundleError,
+    runtime.onnx.ModelError)` around the first load raised AttributeError instead."""
+    edit_runtime_json(bundle_copy, format=2)
+    code = ("import runtime\n"
+            "try:\n    runtime.Classifier.load(%r)\n"
+            "except (runtime.BundleError, runtime.ModelError) as e:\n    print('caught', type(e).__name__)\n"
+            "from runtime.onnx import ModelError\nassert runtime.ModelError is ModelError\n") % str(bundle_copy)
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout.strip() == "caught BundleError", done.stderr
+
+
+def test_cli_version_is_the_packages(fp32_bundle):
+    import runtime
+
+    pyproject = (ROOT / "runtime" / "pyproject.toml").read_text()
+    assert f'version = "{runtime.__version__}"' in pyproject
+    done = run_cli("--version")
+    assert done.returncode == 0 and done.stdout.decode().strip() == f"python -m runtime {runtime.__version__}"
 
 
 @pytest.mark.parametrize("batch_size", [0, -3, "4", 2.0, True, None])

@@ -68,6 +68,19 @@ def test_not_a_sequence_classifier(tmp_path):
     assert not (tmp_path / "b").exists()
 
 
+@pytest.mark.parametrize("labels, said", [(("pos", "pos", "neg"), "repeat 'pos'"),
+                                          (("", "neg"), "include an empty name")])
+def test_labels_that_repeat_or_are_empty_are_refused(tmp_path, labels, said):
+    """An app maps labels back to classes; `python -m runtime` printed two probabilities under
+    one 'pos' key."""
+    from tiny import make_tiny_model
+
+    model = make_tiny_model(tmp_path / "m", labels=labels)
+    result = run([model, "--out", tmp_path / "b"])
+    assert result.exit_code == 1 and f"the model's labels (config.json id2label: {list(labels)}) {said}" in result.output
+    assert not (tmp_path / "b").exists()
+
+
 def test_directory_without_a_model(tmp_path):
     (tmp_path / "empty").mkdir()
     result = run([tmp_path / "empty", "--out", tmp_path / "b"])
