@@ -129,7 +129,7 @@ def _damage(bundle, tmp_path, file, content: bytes | None) -> Path:
 
 @pytest.mark.parametrize("engine", ["onnxruntime", "numpy"])
 @pytest.mark.parametrize("file, content, reason", [
-    ("runtime.json", b'{"format": 1}', "'labels' must be a non-empty list of strings"),
+    ("runtime.json", b'{"format": 1}', "'labels' must be a non-empty list of distinct, non-empty strings"),
     ("runtime.json", b"not json", "not valid JSON"),
     ("runtime.json", b"[1, 2]", "expected a JSON object"),
     ("model.onnx", None, ""),          # truncated

@@ -3,6 +3,7 @@ once per session through the command line (fixtures below); test_export_cli.py h
 command-line checks that stop before exporting."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -402,7 +403,8 @@ def test_runtime_json_for_the_uncased_english_model(fp32_bundle, tiny_model_dir)
                       "tokenize_chinese_chars": True, "unk_token": "[UNK]", "cls_token": "[CLS]",
                       "sep_token": "[SEP]", "pad_token": "[PAD]", "mask_token": "[MASK]",
                       "max_input_chars_per_word": 100},
-        "quantization": None}
+        "quantization": None,
+        "vocab_sha256": hashlib.sha256((fp32_bundle / "vocab.txt").read_bytes()).hexdigest()}
     assert (fp32_bundle / "vocab.txt").read_text() == (tiny_model_dir / "vocab.txt").read_text()
 
 
