@@ -150,7 +150,7 @@ def embed_texts(encoder, tokenizer, texts, max_length: int, batch_size: int = 64
     was_training = encoder.training
     encoder.eval()
     with torch.inference_mode():
-        for idx in length_sorted_batches([len(r["input_ids"]) for r in rows], batch_size):
+        for idx in length_sorted_batches(rows.lengths(), batch_size):
             batch = tokenizer.pad([rows[i] for i in idx], return_tensors="pt")
             hidden = encoder(**batch).last_hidden_state                    # (B, T, H)
             out[idx] = mean_pool(hidden, batch["attention_mask"]).float().numpy()

@@ -81,10 +81,11 @@ def load_model_dir(model_dir):
     return model, tokenizer, labels
 
 
-def encode(tokenizer, texts, max_length: int) -> list[dict]:
-    """Tokenize without padding: one dict of id lists per text."""
-    enc = tokenizer(list(texts), truncation=True, max_length=max_length)
-    return [{k: enc[k][i] for k in enc.keys()} for i in range(len(texts))]
+def encode(tokenizer, texts, max_length: int, progress: bool = False):
+    """Tokenize without padding: rows[i] is text i's dict of id lists (token_rows.TokenRows)."""
+    from .token_rows import tokenize_rows
+
+    return tokenize_rows(tokenizer, texts, max_length, progress=progress)
 
 
 def length_sorted_batches(lengths, batch_size: int):
@@ -103,10 +104,10 @@ def predict_logits(model, tokenizer, texts, max_length: int, batch_size: int = 6
     import torch
     from tqdm.auto import tqdm
 
-    rows = encode(tokenizer, texts, max_length)
+    rows = encode(tokenizer, texts, max_length, progress=progress)
     out = np.zeros((len(rows), model.config.num_labels), dtype=np.float32)
     if sort:
-        batches = length_sorted_batches([len(r["input_ids"]) for r in rows], batch_size)
+        batches = length_sorted_batches(rows.lengths(), batch_size)
     else:
         batches = [np.arange(i, min(i + batch_size, len(rows))) for i in range(0, len(rows), batch_size)]
     model.eval()

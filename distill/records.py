@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 import os
 import re
@@ -93,11 +94,10 @@ def text_lines(path, raw: bytes, bad: list) -> Iterator[tuple[int, str]]:
     """(line number, decoded line with its newline) per physical line. Lines end at "\n" only
     (CRLF too), as editors and `wc -l` count them: a lone "\r" inside a field is not a line break.
     An undecodable line is appended to `bad` as a BadRow and not yielded."""
+    lines = io.BytesIO(raw)             # shares raw's buffer; iterating splits at b"\n" alone
     if raw.startswith(b"\xef\xbb\xbf"):
-        raw = raw[3:]
-    chunks = raw.split(b"\n")
-    chunks = [c + b"\n" for c in chunks[:-1]] + ([chunks[-1]] if chunks[-1] else [])
-    for number, chunk in enumerate(chunks, start=1):
+        lines.seek(3)
+    for number, chunk in enumerate(lines, start=1):     # one line at a time, not lists of them
         try:
             yield number, chunk.decode("utf-8")
         except UnicodeDecodeError as e:

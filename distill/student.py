@@ -182,7 +182,8 @@ def _distill_student(config: StudentConfig, callbacks=()) -> dict | None:
         chunks = [parts[n]["logits"] for n in ("labelled", "augmented", "unlabeled")
                   if n in parts and len(parts[n]["texts"])]
         logits = np.concatenate(chunks).tolist()
-    train_rows: EncodedRows = encode_rows(tokenizer, texts, max_length, labels=row_labels, teacher_logits=logits)
+    train_rows: EncodedRows = encode_rows(tokenizer, texts, max_length, progress=config.progress, labels=row_labels,
+                                          teacher_logits=logits)
     dev_rows = encode_rows(tokenizer, dev.texts, max_length, labels=dev.labels) if dev else None
 
     history = EpochHistory(resume_from)

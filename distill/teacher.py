@@ -319,7 +319,7 @@ def _teach(config: TeachConfig, callbacks=()) -> dict:
                                                     config.extend_vocab_init, config.seed)
     trainable = freeze_encoder(model) if config.freeze_encoder else None
 
-    train_rows = encode_rows(tokenizer, train.texts, config.max_length, labels=train.labels)
+    train_rows = encode_rows(tokenizer, train.texts, config.max_length, progress=config.progress, labels=train.labels)
     if config.resample != "none":
         train_rows = train_rows.subset(resample_indices(train.labels, config.resample, config.seed))
     dev_rows = encode_rows(tokenizer, dev.texts, config.max_length, labels=dev.labels) if dev else None

@@ -13,34 +13,34 @@ from transformers import Trainer, TrainerCallback, TrainingArguments
 from .config_checks import RESUMABLE_CHANGES
 from .metrics import evaluate
 from .predict import softmax
+from .token_rows import TokenRows, tokenize_rows
 
 
 class EncodedRows(torch.utils.data.Dataset):
-    """Pre-tokenized rows (no padding) plus per-row extras such as labels or teacher logits."""
+    """Pre-tokenized rows (no padding, kept compactly: token_rows.py) plus per-row extras such as
+    labels or teacher logits."""
 
-    def __init__(self, encodings: dict[str, list], **extras):
-        self.encodings = encodings
+    def __init__(self, tokens: TokenRows, **extras):
+        self.tokens = tokens
         self.extras = {k: v for k, v in extras.items() if v is not None}
-        self.n = len(encodings["input_ids"])
+        self.n = len(tokens)
 
     def __len__(self):
         return self.n
 
     def __getitem__(self, i):
-        row = {k: v[i] for k, v in self.encodings.items()}
+        row = self.tokens[i]
         for name, values in self.extras.items():
             row[name] = values[i]
         return row
 
     def subset(self, indices) -> "EncodedRows":
         idx = [int(i) for i in indices]
-        enc = {k: [v[i] for i in idx] for k, v in self.encodings.items()}
-        return EncodedRows(enc, **{k: [v[i] for i in idx] for k, v in self.extras.items()})
+        return EncodedRows(self.tokens.take(idx), **{k: [v[i] for i in idx] for k, v in self.extras.items()})
 
 
-def encode_rows(tokenizer, texts, max_length: int, **extras) -> EncodedRows:
-    enc = tokenizer(list(texts), truncation=True, max_length=max_length)
-    return EncodedRows({k: list(enc[k]) for k in enc.keys()}, **extras)
+def encode_rows(tokenizer, texts, max_length: int, progress: bool = False, **extras) -> EncodedRows:
+    return EncodedRows(tokenize_rows(tokenizer, texts, max_length, progress=progress), **extras)
 
 
 def metrics_function(label_names):

@@ -35,7 +35,7 @@ def onnxruntime_logits(bundle_dir, texts, threads: int = 1, batch_size: int = 32
     (distill.tokenization.load_tokenizer)."""
     import onnxruntime as ort
 
-    from distill.predict import length_sorted_batches
+    from distill.predict import encode, length_sorted_batches
     from distill.tokenization import load_tokenizer
 
     config = read_runtime_json(bundle_dir)
@@ -49,10 +49,9 @@ def onnxruntime_logits(bundle_dir, texts, threads: int = 1, batch_size: int = 32
     session = ort.InferenceSession(str(Path(bundle_dir) / "model.onnx"), options,
                                    providers=["CPUExecutionProvider"])
     names = [i.name for i in session.get_inputs()]
-    enc = tokenizer(texts, truncation=True, max_length=max_length)
-    rows = [{k: enc[k][i] for k in enc.keys()} for i in range(len(texts))]
+    rows = encode(tokenizer, texts, max_length)
     out = np.zeros((len(texts), len(config["labels"])), dtype=np.float32)
-    for idx in length_sorted_batches([len(r["input_ids"]) for r in rows], batch_size):
+    for idx in length_sorted_batches(rows.lengths(), batch_size):
         batch = tokenizer.pad([rows[i] for i in idx], return_tensors="np")
         feeds = {name: np.asarray(batch[name], dtype=np.int64) if name in batch
                  else np.zeros_like(batch["input_ids"], dtype=np.int64) for name in names}

@@ -41,7 +41,7 @@ def encode_rows(tokenizer, texts, max_length: int) -> list[dict]:
     """One dict of id lists (input_ids, attention_mask, token_type_ids) per text."""
     from distill.predict import encode
 
-    rows = encode(tokenizer, texts, max_length)
+    rows = list(encode(tokenizer, texts, max_length))
     for row in rows:
         row.setdefault("token_type_ids", [0] * len(row["input_ids"]))
     return rows
