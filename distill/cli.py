@@ -205,6 +205,12 @@ def summary(report: dict, out: str) -> str:
                                                    if report.get("train_samples_per_second") else ""),
              *([few_shot_line(report["few_shot"])] if report.get("few_shot") else [])]
     counts = report["data"].get("train_class_counts") or []
+    rows = report["data"]["train_rows_used"]
+    if len(report["labels"]) > 50 and rows < 2 * len(report["labels"]) and not report.get("few_shot"):
+        column = ((report.get("config") or {}).get("data") or {}).get("label_column")
+        lines.append(f"warning: {len(report['labels']):,} labels for {rows:,} training rows, fewer than 2 rows a "
+                     f"label: is {'column ' + repr(column) if column else 'the label column'} the label? "
+                     "(--text-column, --label-column)")
     unlearnt = [name for name, count in zip(report["labels"], counts) if count == 0]
     if unlearnt and not report.get("few_shot"):      # a prompt teacher knows a class by its description
         lines.append(f"warning: no training rows labelled {format_labels(unlearnt)}: "

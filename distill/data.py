@@ -93,9 +93,31 @@ def _label_key(value, line: int) -> str:
     return text
 
 
-def format_labels(labels: Sequence[str]) -> str:
-    """Labels for a message: plain, or each quoted when one holds a comma (`a, b` is one label)."""
-    return ", ".join(map(repr, labels) if any("," in name for name in labels) else labels)
+def format_labels(labels: Sequence[str], limit: int = 20) -> str:
+    """Labels for a message: plain, or each quoted when one holds a comma (`a, b` is one label);
+    past `limit`, the first ones and how many there are (a message, not a listing)."""
+    labels = list(labels)
+    shown = [shorten(name) for name in labels[:limit]]
+    text = ", ".join(map(repr, shown) if any("," in name for name in shown) else shown)
+    return text + (f", ... ({len(labels):,} labels)" if len(labels) > limit else "")
+
+
+def shorten(value: str, limit: int = 60) -> str:
+    """A value from the user's file cut for a message (a text column taken for the labels can
+    hold a megabyte)."""
+    return value if len(value) <= limit else f"{value[:limit]}... ({len(value):,} characters)"
+
+
+class LabelList(list):
+    """A list of label names whose `in` is a set lookup: files are checked row by row against
+    names files and models that may hold thousands of labels."""
+
+    def __init__(self, names=()):
+        super().__init__(names)
+        self._members = frozenset(self)
+
+    def __contains__(self, name) -> bool:
+        return name in self._members
 
 
 def read_label_names(path) -> list[str]:
@@ -109,11 +131,13 @@ def read_label_names(path) -> list[str]:
         names.pop()
     if not names:
         raise DataError("label names file is empty", path)
+    seen = set()
     for i, name in enumerate(names):
         if not name:
             raise DataError("empty label name", path, i + 1)
-        if name in names[:i]:
-            raise DataError(f"duplicate label name {name!r}", path, i + 1)
+        if name in seen:
+            raise DataError(f"duplicate label name {shorten(name)!r}", path, i + 1)
+        seen.add(name)
     return names
 
 
@@ -153,8 +177,8 @@ def _file_labels(keys: list[str], lines: list[int], path) -> list[str]:
     for key, line in zip(keys, lines):
         seen, seen_line = first.setdefault(int(key), (key, line))
         if seen != key:
-            raise DataError(f"labels {seen!r} (line {seen_line}) and {key!r} are the same number in "
-                            f"a file of integer labels: write each label one way", path, line)
+            raise DataError(f"labels {shorten(seen)!r} (line {seen_line}) and {shorten(key)!r} are the same "
+                            f"number in a file of integer labels: write each label one way", path, line)
     return [str(int(key)) for key in keys]
 
 
@@ -170,7 +194,7 @@ def _known_label(key: str, known: list[str], column, line: int, id_hint: bool = 
     found = _in_known(key, known)
     if found is None:
         hint = "; pass --label-names to name integer ids" if id_hint and INT.fullmatch(key) else ""
-        raise BadRow("unknown label", f"unknown label {key!r} in column {column!r} "
+        raise BadRow("unknown label", f"unknown label {shorten(key)!r} in column {column!r} "
                       f"(known labels: {format_labels(known)}){hint}", line, column)
     return found
 
@@ -192,7 +216,7 @@ def load_labelled(path, options: DataOptions = DataOptions(),
     raw = read_bytes(path)
     fmt = resolve_format(path, options)
     check_not_empty(path, raw)
-    names = read_label_names(options.label_names) if options.label_names else None
+    names = LabelList(read_label_names(options.label_names)) if options.label_names else None
     text_col, label_col = options.text_column, options.label_column
     skipped: dict[str, int] = {}
     texts, keys, lines = [], [], []
@@ -202,7 +226,7 @@ def load_labelled(path, options: DataOptions = DataOptions(),
             raise DataError(b.reason, path, b.line, b.column)
         skipped[b.kind] = skipped.get(b.kind, 0) + 1
 
-    known = list(labels) if labels is not None else None
+    known = LabelList(labels) if labels is not None else None
     for record in records(path, raw, fmt, (text_col, label_col), []):
         if isinstance(record, BadRow):
             bad_row(record)
@@ -216,7 +240,7 @@ def load_labelled(path, options: DataOptions = DataOptions(),
                 raise BadRow("empty text", f"empty text in column {text_col!r}", number, text_col)
             key = _label_key(row[label_col], number)
             if names is not None and key not in names and _as_id(key, names) is None:
-                raise BadRow("unknown label", f"unknown label {key!r} in column {label_col!r}: "
+                raise BadRow("unknown label", f"unknown label {shorten(key)!r} in column {label_col!r}: "
                               f"not an id 0..{len(names) - 1} or a name in "
                               f"{os.fspath(options.label_names)}", number)
             if names is None and known is not None:

@@ -304,6 +304,45 @@ def test_unknown_label_in_eval_file(tmp_path):
     assert_error(err, p, 4, "unknown label 'meh'", "negative, positive")
 
 
+def test_messages_quote_at_most_the_start_of_a_huge_value(tmp_path):
+    """With the columns swapped, a 1 MB text is taken for a label: its "unknown label" error was a
+    1 MB line."""
+    huge = "x" * 1_000_000
+    p = write(tmp_path / "dev.csv", f"text,label\na,positive\nb,{huge}\n")
+    err = error(p, labels=["negative", "positive"])
+    assert_error(err, p, 3, f"unknown label '{'x' * 60}... (1,000,000 characters)'", "negative, positive")
+    assert len(str(err)) < 300
+
+
+def test_label_lists_in_messages_stop_after_twenty():
+    from distill.data import format_labels
+
+    assert format_labels([f"c{i}" for i in range(20)]) == ", ".join(f"c{i}" for i in range(20))
+    assert format_labels([f"c{i}" for i in range(2000)]) == ", ".join(f"c{i}" for i in range(20)) + ", ... (2,000 labels)"
+    assert format_labels(["a, b", "c"]) == "'a, b', 'c'"
+
+
+def test_label_names_and_model_labels_are_looked_up_by_name_not_position():
+    """A LabelList answers `in` from a set (files of 200k rows against thousands of labels were
+    checked by list scans: seconds), and is otherwise the list, order kept."""
+    from distill.data import LabelList
+
+    names = LabelList(["b", "a", "c"])
+    assert names == ["b", "a", "c"] and names[1] == "a" and "c" in names and "d" not in names
+
+    class Counted(str):              # counts the comparisons a lookup makes
+        calls = 0
+        __hash__ = str.__hash__
+
+        def __eq__(self, other):
+            Counted.calls += 1
+            return str.__eq__(self, other)
+
+    many = LabelList(Counted(f"class {i}") for i in range(2000))
+    assert "class 1999" in many and "class 2000" not in many
+    assert Counted.calls <= 4                          # a list scan makes about 4,000
+
+
 def test_label_id_outside_label_names(tmp_path):
     names = write(tmp_path / "n.txt", "a\nb\n")
     p = write(tmp_path / "d.txt", "x\t0\ny\t1\nz\t2\n")

@@ -484,6 +484,20 @@ def test_cli_summary_says_which_rows_were_skipped(tiny_model_dir, reviews_csv, t
     assert "Loading weights" not in result.output  # --quiet silences transformers' own bars too
 
 
+def test_a_label_column_with_about_one_row_a_label_is_warned_about(tiny_model_dir, tmp_path):
+    """The text column given as the label column trained a head of one class per row, and the
+    summary printed every one of them."""
+    rows = [(f"label text {i}", f"film number {i}") for i in range(60)]
+    swapped = write_csv(tmp_path / "swapped.csv", rows)
+    result = CliRunner().invoke(main, ["teach", "--train", str(swapped), "--model", str(tiny_model_dir),
+                                       "--out", str(tmp_path / "out"), "--epochs", "1", "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert ("warning: 60 labels for 60 training rows, fewer than 2 rows a label: is column 'label' the "
+            "label? (--text-column, --label-column)") in result.output
+    labels_line = next(line for line in result.output.splitlines() if line.startswith("labels: "))
+    assert labels_line.endswith(", ... (60 labels)") and labels_line.count(",") == 20
+
+
 def test_quiet_run_prints_the_summary_alone(tiny_model_dir, tmp_path):
     """With --quiet a teach run prints its summary and nothing of transformers' own: no load
     report for the new 3-label head (the summary names the new weights), no raw Trainer log
