@@ -503,7 +503,11 @@ def eval_command(model, data_path, json_path, plot_path, batch_size, max_length,
         click.echo(f"report: {json_path}")
     if plot_path:
         make_parent(plot_path)
-        note = plot_confusion_matrix(report, plot_path, title=f"{Path(model).name} on {Path(data_path).name}")
+        try:
+            note = plot_confusion_matrix(report, plot_path, title=f"{Path(model).name} on {Path(data_path).name}")
+        except (OSError, ValueError, RuntimeError, MemoryError) as error:   # after the report: say which step
+            raise click.ClickException(f"--plot {plot_path}: the confusion matrix could not be drawn: "
+                                       f"{type(error).__name__}: {error}") from error
         click.echo(f"plot: {plot_path}")
         if note:
             click.echo(f"note: {note}", err=True)

@@ -72,7 +72,8 @@ def _onnxruntime_reason(error: Exception) -> str:
     return re.sub(r"^Load model from .* failed:\s*", "", reason)
 
 
-def bundle_logits(path, texts, engine: str, batch_size: int, max_length: int | None) -> np.ndarray:
+def bundle_logits(path, texts, engine: str, batch_size: int, max_length: int | None,
+                  progress: bool = False) -> np.ndarray:
     """A damaged bundle file is an EvalError naming it: the numpy runtime's documented errors
     (which name the file), or onnxruntime's load errors."""
     from export.engines import bundle_predict_logits
@@ -80,7 +81,8 @@ def bundle_logits(path, texts, engine: str, batch_size: int, max_length: int | N
     from runtime.onnx import ModelError
 
     try:
-        return bundle_predict_logits(path, texts, engine=engine, batch_size=batch_size, max_length=max_length)
+        return bundle_predict_logits(path, texts, engine=engine, batch_size=batch_size, max_length=max_length,
+                                     progress=progress)
     except (BundleError, ModelError, FileNotFoundError) as error:
         raise EvalError(str(error)) from None
     except _onnxruntime_errors() as error:
@@ -157,7 +159,7 @@ def evaluate_path(path, data_path, options: DataOptions = DataOptions(), engine:
     if bundle:
         if engine == "torch":
             raise EvalError(f"{path} is an ONNX bundle: use --engine onnxruntime or numpy")
-        logits = bundle_logits(path, data.texts, engine, batch_size, max_length)
+        logits = bundle_logits(path, data.texts, engine, batch_size, max_length, progress=progress)
     else:
         if engine != "torch":
             raise EvalError(f"{path} is a model directory: --engine {engine} needs an ONNX bundle")

@@ -136,6 +136,10 @@ def format_report(report: dict) -> str:
     for title, avg in (("macro avg", macro), ("weighted avg", weighted)):
         rows.append(f"{title:>{width}}  {avg[0]:>9.4f}  {avg[1]:>9.4f}  {avg[2]:>9.4f}  {n:>8d}")
 
+    if len(labels) > MATRIX_TEXT_CLASSES:      # k x k cells: 2,000 classes made 48 MB of text
+        rows += ["", f"confusion matrix: not printed for more than {MATRIX_TEXT_CLASSES} classes "
+                     f"({len(labels):,}); the JSON report holds it (confusion_matrix)"]
+        return "\n".join(rows + _headline(report, labels, n))
     # confusion matrix: names as column heads when short, else class indices
     short = max(len(name) for name in labels) <= 10
     heads = labels if short else [str(i) for i in range(len(labels))]
@@ -147,12 +151,15 @@ def format_report(report: dict) -> str:
              f"{corner:<{rw}}  " + "  ".join(f"{h:>{cell}}" for h in heads)]
     for name, counts in zip(row_names, cm.tolist()):
         rows.append(f"{name:<{rw}}  " + "  ".join(f"{c:>{cell}d}" for c in counts))
-    rows += ["", f"accuracy  {_fmt(report['accuracy'])}",
-             f"macro-F1  {_fmt(report['macro_f1'])}",
-             f"ROC-AUC   {_fmt(report['auc'])}" + ("  (one-vs-rest, macro)" if len(labels) > 2 and
-                                                    report["auc"] is not None else ""),
-             f"rows      {n}"]
-    return "\n".join(rows)
+    return "\n".join(rows + _headline(report, labels, n))
+
+
+def _headline(report: dict, labels, n: int) -> list[str]:
+    return ["", f"accuracy  {_fmt(report['accuracy'])}",
+            f"macro-F1  {_fmt(report['macro_f1'])}",
+            f"ROC-AUC   {_fmt(report['auc'])}" + ("  (one-vs-rest, macro)" if len(labels) > 2 and
+                                                   report["auc"] is not None else ""),
+            f"rows      {n}"]
 
 
 _CJK_FONTS = ("Noto Sans CJK SC", "Noto Sans CJK JP", "Noto Sans SC", "WenQuanYi Zen Hei",
@@ -184,6 +191,12 @@ def _unrenderable(labels, families) -> list[str]:
     return [c for c in chars if not any(font.get_char_index(ord(c)) for font in fonts)]
 
 
+MATRIX_TEXT_CLASSES = 20      # format_report prints the k x k matrix up to this many classes
+PLOT_COUNTED_CLASSES = 40     # the plot writes each cell's count up to this many
+PLOT_NAMED_CLASSES = 100      # and names the classes on its axes up to this many
+PLOT_MAX_INCHES = 30.0        # at 100 dpi: at most 3,000 pixels a side
+
+
 def plot_confusion_matrix(report: dict, path, title=None) -> str | None:
     """Write the confusion matrix as a PNG: counts in the cells, label names on the axes. Where
     no installed font can draw a label name (Chinese labels on a machine without a CJK font),
@@ -192,32 +205,35 @@ def plot_confusion_matrix(report: dict, path, title=None) -> str | None:
     from matplotlib.figure import Figure  # no pyplot: no global backend state, renders with Agg
 
     labels = report["labels"]
+    k = len(labels)
+    named = k <= PLOT_NAMED_CLASSES
     families = _font_families()
-    missing = _unrenderable(labels, families)
+    missing = _unrenderable(labels, families) if named else []
     note = None
     if missing:
+        listing = ", ".join(f"{i} = {name}" for i, name in enumerate(labels))
         note = (f"{path}: no installed font draws {''.join(missing[:10])}{'...' if len(missing) > 10 else ''}; "
-                f"the axes number the labels in id order: "
-                + ", ".join(f"{i} = {name}" for i, name in enumerate(labels)))
-        labels = [str(i) for i in range(len(labels))]
+                f"the axes number the labels in id order: {listing}")
+        labels = [str(i) for i in range(k)]
     cm = np.asarray(report["confusion_matrix"], dtype=np.int64)  # (k, k) rows true, cols predicted
-    k = len(labels)
-    side = max(4.0, 0.6 * k + 2.5)
+    # the figure grows with k up to PLOT_MAX_INCHES (a 1,100-class canvas of 66k pixels a side
+    # failed to allocate); cell counts only while they fit, names only while they can be read
+    side = min(max(4.0, 0.6 * k + 2.5), PLOT_MAX_INCHES)
     with warnings.catch_warnings(), rc_context({"font.family": families}):
         warnings.simplefilter("ignore", UserWarning)  # the title may hold such glyphs too
         fig = Figure(figsize=(side, side), dpi=100)
         ax = fig.add_subplot()
-        image = ax.imshow(cm, cmap="Blues", vmin=0)
+        image = ax.imshow(cm, cmap="Blues", vmin=0, interpolation="nearest")
         fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
         threshold = cm.max() / 2.0 if cm.size else 0
-        for i in range(k):
-            for j in range(k):
-                ax.text(j, i, str(cm[i, j]), ha="center", va="center",
-                        color="white" if cm[i, j] > threshold else "black", fontsize=9)
-        ax.set_xticks(range(k), labels, rotation=45, ha="right", rotation_mode="anchor")
-        ax.set_yticks(range(k), labels)
-        ax.set_xlabel("predicted")
-        ax.set_ylabel("true")
+        for i, j in np.ndindex(*cm.shape) if k <= PLOT_COUNTED_CLASSES else ():
+            ax.text(j, i, str(cm[i, j]), ha="center", va="center",
+                    color="white" if cm[i, j] > threshold else "black", fontsize=9)
+        if named:
+            ax.set_xticks(range(k), labels, rotation=45, ha="right", rotation_mode="anchor")
+            ax.set_yticks(range(k), labels)
+        ax.set_xlabel("predicted" if named else f"predicted (label ids 0..{k - 1})")
+        ax.set_ylabel("true" if named else f"true (label ids 0..{k - 1})")
         ax.set_title(title or f"Confusion matrix (accuracy {report['accuracy']:.3f}, "
                               f"n={report['n']})")
         fig.tight_layout()

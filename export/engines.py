@@ -30,10 +30,11 @@ def read_runtime_json(bundle_dir) -> dict:
 
 
 def onnxruntime_logits(bundle_dir, texts, threads: int = 1, batch_size: int = 32,
-                       max_length: int | None = None) -> np.ndarray:
+                       max_length: int | None = None, progress: bool = False) -> np.ndarray:
     """model.onnx through onnxruntime; texts tokenized by the bundle's Hugging Face tokenizer
     (distill.tokenization.load_tokenizer)."""
     import onnxruntime as ort
+    from tqdm.auto import tqdm
 
     from distill.predict import encode, length_sorted_batches
     from distill.tokenization import load_tokenizer
@@ -49,9 +50,10 @@ def onnxruntime_logits(bundle_dir, texts, threads: int = 1, batch_size: int = 32
     session = ort.InferenceSession(str(Path(bundle_dir) / "model.onnx"), options,
                                    providers=["CPUExecutionProvider"])
     names = [i.name for i in session.get_inputs()]
-    rows = encode(tokenizer, texts, max_length)
+    rows = encode(tokenizer, texts, max_length, progress=progress)
     out = np.zeros((len(texts), len(config["labels"])), dtype=np.float32)
-    for idx in length_sorted_batches(rows.lengths(), batch_size):
+    batches = length_sorted_batches(rows.lengths(), batch_size)
+    for idx in tqdm(batches, desc="predict", unit="batch", disable=not progress):
         batch = tokenizer.pad([rows[i] for i in idx], return_tensors="np")
         feeds = {name: np.asarray(batch[name], dtype=np.int64) if name in batch
                  else np.zeros_like(batch["input_ids"], dtype=np.int64) for name in names}
@@ -59,14 +61,19 @@ def onnxruntime_logits(bundle_dir, texts, threads: int = 1, batch_size: int = 32
     return out
 
 
-def numpy_logits(bundle_dir, texts, batch_size: int = 32, max_length: int | None = None) -> np.ndarray:
+def numpy_logits(bundle_dir, texts, batch_size: int = 32, max_length: int | None = None,
+                 progress: bool = False) -> np.ndarray:
     """model.onnx through the numpy runtime (runtime.Classifier)."""
+    from tqdm.auto import tqdm
+
     from runtime import Classifier
 
     classifier = Classifier.load(bundle_dir, batch_size=batch_size)
     if max_length is not None:
         classifier.max_length = int(max_length)
-    return np.asarray(classifier.logits(texts), dtype=np.float32)
+    with tqdm(total=len(texts), desc="predict", unit="text", disable=not progress) as bar:
+        logits = classifier.logits(texts, progress=lambda done, total: bar.update(done - bar.n))
+    return np.asarray(logits, dtype=np.float32)
 
 
 def max_length_limit(bundle_dir) -> tuple[int, str]:
@@ -91,7 +98,7 @@ def check_max_length(bundle_dir, max_length: int | None) -> None:
 
 
 def bundle_predict_logits(bundle_dir, texts, engine: str = "onnxruntime", threads: int = 1,
-                          batch_size: int = 32, max_length: int | None = None) -> np.ndarray:
+                          batch_size: int = 32, max_length: int | None = None, progress: bool = False) -> np.ndarray:
     """Logits (n, n_labels) float32 for texts, in order, from a bundle with the chosen engine.
     Texts are cut to max_length tokens (default: the bundle's max_length, runtime.json)."""
     texts = check_texts(texts, "predict")
@@ -102,6 +109,6 @@ def bundle_predict_logits(bundle_dir, texts, engine: str = "onnxruntime", thread
     check_max_length(bundle_dir, max_length)
     if engine == "onnxruntime":
         return onnxruntime_logits(bundle_dir, texts, threads=threads, batch_size=batch_size,
-                                  max_length=max_length)
+                                  max_length=max_length, progress=progress)
     read_runtime_json(bundle_dir)
-    return numpy_logits(bundle_dir, texts, batch_size=batch_size, max_length=max_length)
+    return numpy_logits(bundle_dir, texts, batch_size=batch_size, max_length=max_length, progress=progress)

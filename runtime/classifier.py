@@ -293,16 +293,21 @@ class Classifier:
         return (f"Classifier({self.path!r}, labels={self.labels}, max_length={self.max_length}, "
                 f"batch_size={self.batch_size}, quantization={self.quantization!r})")
 
-    def logits(self, texts) -> np.ndarray:
-        """Raw model outputs, float32 (n, n_labels), in input order."""
+    def logits(self, texts, progress=None) -> np.ndarray:
+        """Raw model outputs, float32 (n, n_labels), in input order. progress: None, or a
+        callable called as progress(texts_done, texts_total) after each batch (a progress bar)."""
         texts = check_texts(texts, "classify")
         batch_size = check_batch_size(self.batch_size)  # an attribute the app may set
+        if progress is not None and not callable(progress):
+            raise TypeError(f"progress must be a callable(done, total) or None, got {type(progress).__name__}")
         rows = [self.tokenizer.encode(text, self.max_length) for text in texts]
         order = sorted(range(len(rows)), key=lambda i: len(rows[i]))  # short texts batch together
         out = np.empty((len(rows), len(self.labels)), dtype=np.float32)
         for start in range(0, len(order), batch_size):
             picked = order[start:start + batch_size]
             out[picked] = self._run_batch([rows[i] for i in picked])
+            if progress is not None:
+                progress(start + len(picked), len(rows))
         return out
 
     def _run_batch(self, rows: list[list[int]]) -> np.ndarray:
@@ -315,11 +320,11 @@ class Classifier:
                                f"({len(rows)}, {len(self.labels)}) for {len(self.labels)} labels")
         return logits
 
-    def predict_proba(self, texts) -> np.ndarray:
+    def predict_proba(self, texts, progress=None) -> np.ndarray:
         """Softmax probabilities, float32 (n, n_labels), columns in `labels` order."""
-        return softmax(self.logits(texts))
+        return softmax(self.logits(texts, progress))
 
-    def predict(self, texts) -> list[str]:
+    def predict(self, texts, progress=None) -> list[str]:
         """The most likely label of each text."""
-        logits = self.logits(texts)
+        logits = self.logits(texts, progress)
         return [self.labels[i] for i in logits.argmax(axis=-1)] if len(logits) else []

@@ -510,6 +510,18 @@ def test_a_byte_order_mark_is_not_part_of_the_first_token(bundle_copy):
     np.testing.assert_array_equal(Classifier.load(bundle_copy).logits(TEXTS), expected)
 
 
+def test_progress_is_called_after_each_batch(fp32_bundle):
+    """For an app's progress bar: (texts done, texts in all) after every batch."""
+    clf = Classifier.load(fp32_bundle, batch_size=5)
+    calls = []
+    logits = clf.logits(TEXTS, progress=lambda done, total: calls.append((done, total)))
+    assert calls == [(5, len(TEXTS)), (10, len(TEXTS)), (len(TEXTS), len(TEXTS))]
+    np.testing.assert_array_equal(logits, clf.logits(TEXTS))
+    assert clf.predict(TEXTS, progress=lambda *a: calls.append(a)) == clf.predict(TEXTS) and len(calls) == 6
+    with pytest.raises(TypeError, match="progress must be a callable"):
+        clf.predict_proba(TEXTS, progress=True)
+
+
 def test_a_classifier_pickles_for_process_pools(clf, fp32_bundle):
     """Sent to a worker of a process pool (spawn: macOS, Windows), a Classifier is pickled; the
     tokenizer held a closure, which cannot be."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -183,3 +184,22 @@ def test_eval_and_export_quiet_print_the_summary_alone(tiny_model_dir, reviews_c
     quiet = run("export", ["onnx", tiny_model_dir, "--out", tmp_path / "b", "--samples", 4, "--quiet"])
     assert "torch reference on 4 generated texts" in loud.stderr and quiet.stderr == ""
     assert quiet.stdout.replace(str(tmp_path / "b"), "B") == loud.stdout.replace(str(tmp_path / "a"), "B")
+    for engine in ("onnxruntime", "numpy"):      # a bundle's engines showed nothing until the report
+        loud = run("distill", ["eval", tmp_path / "a", "--data", dev, "--engine", engine])
+        quiet = run("distill", ["eval", tmp_path / "a", "--data", dev, "--engine", engine, "--quiet"])
+        done = {"onnxruntime": "2/2", "numpy": "40/40"}[engine]          # batches of 32 / texts
+        assert re.search(rf"predict: 100%\|.*\| {done} ", loud.stderr.replace("\r", "\n")), (engine, loud.stderr)
+        assert quiet.stderr == "" and quiet.stdout == loud.stdout
+
+
+def test_an_eval_plot_that_cannot_be_drawn_is_one_error_line(tiny_model_dir, reviews_csv, tmp_path, monkeypatch):
+    def out_of_memory(*args, **kwargs):
+        raise MemoryError("std::bad_alloc")
+
+    monkeypatch.setattr("distill.metrics.plot_confusion_matrix", out_of_memory)
+    _, dev = reviews_csv
+    plot = tmp_path / "cm.png"
+    result = invoke("eval", tiny_model_dir, "--data", dev, "--plot", plot, "--quiet")
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert result.output.rstrip().endswith(
+        f"Error: --plot {plot}: the confusion matrix could not be drawn: MemoryError: std::bad_alloc")

@@ -1,6 +1,7 @@
 """distill.metrics against scikit-learn on random inputs, ties in the scores included."""
 import json
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -151,6 +152,44 @@ def test_plot_writes_png(tmp_path):
     if not cjk_font:
         assert note == (f"{out}: no installed font draws 体育; the axes number the labels in id order: "
                         "0 = finance, 1 = realty, 2 = 体育, 3 = entertainment")
+
+
+def png_size(path) -> tuple[int, int]:
+    data = Path(path).read_bytes()
+    assert data.startswith(b"\x89PNG\r\n\x1a\n")
+    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+
+
+@pytest.mark.parametrize("k", [3, 150, 1100])
+def test_a_confusion_plot_stays_a_readable_size_for_many_classes(tmp_path, monkeypatch, k):
+    """The figure grew 0.6 inch a class with a count in every cell: 150 classes took 2.9 GB, and
+    1,100 failed to allocate its 66,000-pixel canvas after the evaluation had finished."""
+    from matplotlib.axes import Axes
+
+    rng = np.random.default_rng(0)
+    names = [f"intent_{i}" for i in range(k)]
+    report = evaluate(rng.integers(0, k, 3 * k), rng.dirichlet(np.ones(k), 3 * k), names)
+    out = tmp_path / "cm.png"
+    texts, real_text = [], Axes.text
+    monkeypatch.setattr(Axes, "text", lambda self, *a, **kw: texts.append(a) or real_text(self, *a, **kw))
+    assert plot_confusion_matrix(report, out) is None
+    assert len(texts) == (k * k if k <= 40 else 0)        # a count in each cell while they fit
+    width, height = png_size(out)
+    assert max(width, height) <= 3000 and min(width, height) >= 400
+    if k == 3:
+        assert width == height == 430                      # 0.6 inch a class + 2.5, at 100 dpi, as before
+
+
+def test_format_report_prints_the_matrix_for_up_to_twenty_classes():
+    rng = np.random.default_rng(0)
+    for k in (20, 21):
+        names = [f"c{i}" for i in range(k)]
+        text = format_report(evaluate(rng.integers(0, k, 200), rng.dirichlet(np.ones(k), 200), names))
+        printed = "confusion matrix (rows: true, columns: predicted)" in text
+        assert printed == (k == 20)
+        assert (f"confusion matrix: not printed for more than 20 classes ({k}); the JSON report holds it "
+                "(confusion_matrix)" in text) == (k == 21)
+        assert text.count("\n") < 3 * k + 20 and "macro-F1" in text
 
 
 def test_unrenderable_characters_are_found_per_font():
