@@ -125,7 +125,8 @@ def extend_vocabulary(model, tokenizer, texts, words: int = 0, init: str = "samp
     vocab = tokenizer.get_vocab()
     chars = missing_characters(counts, vocab)
     split_words = frequent_split_words(tokenizer, counts, vocab, words)
-    new_tokens = chars + [w for w in split_words if w not in set(chars)]
+    added = set(chars)
+    new_tokens = chars + [w for w in split_words if w not in added]
     before = len(vocab)
     unk_before = _unknown_words(tokenizer, counts)
     if new_tokens:
