@@ -166,7 +166,6 @@ def write_vocab_txt(tokenizer, directory) -> None:
     holds (a source vocab.txt with repeated lines) get a placeholder line no text produces."""
     from pathlib import Path
 
-    from export.bundle import vocab_lines
+    from export.bundle import vocab_txt_bytes
 
-    (Path(directory) / "vocab.txt").write_text("".join(line + "\n" for line in vocab_lines(tokenizer)),
-                                               encoding="utf-8")
+    (Path(directory) / "vocab.txt").write_bytes(vocab_txt_bytes(tokenizer))

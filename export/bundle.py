@@ -115,6 +115,12 @@ def vocab_lines(tokenizer) -> list[str]:
     return [token if token is not None else f"[unused-id-{i}]" for i, token in enumerate(lines)]
 
 
+def vocab_txt_bytes(tokenizer) -> bytes:
+    """vocab.txt's bytes: vocab_lines in UTF-8, each ending in "\n" on every platform (text
+    mode on Windows would write "\r\n", and Hugging Face keeps the "\r" in each token)."""
+    return "".join(line + "\n" for line in vocab_lines(tokenizer)).encode("utf-8")
+
+
 def runtime_config(labels, tokenizer, max_length: int, quantized: bool) -> dict:
     """runtime.json as DESIGN.md (plus mask_token / max_input_chars_per_word; write_support_files
     adds vocab_sha256). Labels must be distinct and non-empty: an app maps them back to classes."""
@@ -144,7 +150,7 @@ def write_support_files(bundle_dir, model_dir, tokenizer, runtime: dict) -> list
     tokenizer.save_pretrained(bundle_dir)
     for name in HF_FILES:
         shutil.copyfile(model_dir / name, bundle_dir / name)
-    vocab = ("\n".join(vocab_lines(tokenizer)) + "\n").encode("utf-8")
+    vocab = vocab_txt_bytes(tokenizer)
     (bundle_dir / "vocab.txt").write_bytes(vocab)
     write_json(bundle_dir / "runtime.json", {**runtime, "vocab_sha256": hashlib.sha256(vocab).hexdigest()})
     return sorted(p.name for p in bundle_dir.iterdir())
