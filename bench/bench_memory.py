@@ -7,7 +7,7 @@ memory it adds (ru_maxrss after the step minus before it), so the ratios compare
   distill.token_rows.tokenize_rows (what teach, student, eval and the teacher pass use);
 - read: distill.data.load_labelled on a TSV of N rows, against the file's size.
 
-Run: .venv/bin/python bench/bench_memory.py [--rows 200000] [--data ../shared/data]
+Run: .venv/bin/python bench/bench_memory.py [--rows 200000] [--data ../shared/data]   (Linux, macOS)
 """
 from __future__ import annotations
 
@@ -30,7 +30,8 @@ texts = texts_from({data!r}, {rows})
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 {step}
 after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(json.dumps({{"added_mb": (after - before) / 1024, "tokens": {tokens}}}))
+per_mb = 2 ** 20 if sys.platform == "darwin" else 1024      # ru_maxrss: bytes on macOS, KiB on Linux
+print(json.dumps({{"added_mb": (after - before) / per_mb, "tokens": {tokens}}}))
 """
 TOKENIZER = ("from distill.teacher import default_teacher_path\n"
              "from distill.tokenization import load_tokenizer\n"

@@ -143,17 +143,18 @@ def embed_texts(encoder, tokenizer, texts, max_length: int, batch_size: int = 64
     import torch
 
     from .fewshot_head import mean_pool
-    from .predict import encode, length_sorted_batches
+    from .predict import encode, length_sorted_batches, model_device
 
     rows = encode(tokenizer, texts, max_length)
     out = np.zeros((len(rows), encoder.config.hidden_size), dtype=np.float32)
     was_training = encoder.training
     encoder.eval()
+    device = model_device(encoder)
     with torch.inference_mode():
         for idx in length_sorted_batches(rows.lengths(), batch_size):
-            batch = tokenizer.pad([rows[i] for i in idx], return_tensors="pt")
+            batch = tokenizer.pad([rows[i] for i in idx], return_tensors="pt").to(device)
             hidden = encoder(**batch).last_hidden_state                    # (B, T, H)
-            out[idx] = mean_pool(hidden, batch["attention_mask"]).float().numpy()
+            out[idx] = mean_pool(hidden, batch["attention_mask"]).float().cpu().numpy()
     encoder.train(was_training)
     return out
 

@@ -139,21 +139,23 @@ def cloze_scores(model, batch: dict, positions, verbaliser):
     import torch
 
     logits = model(**batch).logits                                       # (B, T, V)
-    at_mask = logits[torch.arange(logits.shape[0]), torch.as_tensor(positions)]  # (B, V)
-    return at_mask[:, torch.as_tensor(verbaliser)]                        # (B, K)
+    device = logits.device
+    at_mask = logits[torch.arange(logits.shape[0], device=device), torch.as_tensor(positions, device=device)]  # (B, V)
+    return at_mask[:, torch.as_tensor(verbaliser, device=device)]         # (B, K)
 
 
 def cloze_predict(model, tokenizer, rows, positions, verbaliser, batch_size: int) -> np.ndarray:
     import torch
 
-    from .predict import length_sorted_batches
+    from .predict import length_sorted_batches, model_device
 
     out = np.zeros((len(rows), len(verbaliser)), dtype=np.float32)
     model.eval()
+    device = model_device(model)
     with torch.inference_mode():
         for idx in length_sorted_batches([len(r["input_ids"]) for r in rows], batch_size):
-            batch = tokenizer.pad([rows[i] for i in idx], return_tensors="pt")
-            out[idx] = cloze_scores(model, batch, [positions[i] for i in idx], verbaliser).float().numpy()
+            batch = tokenizer.pad([rows[i] for i in idx], return_tensors="pt").to(device)
+            out[idx] = cloze_scores(model, batch, [positions[i] for i in idx], verbaliser).float().cpu().numpy()
     return out
 
 

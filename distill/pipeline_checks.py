@@ -5,7 +5,6 @@ read (pipeline_config), the rest here: ranges, choices, input files, each stage'
 from __future__ import annotations
 
 import json
-import os
 import re
 import tempfile
 from contextlib import contextmanager
@@ -54,7 +53,7 @@ def check_settings(settings: PipelineSettings) -> None:
 def _check_out(out: str) -> None:
     """OUT (new, or a folder of an earlier run) can be written: a parent that is a file or a
     read-only folder used to fail with a traceback once the first stage began."""
-    from .savedir import check_writable_target
+    from .savedir import check_writable_target, probe_writable
 
     path = Path(out)
     try:
@@ -63,8 +62,11 @@ def _check_out(out: str) -> None:
         raise PipelineConfigError(f"out: {error}") from None
     if path.exists() and not path.is_dir():
         raise PipelineConfigError(f"out: {path} is a file, not a folder")
-    if path.is_dir() and not os.access(path, os.W_OK):
-        raise PipelineConfigError(f"out: cannot write into {path}")
+    if path.is_dir():
+        try:
+            probe_writable(path)
+        except PermissionError as error:
+            raise PipelineConfigError(f"out: {error}") from None
 
 
 def _check_data(settings: PipelineSettings) -> None:

@@ -111,11 +111,15 @@ class PipelineState:
     def save(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=".pipeline.", suffix=".json", dir=self.path.parent)
-        os.fchmod(fd, 0o666 & ~current_umask())  # mkstemp makes it private (0600); an output is not
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump({"format": FORMAT, "stages": self.stages}, f, indent=2, ensure_ascii=False, default=str)
-            f.write("\n")
-        os.replace(tmp, self.path)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                json.dump({"format": FORMAT, "stages": self.stages}, f, indent=2, ensure_ascii=False, default=str)
+                f.write("\n")
+            os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes it private (0600); an output is not
+            os.replace(tmp, self.path)               # (os.fchmod: not on Windows before Python 3.13)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
 
     def is_current(self, stage: str, stage_fingerprint: str, output) -> bool:
         done = self.last_done(stage)

@@ -111,11 +111,18 @@ def predict_logits(model, tokenizer, texts, max_length: int, batch_size: int = 6
     else:
         batches = [np.arange(i, min(i + batch_size, len(rows))) for i in range(0, len(rows), batch_size)]
     model.eval()
+    device = model_device(model)
     with torch.inference_mode():
         for idx in tqdm(batches, desc="predict", unit="batch", disable=not progress):
-            batch = tokenizer.pad([rows[i] for i in idx], return_tensors="pt")
-            out[idx] = model(**batch).logits.float().numpy()
+            batch = tokenizer.pad([rows[i] for i in idx], return_tensors="pt").to(device)
+            out[idx] = model(**batch).logits.float().cpu().numpy()
     return out
+
+
+def model_device(model):
+    """Where the model's weights are: the Trainer moves a model it trained to the accelerator it
+    finds (CUDA, Apple's MPS), and inputs must follow it there."""
+    return next(model.parameters()).device
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

@@ -38,9 +38,17 @@ def check_writable_target(out: str | os.PathLike, force: bool) -> Path:
         ancestor = ancestor.parent
     if not ancestor.is_dir():
         raise NotADirectoryError(f"cannot write {out}: {ancestor} is a file")
-    if not os.access(ancestor, os.W_OK):
-        raise PermissionError(f"cannot write into {ancestor}")
+    probe_writable(ancestor)
     return out
+
+
+def probe_writable(directory: Path) -> None:
+    """PermissionError unless a folder can be made in `directory`. A real probe: os.access says
+    yes to root on a read-only mount, and to anyone on Windows (it ignores ACLs)."""
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".distill-probe-", dir=directory))
+    except OSError as error:
+        raise PermissionError(f"cannot write into {directory} ({error.strerror or error})") from None
 
 
 def check_spares_inputs(out: str | os.PathLike, inputs: dict) -> None:
@@ -54,9 +62,23 @@ def check_spares_inputs(out: str | os.PathLike, inputs: dict) -> None:
         if path is None or not Path(path).exists():
             continue
         source = Path(path).resolve()
-        if target == source or target in source.parents:
-            how = "is" if target == source else "holds"
-            raise OutputExistsError(f"--out {out} {how} {option} {path}: choose another output")
+        same = target == source or _same_directory_on_disk(target, source, parents=False)
+        if same or target in source.parents or _same_directory_on_disk(target, source):
+            raise OutputExistsError(f"--out {out} {'is' if same else 'holds'} {option} {path}: "
+                                    "choose another output")
+
+
+def _same_directory_on_disk(target: Path, source: Path, parents: bool = True) -> bool:
+    """target is source (or, with parents, one of its folders) by the file system's own judgement:
+    on a case-insensitive disk (macOS, Windows) `Teacher` and `teacher` are one folder that
+    resolve() leaves spelt two ways."""
+    if not target.exists():
+        return False
+    candidates = [source, *source.parents] if parents else [source]
+    try:
+        return any(os.path.samefile(target, candidate) for candidate in candidates)
+    except OSError:
+        return False
 
 
 _HELD: set[Path] = set()       # outputs whose lock this process holds (output_lock is re-entrant)
@@ -183,10 +205,16 @@ def atomic_directory(out: str | os.PathLike, force: bool = False):
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         old = None
-        if out.exists():
-            old = out.parent / f".{out.name}.old-{os.getpid()}"
-            os.replace(out, old)
-        os.replace(tmp, out)
+        try:
+            if out.exists():
+                old = out.parent / f".{out.name}.old-{os.getpid()}"
+                os.replace(out, old)
+            os.replace(tmp, out)
+        except BaseException:      # a rename refused (Windows: a file under it is open): as before
+            if old is not None and not out.exists():
+                os.replace(old, out)
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
 

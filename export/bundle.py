@@ -5,15 +5,13 @@ into place only when every check passed (distill.savedir.atomic_directory).
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
-import os
 import shutil
-import tempfile
 from pathlib import Path
 
 from export import ExportError
 from export.onnx_export import INPUT_NAMES, OUTPUT_NAME
+from runtime.classifier import vocab_digest
 
 RUNTIME_FORMAT = 1
 QUANTIZATION_NAME = "int8-dynamic"
@@ -35,11 +33,12 @@ def check_out_dir(out, force: bool) -> Path:
         ancestor = ancestor.parent
     if not ancestor.is_dir():
         raise ExportError(f"cannot create --out {out}: {ancestor} is not a directory")
-    try:  # a real probe: os.access says yes to root even on a read-only mount
-        probe = tempfile.mkdtemp(prefix=".export-probe-", dir=ancestor)
-        os.rmdir(probe)
-    except OSError as error:
-        raise ExportError(f"cannot write --out {out}: {ancestor} is not writable ({error.strerror})") from None
+    from distill.savedir import probe_writable
+
+    try:
+        probe_writable(ancestor)
+    except PermissionError as error:
+        raise ExportError(f"cannot write --out {out}: {error}") from None
     return out
 
 
@@ -152,5 +151,5 @@ def write_support_files(bundle_dir, model_dir, tokenizer, runtime: dict) -> list
         shutil.copyfile(model_dir / name, bundle_dir / name)
     vocab = vocab_txt_bytes(tokenizer)
     (bundle_dir / "vocab.txt").write_bytes(vocab)
-    write_json(bundle_dir / "runtime.json", {**runtime, "vocab_sha256": hashlib.sha256(vocab).hexdigest()})
+    write_json(bundle_dir / "runtime.json", {**runtime, "vocab_sha256": vocab_digest(vocab)})
     return sorted(p.name for p in bundle_dir.iterdir())

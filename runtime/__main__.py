@@ -86,7 +86,7 @@ def stdin_chunks(size: int = STDIN_CHUNK, stream=None):
     lines: queue.Queue = queue.Queue(maxsize=4 * size)
     threading.Thread(target=read_lines, args=(stream, lines), daemon=True).start()
     while True:
-        item = lines.get()
+        item = wait_for(lines)
         chunk = []
         while isinstance(item, str):
             chunk.append(item)
@@ -102,6 +102,16 @@ def stdin_chunks(size: int = STDIN_CHUNK, stream=None):
             return
         if isinstance(item, BaseException):
             raise item
+
+
+def wait_for(lines: queue.Queue):
+    """The next item, waiting in short steps: on Windows (before Python 3.14) a wait without a
+    timeout cannot be interrupted, so Ctrl-C would not stop the command while it waits for input."""
+    while True:
+        try:
+            return lines.get(timeout=0.25)
+        except queue.Empty:
+            continue
 
 
 def argument_text(text: str) -> str:

@@ -91,6 +91,13 @@ def check_runtime_config(config: dict, path: str) -> None:
         bad("vocab_sha256", "the SHA-256 of vocab.txt in lower-case hex")
 
 
+def vocab_digest(data: bytes) -> str:
+    """runtime.json's vocab_sha256: the SHA-256 of vocab.txt's bytes read as load_vocab reads
+    them, a leading byte-order mark dropped and CRLF line ends as LF (a git checkout with
+    autocrlf, an editor) -- for the file the export writes, its plain SHA-256."""
+    return hashlib.sha256(data.removeprefix(b"\xef\xbb\xbf").replace(b"\r\n", b"\n")).hexdigest()
+
+
 def check_vocab_digest(config: dict, vocab_txt: str, runtime_json: str) -> None:
     """A vocab.txt other than the one exported with the model (from another bundle, a trimmed
     student's, edited) gives wrong token ids without any error; runtime.json records its SHA-256
@@ -99,7 +106,7 @@ def check_vocab_digest(config: dict, vocab_txt: str, runtime_json: str) -> None:
     if not expected:
         return
     with open(vocab_txt, "rb") as f:
-        actual = hashlib.sha256(f.read()).hexdigest()
+        actual = vocab_digest(f.read())
     if actual != expected:
         raise BundleError(f"{vocab_txt} is not the vocabulary exported with this model: its SHA-256 is "
                           f"{actual[:12]}..., {runtime_json} records {expected[:12]}... (a vocab.txt "

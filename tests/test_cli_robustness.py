@@ -203,3 +203,17 @@ def test_an_eval_plot_that_cannot_be_drawn_is_one_error_line(tiny_model_dir, rev
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert result.output.rstrip().endswith(
         f"Error: --plot {plot}: the confusion matrix could not be drawn: MemoryError: std::bad_alloc")
+
+
+def test_a_label_the_output_encoding_lacks_is_printed_as_an_escape(tmp_path):
+    """On Windows a redirected stdout uses the ANSI code page (cp1252): a Chinese label in eval's
+    report raised UnicodeEncodeError after the evaluation, and --json was never written."""
+    from tiny import make_tiny_model
+
+    model = make_tiny_model(tmp_path / "m", labels=("中性", "positive"))
+    data = write_csv(tmp_path / "d.csv", [("a gripping film", "中性"), ("dull and lifeless", "positive")])
+    done = subprocess.run([sys.executable, "-m", "distill", "eval", str(model), "--data", str(data), "--quiet",
+                           "--json", str(tmp_path / "r.json")], capture_output=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(ROOT), "PYTHONIOENCODING": "cp1252"})
+    assert done.returncode == 0, done.stderr.decode("cp1252", "replace")[-2000:]
+    assert b"\\u4e2d\\u6027" in done.stdout and json.loads((tmp_path / "r.json").read_text())["n"] == 2

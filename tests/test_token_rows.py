@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from distill import token_rows
-from distill.token_rows import TokenRows, tokenize_rows
+from distill.token_rows import tokenize_rows
 from distill.tokenization import load_tokenizer
 from distill.training import encode_rows
 from tiny import make_reviews

@@ -1,5 +1,6 @@
-"""One run at a time per output: teach, student, export and pipeline hold OUT's lock while they
-write it, and the leftovers of a killed run are cleared (savedir.output_lock)."""
+"""Writing outputs (distill/savedir.py): one run at a time per output (teach, student, export and
+pipeline hold OUT's lock while they write it; a killed run's leftovers are cleared), atomic
+replacement that survives a refused rename, and the checks made before any work."""
 from __future__ import annotations
 
 import fcntl
@@ -155,3 +156,75 @@ def test_a_lock_file_unlinked_by_its_last_holder_is_not_taken(tmp_path, monkeypa
         assert len(calls) == 2 and lock.exists()
         with open(lock) as other, pytest.raises(BlockingIOError):
             fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
+@pytest.mark.parametrize("failing", ["moving the earlier output aside", "moving the new one in"])
+def test_a_refused_rename_leaves_the_earlier_output_and_nothing_hidden(tmp_path, monkeypatch, failing):
+    """On Windows a folder cannot be renamed while a file under it is open (a notebook holding the
+    weights, a virus scanner): the new output stayed hidden in .OUT.tmp-*, and a refusal of the
+    second rename left no OUT at all."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "model").write_text("the earlier output")
+    real_replace, calls = os.replace, []
+
+    def refusing_replace(src, dst):
+        calls.append((Path(src).name, Path(dst).name))
+        if len(calls) == (1 if failing == "moving the earlier output aside" else 2):
+            raise PermissionError(13, "Access is denied", str(src))
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(savedir.os, "replace", refusing_replace)
+    with pytest.raises(PermissionError, match="Access is denied"):
+        with atomic_directory(out, force=True) as tmp:
+            (tmp / "model").write_text("the new output")
+    monkeypatch.setattr(savedir.os, "replace", real_replace)
+    assert len(calls) == (1 if failing == "moving the earlier output aside" else 3)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    assert (out / "model").read_text() == "the earlier output"
+
+
+def test_an_output_spelt_in_another_case_is_still_the_input(tmp_path, monkeypatch):
+    """On a case-insensitive disk (macOS, Windows) `Teacher` is the folder `teacher`, and resolve()
+    leaves the two spellings apart: --force wrote a student over its teacher. Emulated with a
+    symlink that the patched resolve() does not follow, as such a disk does not fold case."""
+    from distill.savedir import check_spares_inputs
+
+    teacher = tmp_path / "models" / "teacher"
+    teacher.mkdir(parents=True)
+    (tmp_path / "models" / "Teacher").symlink_to(teacher)
+    (tmp_path / "Models").symlink_to(tmp_path / "models")
+    monkeypatch.setattr(Path, "resolve", lambda self, strict=False: self.absolute())
+    with pytest.raises(savedir.OutputExistsError, match="is --teacher"):
+        check_spares_inputs(tmp_path / "models" / "Teacher", {"--teacher": teacher})
+    with pytest.raises(savedir.OutputExistsError, match="holds --teacher"):
+        check_spares_inputs(tmp_path / "Models", {"--teacher": teacher})
+    check_spares_inputs(tmp_path / "models" / "student", {"--teacher": teacher})
+
+
+def test_writability_is_probed_not_asked_of_os_access(tmp_path, monkeypatch):
+    """os.access says yes to root on a read-only mount and to anyone on Windows."""
+    from distill.savedir import check_writable_target
+
+    monkeypatch.setattr(savedir.os, "access", lambda *a, **k: False)
+    assert check_writable_target(tmp_path / "a" / "out", force=False) == tmp_path / "a" / "out"
+    assert list(tmp_path.iterdir()) == []                     # the probe leaves nothing
+
+    def read_only(*args, **kwargs):
+        raise OSError(30, "Read-only file system")
+
+    monkeypatch.setattr(savedir.tempfile, "mkdtemp", read_only)
+    with pytest.raises(PermissionError, match=f"cannot write into {tmp_path} \\(Read-only file system\\)"):
+        check_writable_target(tmp_path / "a" / "out", force=False)
+
+
+def test_the_pipeline_record_is_saved_without_os_fchmod(tmp_path, monkeypatch):
+    """os.fchmod exists on Windows only from Python 3.13: the pipeline crashed before its first stage."""
+    from distill.pipeline_state import PipelineState
+
+    monkeypatch.delattr(os, "fchmod")
+    state = PipelineState(tmp_path / "run")
+    state.start("teacher", "abc", {"train": "x"})
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["pipeline.json"]
+    assert (tmp_path / "run" / "pipeline.json").stat().st_mode & 0o777 == 0o666 & ~savedir.current_umask()
+    assert PipelineState(tmp_path / "run").get("teacher")["status"] == "running"
