@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import math
 import os
@@ -10,6 +11,7 @@ import re
 import shutil
 import tempfile
 import time
+import unicodedata
 from pathlib import Path
 
 
@@ -168,8 +170,9 @@ def remove_stale_siblings(out: Path) -> list[Path]:
     OUT's lock held, when no live run can own them: they are what a killed run left. A run killed
     between its two renames left no OUT and the replaced output as `.NAME.old-PID`: that is put
     back as OUT, not removed."""
-    pattern = re.compile(rf"\.{re.escape(out.name)}\.(tmp-[a-z0-9_]{{8}}|old-\d+)")
-    stale = sorted((p for p in out.parent.iterdir() if pattern.fullmatch(p.name) and p.is_dir()),
+    nfc = functools.partial(unicodedata.normalize, "NFC")          # macOS HFS+ stores names as NFD
+    pattern = re.compile(rf"\.{re.escape(nfc(out.name))}\.(tmp-[a-z0-9_]{{8}}|old-\d+)")
+    stale = sorted((p for p in out.parent.iterdir() if pattern.fullmatch(nfc(p.name)) and p.is_dir()),
                    key=lambda p: p.stat().st_mtime)
     replaced = [p for p in stale if ".old-" in p.name]
     if replaced and not out.exists():

@@ -80,7 +80,11 @@ def _check_inside(folder: str, location: str, tensor: str) -> str:
                          "model's folder")
     root = os.path.realpath(folder)
     path = os.path.realpath(os.path.join(root, *parts))
-    if os.path.commonpath([root, path]) != root:
+    try:
+        inside = os.path.commonpath([root, path]) == root
+    except ValueError:      # Windows: a link to another drive ("Paths don't have the same drive")
+        inside = False
+    if not inside:
         raise ModelError(f"tensor {tensor!r}: external data location {location!r} resolves "
                          "outside the model's folder")
     if not os.path.isfile(path):

@@ -385,6 +385,19 @@ def test_external_data_symlink_out_of_the_folder_is_refused(tmp_path):
         ronnx.load(path)
 
 
+def test_external_data_linked_to_another_drive_is_refused_like_any_outside_file(tmp_path, monkeypatch):
+    """On Windows os.path.commonpath raises ValueError for paths on two drives (a junction to D:),
+    which surfaced as "Paths don't have the same drive"."""
+    path, _, _ = external_model(tmp_path)
+
+    def two_drives(paths):
+        raise ValueError("Paths don't have the same drive")
+
+    monkeypatch.setattr(ronnx.os.path, "commonpath", two_drives)
+    with pytest.raises(ModelError, match="resolves outside the model's folder"):
+        ronnx.load(path)
+
+
 def test_external_data_symlink_inside_the_folder_is_fine(tmp_path):
     path, w, _ = external_model(tmp_path)
     os.replace(path.parent / "weights.bin", path.parent / "real.bin")

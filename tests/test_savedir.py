@@ -85,6 +85,19 @@ def test_a_killed_runs_hidden_directories_are_removed_by_the_next_run(tmp_path):
     assert sorted(p.name for p in out.iterdir()) == ["new"]
 
 
+def test_leftovers_are_found_whatever_normal_form_the_disk_keeps_names_in(tmp_path):
+    """macOS's HFS+ stores names decomposed (NFD): a killed run's `.modèle.tmp-*` beside the OUT
+    typed as `modèle` (NFC) was not recognised."""
+    import unicodedata
+
+    out = tmp_path / unicodedata.normalize("NFC", "modèle")
+    left = tmp_path / unicodedata.normalize("NFD", ".modèle.tmp-abcdefgh")
+    left.mkdir()
+    with output_lock(out):
+        pass
+    assert not left.exists()
+
+
 def test_an_output_a_killed_run_had_moved_aside_is_put_back(tmp_path):
     """Killed between its two renames, a --force run left no OUT: the old one is `.OUT.old-PID`
     and the new one, never reported as written, `.OUT.tmp-*`."""
