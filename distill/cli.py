@@ -312,8 +312,8 @@ def student_options(f):
                           "mean of all the teachers' logits, each teacher scoring with its own tokenizer "
                           "(cached). Layers, vocabulary and max length still come from --teacher."),
         click.option("--layers", type=int, default=None,
-                     help="Student layers, initialised from teacher layers chosen evenly "
-                          "(3 of 6 -> 0,2,4). Default: half the teacher's."),
+                     help="Student layers, initialised from teacher layers floor(i * L / N) "
+                          "(3 of 6 -> 0,2,4; 3 of 4 -> 0,1,2). Default: half the teacher's."),
         click.option("--layer-map", callback=_int_list, default=None, metavar="I,J,...",
                      help="The teacher layer for each student layer, e.g. 0,2,4."),
         click.option("--hidden-size", type=int, default=None, help="Narrower student (random init)."),
