@@ -136,8 +136,13 @@ def check_graph_names(session, config: dict, path: str) -> None:
 SHAPE_KEEPING = ("Identity", "Cast", "DequantizeLinear")  # an int8 table is dequantized as is
 
 
-def constant_value(graph, name: str, made_by: dict):
-    """The array of an initializer or Constant node (through Identity), else None."""
+def constant_value(graph, name: str, made_by: dict, folded=None):
+    """The array of an initializer or Constant node (through Identity), or of any value the
+    session folded at load (`folded(name)`: e.g. Unsqueeze(Constant) in an export made without
+    constant folding), else None."""
+    value = folded(name) if folded is not None else None
+    if isinstance(value, np.ndarray):
+        return value
     while name not in graph.initializers:
         node = made_by.get(name)
         if node is None or node.op_type not in ("Constant", "Identity"):
@@ -176,7 +181,7 @@ def word_embedding_rows(graph, made_by: dict, input_name: str = "input_ids"):
     return min(rows) if rows else None
 
 
-def position_embedding_rows(graph, made_by: dict):
+def position_embedding_rows(graph, made_by: dict, folded=None):
     """How many positions the position embeddings serve, when the graph looks them up the way
     Hugging Face's BERT exports do (dynamo and TorchScript alike): Gather(table,
     Slice(position_ids, starts=0, ...)) of a constant arange buffer -> min(table rows, buffer
@@ -186,10 +191,10 @@ def position_embedding_rows(graph, made_by: dict):
         if sliced is None or sliced.op_type != "Slice":
             continue
         inputs = sliced.inputs + [""] * (5 - len(sliced.inputs))
-        buffer = constant_value(graph, inputs[0], made_by)
-        starts = (constant_value(graph, inputs[1], made_by) if inputs[1]
+        buffer = constant_value(graph, inputs[0], made_by, folded)
+        starts = (constant_value(graph, inputs[1], made_by, folded) if inputs[1]
                   else np.asarray(sliced.attrs.get("starts", [1])))          # opset < 10: attributes
-        steps = constant_value(graph, inputs[4], made_by) if inputs[4] else np.ones(1, np.int64)
+        steps = constant_value(graph, inputs[4], made_by, folded) if inputs[4] else np.ones(1, np.int64)
         if buffer is None or buffer.dtype.kind not in "iu" or starts is None or steps is None:
             continue
         positions = buffer.reshape(-1)
@@ -215,7 +220,7 @@ def check_model_fits(session, vocab_size: int, config: dict, paths: tuple) -> No
         raise BundleError(f"{vocab_txt}: {vocab_size} tokens, but the word-embedding table in "
                           f"{model_onnx} has {rows} rows: token ids {rows} to {vocab_size - 1} "
                           "cannot be looked up (vocab.txt does not belong to this model)")
-    positions = position_embedding_rows(graph, made_by)
+    positions = position_embedding_rows(graph, made_by, getattr(session, "constant", None))
     if positions is not None and config["max_length"] > positions:
         raise BundleError(f"{runtime_json}: max_length {config['max_length']} is more than the "
                           f"{positions} positions of the position embeddings in {model_onnx}")

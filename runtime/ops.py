@@ -374,9 +374,10 @@ def empty_reshape_dims(in_shape, dims: list) -> list:
 
 
 def flatten(x, axis=1):
+    """(prod(shape[:axis]), prod(shape[axis:])), both given: reshape cannot infer a -1 when the
+    array is empty (a batch of 0 texts). Also the opset < 13 Softmax's view of its input."""
     axis = axis + x.ndim if axis < 0 else axis
-    lead = int(np.prod(x.shape[:axis], dtype=np.int64))
-    return x.reshape(lead, -1) if x.size else x.reshape(lead, int(np.prod(x.shape[axis:])))
+    return x.reshape(int(np.prod(x.shape[:axis], dtype=np.int64)), int(np.prod(x.shape[axis:], dtype=np.int64)))
 
 
 def transpose(x, perm=None):
@@ -570,11 +571,12 @@ def gemm(a, b, c=None, alpha=1.0, beta=1.0, transA=0, transB=0):
 
 @takes("opset")
 def softmax(x, axis=None, opset=13, out=None):
+    if x.size == 0:                          # nothing to normalise (a reduction over 0 has no max)
+        return x.copy()
     if opset < 13:                           # old semantics: flatten to 2-D at `axis` (default 1)
         axis = 1 if axis is None else axis
         axis = axis + x.ndim if axis < 0 else axis
-        flat = x.reshape(int(np.prod(x.shape[:axis], dtype=np.int64)), -1)
-        return softmax(flat, axis=-1).reshape(x.shape)
+        return softmax(flatten(x, axis), axis=-1).reshape(x.shape)
     axis = -1 if axis is None else axis
     y = np.subtract(x, np.max(x, axis=axis, keepdims=True), out=out)
     np.exp(y, out=y)
@@ -584,11 +586,12 @@ def softmax(x, axis=None, opset=13, out=None):
 
 @takes("opset")
 def log_softmax(x, axis=None, opset=13):
+    if x.size == 0:
+        return x.copy()
     if opset < 13:
         axis = 1 if axis is None else axis
         axis = axis + x.ndim if axis < 0 else axis
-        flat = x.reshape(int(np.prod(x.shape[:axis], dtype=np.int64)), -1)
-        return log_softmax(flat, axis=-1).reshape(x.shape)
+        return log_softmax(flatten(x, axis), axis=-1).reshape(x.shape)
     axis = -1 if axis is None else axis
     y = x - np.max(x, axis=axis, keepdims=True)
     return y - np.log(np.sum(np.exp(y), axis=axis, keepdims=True))

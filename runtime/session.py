@@ -180,6 +180,11 @@ class Session:
     def output_names(self) -> List[str]:
         return [v.name for v in self._outputs]
 
+    def constant(self, name: str):
+        """The value a node computes at load time (folded from initializers and constants) that
+        a running node reads, else None."""
+        return self._constants.get(name)
+
     # ------------------------------------------------------------ load-time work
     def _fold(self, graph: Graph):
         """Evaluate every node whose inputs are all constant; return (constants, other nodes)."""

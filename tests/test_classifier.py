@@ -482,6 +482,32 @@ def test_max_length_past_the_position_embeddings_is_refused(bundle_copy):
     assert clf.logits([" ".join(["film"] * 100)]).shape == (1, len(LABELS))
 
 
+def test_max_length_is_checked_in_an_export_made_without_constant_folding(bundle_copy):
+    """The TorchScript exporter with do_constant_folding=False slices position_ids with starts
+    from Unsqueeze(Constant): the check read only initializers and Constants, so a max_length
+    past the table loaded and failed at the first long text. It now reads the session's folded
+    values too."""
+    import warnings
+
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_bundle().parent / "model",
+                                                               attn_implementation="eager").eval()
+    ids = torch.ones(2, 9, dtype=torch.long)
+    names = ["input_ids", "attention_mask", "token_type_ids"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (ids, ids, ids * 0), str(bundle_copy / "model.onnx"), dynamo=False,
+                          opset_version=17, do_constant_folding=False, input_names=names,
+                          output_names=["logits"], dynamic_axes={n: {0: "batch", 1: "sequence"} for n in names})
+    edit_runtime_json(bundle_copy, max_length=65)
+    with pytest.raises(BundleError, match=re.escape("max_length 65 is more than the 64 positions")):
+        Classifier.load(bundle_copy)
+    edit_runtime_json(bundle_copy, max_length=64)
+    assert Classifier.load(bundle_copy).logits([" ".join(["film"] * 100)]).shape == (1, len(LABELS))
+
+
 def test_a_vocab_txt_other_than_the_exported_one_is_refused(bundle_copy):
     """A same-size or smaller vocab.txt (another bundle's, a trimmed student's) loaded silently and
     gave wrong token ids; runtime.json now records the exported file's SHA-256."""
