@@ -67,9 +67,9 @@ def shared_training_options(C) -> list:
         click.option("--max-length", type=int, default=C.max_length, show_default=C.max_length is not None,
                      help="Truncate texts to this many tokens (batches are padded dynamically)." + length_default),
         click.option("--weight-decay", type=float, default=C.weight_decay, show_default=True,
-                     help="AdamW weight decay (L2)."),
+                     help="AdamW's decoupled weight decay (not applied to biases and LayerNorm weights)."),
         click.option("--warmup", type=float, default=C.warmup, show_default=True,
-                     help="Linear warmup: a fraction of all steps if < 1, else a number of steps; "
+                     help="Linear warmup: a fraction of all steps if < 1, else a whole number of steps; "
                           "then linear decay to 0."),
         click.option("--early-stopping", type=int, default=None, metavar="PATIENCE",
                      help="Stop after PATIENCE epochs without improving --metric on --eval, "
@@ -108,22 +108,24 @@ def teach_options(f):
                      "to the smallest, of the training rows."),
         click.option("--extend-vocab", is_flag=True,
                      help="Add the characters of the training texts that the vocabulary lacks (e.g. CJK "
-                          "characters for an English teacher), so no training text maps to [UNK]; the "
+                          "characters for an English teacher), so that no training word becomes [UNK] "
+                          "(except words over 100 characters, which WordPiece never splits); the "
                           "embeddings grow (see --extend-vocab-init); the extended vocab.txt is saved."),
         click.option("--extend-vocab-init", type=click.Choice(["sample", "mean"]), default=C.extend_vocab_init,
                      show_default=True, help="With --extend-vocab, a new character's row: sample draws it "
                      "from a normal with the old rows' mean and per-dimension variance (seeded); mean gives "
                      "every new character the same mean row, which the encoder cannot tell apart at first."),
         click.option("--extend-vocab-words", type=int, default=C.extend_vocab_words, show_default=True,
-                     metavar="N", help="With --extend-vocab: also add the N most frequent training words "
-                     "that WordPiece splits into pieces (row = mean of the pieces' rows)."),
+                     metavar="N", help="With --extend-vocab: also add up to N of the most frequent training "
+                     "words that WordPiece splits into pieces, among those seen at least twice, of 2+ "
+                     "characters and without CJK (row = mean of the pieces' rows)."),
         click.option("--few-shot", type=click.Choice(["prompt", "contrastive", "pet"]), default=None,
                      help="Teach from a few labelled rows: prompt (cosine similarity to label "
                           "descriptions, no training), contrastive (SetFit-style pair tuning + logistic "
                           "regression), pet (cloze pattern + verbaliser; needs a masked-LM checkpoint)."),
         click.option("--shots", type=int, default=None, metavar="N",
                      help="With --few-shot: N rows per class drawn (seeded) from --train; 0: zero-shot "
-                          "(prompt), the file then only names the labels."),
+                          "(prompt), the file then only names the labels. Default: every row."),
         click.option("--template", default=None,
                      help="prompt, contrastive: label description with {label} (default 'This review "
                           "is {label}.'); pet: cloze pattern with {text} and [MASK] (default '{text} It "
@@ -268,10 +270,11 @@ def early_stop_line(report: dict) -> str | None:
     ran, planned = report["epochs"][-1]["epoch"], config["epochs"]
     best = next((e for e in report["epochs"] if e["step"] == report.get("best_step")), None)
     metric = config["metric"]
+    key = "eval_loss" if metric == "loss" else metric           # the epoch history's name for it
     how = (f"stopped after epoch {ran} of {planned:g}, {config['early_stopping']} epoch(s) without a "
            f"better {metric}" if ran < planned else f"ran all {planned:g} epochs")
-    kept = f"kept epoch {best['epoch']}'s weights ({metric} {best[metric]:.4f})" if best and \
-        best.get(metric) is not None else "no epoch scored a best: kept the last epoch's weights"
+    kept = f"kept epoch {best['epoch']}'s weights ({metric} {best[key]:.4f})" if best and \
+        best.get(key) is not None else "no epoch scored a best: kept the last epoch's weights"
     return f"early stopping: {how}; {kept}"
 
 
@@ -316,12 +319,16 @@ def student_options(f):
                           "(3 of 6 -> 0,2,4; 3 of 4 -> 0,1,2). Default: half the teacher's."),
         click.option("--layer-map", callback=_int_list, default=None, metavar="I,J,...",
                      help="The teacher layer for each student layer, e.g. 0,2,4."),
-        click.option("--hidden-size", type=int, default=None, help="Narrower student (random init)."),
-        click.option("--intermediate-size", type=int, default=None, help="Narrower student feed-forward size."),
-        click.option("--heads", type=int, default=None, help="Attention heads of a narrower student."),
+        click.option("--hidden-size", type=int, default=None,
+                     help="Student hidden size (default: the teacher's). Any of --hidden-size, "
+                          "--intermediate-size, --heads other than the teacher's makes a random student."),
+        click.option("--intermediate-size", type=int, default=None,
+                     help="Student feed-forward size (default: the teacher's)."),
+        click.option("--heads", type=int, default=None, help="Student attention heads (default: the teacher's)."),
         click.option("--init", type=click.Choice(["teacher", "random"]), default=None,
-                     help="Copy the teacher's weights (embeddings, chosen layers, pooler, classifier) "
-                          "or initialise randomly. Default: teacher, random for a narrower student."),
+                     help="Copy the teacher's weights (embeddings, chosen layers, pooler, classifier; a "
+                          "few-shot teacher's hand-set pooler and classifier are drawn anew) or initialise "
+                          "randomly. Default: teacher, random when a size differs from the teacher's."),
         click.option("--trim-vocab", is_flag=True,
                      help="Keep only the WordPiece tokens of the training, augmented and unlabelled "
                           "texts, the special tokens and every single-character token; shrinks the "
@@ -366,7 +373,8 @@ def student_options(f):
         click.option("--augment-ops", callback=_name_list, default=",".join(C.augment_ops), show_default=True,
                      help="Augmentation ops to draw from."),
         click.option("--augment-rate", type=float, default=C.augment_rate, show_default=True,
-                     help="Fraction of a text's words (characters for CJK) each op changes."),
+                     help="Fraction of a text's words (characters for CJK) each op changes, at least "
+                          "one (swap exchanges two units per change)."),
         click.option("--synonym-neighbours", type=int, default=C.synonym_neighbours, show_default=True,
                      help="Synonyms: the k nearest tokens in the teacher's input-embedding space (cosine)."),
         click.option("--unlabeled", type=click.Path(exists=True, dir_okay=False), default=None,
@@ -384,7 +392,7 @@ def student_options(f):
                      help="Teacher-logits cache. Default: ~/.cache/distill-edge ($DISTILL_CACHE_DIR)."),
         click.option("--no-cache", is_flag=True, help="Neither read nor write the teacher-logits cache."),
         click.option("--teacher-batch-size", type=int, default=C.teacher_batch_size, show_default=True,
-                     help="Batch size of the teacher's one scoring pass."),
+                     help="Batch size of the teacher's one scoring pass (and of back-translation)."),
     ]
     return data_options(_apply(f, options))
 
@@ -471,8 +479,8 @@ def comparison_table(report: dict) -> str:
               help="Token limit for every engine (default: the model's training max_length, or the "
                    "bundle's); at most the bundle's max_length or the model's position embeddings.")
 @click.option("--engine", type=click.Choice(["auto", "torch", "onnxruntime", "numpy"]), default="auto",
-              show_default=True, help="torch for a model directory; onnxruntime (default) or the numpy "
-              "runtime for an ONNX bundle.")
+              show_default=True, help="torch for a model directory; onnxruntime or the numpy runtime for "
+              "an ONNX bundle. auto: torch for a model directory, onnxruntime for a bundle.")
 @click.option("--quiet", is_flag=True, default=False,
               help="Print the report alone: no progress bars or model-loading messages.")
 @data_options

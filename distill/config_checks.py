@@ -30,9 +30,13 @@ def check_minimum(option: str, value, minimum, error) -> None:
 
 
 def check_schedule(config, error) -> None:
-    """AdamW's warmup and weight decay cannot be negative."""
+    """AdamW's warmup and weight decay cannot be negative; a warmup of 1 or more counts steps, so
+    it must be whole (2.5 was silently cut to 2)."""
     check_minimum("--warmup", config.warmup, 0, error)
     check_minimum("--weight-decay", config.weight_decay, 0, error)
+    if config.warmup is not None and config.warmup >= 1 and config.warmup != int(config.warmup):
+        raise error(f"--warmup {config.warmup:g}: below 1 it is a fraction of the steps, from 1 a whole "
+                    "number of steps")
 
 
 def changed_from_default(config, names, given: frozenset = frozenset()) -> list[str]:

@@ -9,16 +9,18 @@ _DATA_OPTIONS = [
     click.option("--format", "data_format", type=click.Choice(FORMATS), default=None,
                  help="Data file format. Default: from the extension (.csv .tsv .jsonl .txt)."),
     click.option("--text-column", default="text", show_default=True,
-                 help="Column holding the text: header name (CSV/TSV), key (JSONL) or "
-                      "0-based index (headerless .txt, where the default means column 0)."),
+                 help="Column holding the text: header name or 0-based index (CSV/TSV), key (JSONL), "
+                      "or 0-based index (headerless .txt, where the default means column 0)."),
     click.option("--label-column", default="label", show_default=True,
-                 help="Column holding the label: header name, key or 0-based index (headerless "
-                      ".txt, where the default means column 1)."),
+                 help="Column holding the label: header name or 0-based index (CSV/TSV), key (JSONL), "
+                      "or 0-based index (headerless .txt, where the default means column 1)."),
     click.option("--label-names", type=click.Path(exists=True, dir_okay=False), default=None,
-                 help="File with one label name per line, naming integer label ids 0..k-1."),
+                 help="File with one label name per line: line i names label id i, so the data may "
+                      "give integer ids 0..k-1 or the names; for teach it also fixes the label order."),
     click.option("--skip-bad-rows", is_flag=True, default=False,
-                 help="Skip rows with empty text, a missing column, bad UTF-8 or an unknown "
-                      "label (and report how many and why) instead of stopping."),
+                 help="Skip bad rows (empty or non-string text, empty or bad label, a missing or "
+                      "extra column, bad UTF-8, invalid JSON, an unknown label) and report how many and "
+                      "why, instead of stopping at the first."),
 ]
 _KEYS = ("data_format", "text_column", "label_column", "label_names", "skip_bad_rows")
 

@@ -366,13 +366,18 @@ def flags_from(ctx, kwargs: dict) -> dict:
               help="TOML file with [data] [teach] [student] [export] [baseline] [report] tables "
                    "(see examples/pipeline.toml); flags override it.")
 @click.option("--set", "assignments", multiple=True, metavar="SECTION.KEY=VALUE",
-              help="Override any setting, e.g. --set student.temperature=4 (repeatable; applied last). "
+              help="Override a setting, e.g. --set student.temperature=4 (repeatable; applied last; "
+                   "not the keys the pipeline sets itself: train, eval, out, resume, force, progress, "
+                   "keep_checkpoints, teacher). "
                    "VALUE default (the bare word) restores the built-in default, e.g. "
                    "--set student.early_stopping=default; the string itself is 'KEY=\"default\"'.")
 @click.option("--model", default=None, metavar="NAME_OR_PATH", help="Base checkpoint of the teacher (teach.model).")
-@click.option("--teacher-epochs", type=float, default=None, help="teach.epochs")
-@click.option("--student-epochs", type=float, default=None, help="student.epochs")
-@click.option("--layers", type=int, default=None, help="student.layers")
+@click.option("--teacher-epochs", type=float, default=None,
+              help="Teacher training epochs (teach.epochs; default: distill teach's).")
+@click.option("--student-epochs", type=float, default=None,
+              help="Student training epochs (student.epochs; default: distill student's).")
+@click.option("--layers", type=int, default=None,
+              help="Student layers taken from the teacher (student.layers; default: half the teacher's).")
 @click.option("--max-train-samples", type=int, default=None,
               help="teach.max_train_samples (the student and the baseline use the same rows).")
 @click.option("--max-length", type=int, default=None, help="teach.max_length (the student inherits it).")

@@ -95,6 +95,7 @@ def check_teach_config(config: TeachConfig) -> None:
         raise TeachError("--dropout must be in [0, 1)")
     check_positive({"--epochs": config.epochs, "--lr": config.lr, "--batch-size": config.batch_size}, TeachError)
     check_minimum("--max-length", config.max_length, 2, TeachError)
+    check_minimum("--extend-vocab-words", config.extend_vocab_words, 0, TeachError)
     check_counts({"--eval-batch-size": config.eval_batch_size, "--logging-steps": config.logging_steps,
                   "--max-train-samples": config.max_train_samples,
                   "--early-stopping": config.early_stopping}, TeachError)

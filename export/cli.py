@@ -355,8 +355,9 @@ def onnx_command(model_dir, out, int8, weight_type, per_channel, opset, max_leng
     """Export MODEL_DIR (a save_pretrained BERT sequence classifier) to the bundle --out.
 
     Checks before anything is written: fp32 ONNX logits within 1e-4 of torch, every op type
-    known to the numpy runtime, and with --int8 --eval the accuracy drop. Writes model.onnx,
-    vocab.txt, runtime.json, export.json and the Hugging Face config/tokenizer files.
+    known to the numpy runtime, the runtime's tokenizer giving the model tokenizer's ids on every
+    validation text, distinct label names, and with --int8 --eval the accuracy drop. Writes
+    model.onnx, vocab.txt, runtime.json, export.json and the Hugging Face config/tokenizer files.
     """
     from distill.data import DataError
 

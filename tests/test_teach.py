@@ -277,6 +277,8 @@ def test_early_stopping_keeps_best_and_stops(tiny_model_dir, reviews_csv, tmp_pa
             f"epoch 1's weights (accuracy {best_accuracy:.4f})") in summary(report, "out")
     ran_all = {**report, "config": {**report["config"], "epochs": 2}}
     assert "early stopping: ran all 2 epochs; kept epoch 1's" in summary(ran_all, "out")
+    by_loss = {**report, "config": {**report["config"], "metric": "loss"}}     # the history says eval_loss
+    assert (f"kept epoch 1's weights (loss {report['epochs'][0]['eval_loss']:.4f})") in summary(by_loss, "out")
     assert "early stopping" not in summary({**report, "config": {**report["config"], "early_stopping": None}},
                                            "out")
 
@@ -426,6 +428,8 @@ def test_bad_input_names_file_and_line_and_writes_nothing(tiny_model_dir, tmp_pa
     (["--logging-steps", "0"], "--logging-steps must be at least 1, got 0"),
     (["--early-stopping", "0"], "--early-stopping must be at least 1, got 0"),
     (["--warmup", "-1"], "--warmup must be at least 0, got -1.0"),
+    (["--warmup", "2.5"], "--warmup 2.5: below 1 it is a fraction of the steps, from 1 a whole number of steps"),
+    (["--extend-vocab", "--extend-vocab-words", "-5"], "--extend-vocab-words must be at least 0, got -5"),
     (["--weight-decay", "-0.1"], "--weight-decay must be at least 0, got -0.1"),
     (["--max-length", "1"], "--max-length must be at least 2, got 1"),
     (["--lr", "0"], "--lr must be > 0, got 0.0"),
