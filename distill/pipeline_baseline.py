@@ -1,5 +1,6 @@
 """The classical baseline a user would try first: TF-IDF + linear SVM (scikit-learn, imported
-lazily). Word 1-2 grams for space-separated text, character 1-3 grams for CJK text, C = 0.5,
+lazily). Word 1-2 grams for space-separated text, character 1-3 grams for CJK text (and for
+texts without a word of two or more characters), C = 0.5,
 sublinear tf (as ../shared/bench/reference_tfidf.py). Trained on the teacher's training rows.
 
 Saved as OUT/baseline/{model.pkl, baseline.json}. The pickle is this pipeline's own output and
@@ -36,14 +37,25 @@ def vectorizer_settings(texts, settings: dict) -> dict:
 
 
 def fit_baseline(texts, labels, settings: dict):
-    """(fitted sklearn Pipeline, resolved vectorizer settings)."""
+    """(fitted sklearn Pipeline, resolved vectorizer settings). Texts with no word of two or more
+    characters (one letter, punctuation, emoji) give word n-grams nothing to count: with
+    analyzer auto, character n-grams are used instead; with analyzer word, a clear error."""
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.pipeline import make_pipeline
     from sklearn.svm import LinearSVC
 
     vec = vectorizer_settings(texts, settings)
     model = make_pipeline(TfidfVectorizer(**vec), LinearSVC(C=settings["C"]))
-    model.fit(list(texts), np.asarray(labels))
+    try:
+        model.fit(list(texts), np.asarray(labels))
+    except ValueError as error:
+        if "empty vocabulary" not in str(error) or vec["analyzer"] != "word":
+            raise
+        if settings["analyzer"] != "auto":
+            raise ValueError("baseline.analyzer = \"word\" finds no word of 2+ characters in the training "
+                             "texts (single characters, punctuation, emoji): set baseline.analyzer = "
+                             "\"char\" or run without the baseline (--no-baseline)") from None
+        return fit_baseline(texts, labels, {**settings, "analyzer": "char", "ngram_range": None})
     return model, vec
 
 

@@ -63,7 +63,7 @@ INT8_ONLY = ("weight_type", "per_channel", "max_accuracy_drop")
 class BaselineStage:
     """TF-IDF + linear SVM on the teacher's training rows (the classical baseline)."""
     enabled: bool = True
-    analyzer: str = "auto"              # auto: char n-grams for CJK text, else word n-grams
+    analyzer: str = "auto"              # auto: char n-grams for CJK text or texts without words, else word n-grams
     ngram_range: tuple[int, int] | None = None   # None: (1, 2) words, (1, 3) characters
     C: float = 0.5
     sublinear_tf: bool = True

@@ -22,11 +22,14 @@ PARITY_TOLERANCE = 1e-4
 # ---------------------------------------------------------------- inputs
 
 def _plain_words(tokenizer) -> list[str]:
-    """Whole-word vocabulary entries (no ## pieces, no [special] or [unused] tokens), sorted."""
+    """Whole-word vocabulary entries (no ## pieces, no [special] or [unused] tokens), sorted. A
+    vocabulary without any (trimmed to the special tokens, for texts the teacher only knew as
+    [UNK]) gets plain ASCII words, each of which is then [UNK] or pieces: still model inputs."""
     special = set(tokenizer.all_special_tokens)
-    return sorted(w for w in tokenizer.get_vocab()
-                  if w.strip() and not w.startswith("##") and w not in special
-                  and not (w.startswith("[") and w.endswith("]")))
+    words = sorted(w for w in tokenizer.get_vocab()
+                   if w.strip() and not w.startswith("##") and w not in special
+                   and not (w.startswith("[") and w.endswith("]")))
+    return words or ["a", "film", "the", "was", "good", "bad", "1", "x"]
 
 
 def generated_texts(tokenizer, n: int, max_length: int, seed: int = 0) -> list[str]:

@@ -367,6 +367,21 @@ def test_generated_parity_texts_reach_max_length(tiny_model_dir):
     assert [len(r["input_ids"]) for r in edge_rows(tokenizer, 40)] == [1, 40]
 
 
+def test_generated_texts_for_a_vocabulary_of_special_tokens_only(tmp_path):
+    """A student whose texts were all [UNK] (emoji) trims its vocabulary to the special tokens:
+    the export's generated texts drew words from an empty list (IndexError)."""
+    from transformers import BertTokenizerFast
+
+    from export.validate import edge_rows, encode_rows, generated_texts
+
+    (tmp_path / "vocab.txt").write_text("[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\n", encoding="utf-8")
+    tokenizer = BertTokenizerFast(vocab_file=str(tmp_path / "vocab.txt"))
+    texts = generated_texts(tokenizer, 8, 40, seed=0)
+    rows = encode_rows(tokenizer, texts, 40)
+    assert max(len(r["input_ids"]) for r in rows) == 40 and {i for r in rows for i in r["input_ids"]} == {1, 2, 3}
+    assert [len(r["input_ids"]) for r in edge_rows(tokenizer, 40)] == [1, 40]
+
+
 def test_inline_external_data(tmp_path):
     import onnx
     from onnx import TensorProto, helper, numpy_helper

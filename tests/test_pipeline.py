@@ -910,6 +910,20 @@ def test_the_data_keys_reach_the_teacher_and_the_student(finished, tmp_path):
         assert stop.rows == rows, stage
 
 
+def test_a_baseline_over_texts_without_words_uses_characters_or_says_how_to():
+    """Texts of one character, punctuation or emoji left the word vectorizer an empty vocabulary:
+    the pipeline stopped at its last stage with scikit-learn's own message."""
+    from distill.pipeline_baseline import fit_baseline
+
+    texts, labels = ["!!!", "...", "a", "b", "??", ":)"], [0, 1, 0, 1, 0, 1]
+    settings = {"analyzer": "auto", "ngram_range": None, "sublinear_tf": True, "min_df": 1,
+                "max_features": None, "C": 0.5}
+    model, vec = fit_baseline(texts, labels, settings)
+    assert vec["analyzer"] == "char" and vec["ngram_range"] == (1, 3) and "!" in model[0].vocabulary_
+    with pytest.raises(ValueError, match='baseline.analyzer = "word" finds no word of 2\\+ characters'):
+        fit_baseline(texts, labels, {**settings, "analyzer": "word"})
+
+
 def test_the_baseline_settings_shape_the_tfidf_features_and_the_svm(project, tmp_path):
     from distill.data import load_labelled
     from distill.pipeline import run_baseline_stage
