@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import sys
+import unicodedata
 from dataclasses import fields
 from pathlib import Path
 
@@ -213,6 +214,13 @@ def summary(report: dict, out: str) -> str:
         lines.append(f"warning: {len(report['labels']):,} labels for {rows:,} training rows, fewer than 2 rows a "
                      f"label: is {'column ' + repr(column) if column else 'the label column'} the label? "
                      "(--text-column, --label-column)")
+    by_text: dict[str, list[str]] = {}
+    for name in report["labels"]:
+        by_text.setdefault(unicodedata.normalize("NFC", name), []).append(name)
+    twins = next((names for names in by_text.values() if len(names) > 1), None)
+    if twins:
+        lines.append(f"warning: labels {' and '.join(map(ascii, twins))} are the same text in two Unicode "
+                     "normal forms, so they print alike but are different classes: write them one way")
     unlearnt = [name for name, count in zip(report["labels"], counts) if count == 0]
     if unlearnt and not report.get("few_shot"):      # a prompt teacher knows a class by its description
         lines.append(f"warning: no training rows labelled {format_labels(unlearnt)}: "
@@ -272,7 +280,7 @@ def early_stop_line(report: dict) -> str | None:
     metric = config["metric"]
     key = "eval_loss" if metric == "loss" else metric           # the epoch history's name for it
     how = (f"stopped after epoch {ran} of {planned:g}, {config['early_stopping']} epoch(s) without a "
-           f"better {metric}" if ran < planned else f"ran all {planned:g} epochs")
+           f"better {metric}" if ran < planned - 1e-6 else f"ran all {planned:g} epochs")
     kept = f"kept epoch {best['epoch']}'s weights ({metric} {best[key]:.4f})" if best and \
         best.get(key) is not None else "no epoch scored a best: kept the last epoch's weights"
     return f"early stopping: {how}; {kept}"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import unicodedata
 from dataclasses import dataclass, field, replace
 from typing import Sequence
 
@@ -115,9 +116,18 @@ class LabelList(list):
     def __init__(self, names=()):
         super().__init__(names)
         self._members = frozenset(self)
+        self._by_nfc = None
 
     def __contains__(self, name) -> bool:
         return name in self._members
+
+    def written_otherwise(self, key: str) -> str | None:
+        """The label that is `key` in another Unicode normal form ("é" as one code point or as
+        "e" + U+0301), which prints the same: a label file and a data file typed apart."""
+        if self._by_nfc is None:
+            self._by_nfc = {unicodedata.normalize("NFC", name): name for name in self}
+        other = self._by_nfc.get(unicodedata.normalize("NFC", key))
+        return other if other != key else None
 
 
 def read_label_names(path) -> list[str]:
@@ -194,6 +204,10 @@ def _known_label(key: str, known: list[str], column, line: int, id_hint: bool = 
     found = _in_known(key, known)
     if found is None:
         hint = "; pass --label-names to name integer ids" if id_hint and INT.fullmatch(key) else ""
+        twin = known.written_otherwise(key) if isinstance(known, LabelList) else None
+        if twin is not None:
+            hint += (f"; it is {ascii(key)} and the known label is {ascii(twin)}: the same text in "
+                     "another Unicode normal form (write both one way, e.g. NFC)")
         raise BadRow("unknown label", f"unknown label {shorten(key)!r} in column {column!r} "
                       f"(known labels: {format_labels(known)}){hint}", line, column)
     return found

@@ -115,21 +115,30 @@ def _fmt(x) -> str:
     return "n/a" if x is None else f"{x:.4f}"
 
 
+def label_for_table(name: str, limit: int = 40) -> str:
+    """A label name as a table shows it: control characters escaped (a newline inside a quoted CSV
+    field broke every row), cut at `limit` characters (a 5,000-character label padded each row)."""
+    shown = "".join(c if c.isprintable() else repr(c)[1:-1] for c in name)
+    return shown if len(shown) <= limit else shown[:limit - 3] + "..."
+
+
 def format_report(report: dict) -> str:
     """A classification_report-style table, then the confusion matrix and the headline metrics."""
-    labels, per_class = report["labels"], report["per_class"]
+    per_class = report["per_class"]
+    names = report["labels"]
+    labels = [label_for_table(name) for name in names]
     cm = np.asarray(report["confusion_matrix"], dtype=np.int64)
     present = _present(cm) if cm.size else np.ones(len(labels), bool)
     width = max([len(name) for name in labels] + [len("weighted avg")])
     head = f"{'':>{width}}  {'precision':>9}  {'recall':>9}  {'f1-score':>9}  {'support':>8}"
     rows = [head, ""]
-    for name in labels:
+    for name, shown in zip(names, labels):
         s = per_class[name]
-        rows.append(f"{name:>{width}}  {s['precision']:>9.4f}  {s['recall']:>9.4f}  "
+        rows.append(f"{shown:>{width}}  {s['precision']:>9.4f}  {s['recall']:>9.4f}  "
                     f"{s['f1']:>9.4f}  {s['support']:>8d}")
     n = report["n"]
-    scores = np.array([[per_class[name][m] for m in ("precision", "recall", "f1")] for name in labels])
-    support = np.array([per_class[name]["support"] for name in labels], dtype=np.float64)
+    scores = np.array([[per_class[name][m] for m in ("precision", "recall", "f1")] for name in names])
+    support = np.array([per_class[name]["support"] for name in names], dtype=np.float64)
     macro = scores[present].mean(axis=0) if present.any() else np.zeros(3)
     weighted = (scores * support[:, None]).sum(axis=0) / n if n else np.zeros(3)
     rows += ["", f"{'accuracy':>{width}}  {'':>9}  {'':>9}  {report['accuracy']:>9.4f}  {n:>8d}"]

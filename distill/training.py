@@ -84,7 +84,7 @@ class EpochHistory(TrainerCallback):
 
     def _entry(self, state) -> dict:
         if not self.epochs or self.epochs[-1]["step"] != state.global_step:
-            self.epochs.append({"epoch": round(state.epoch or 0), "step": state.global_step})
+            self.epochs.append({"epoch": epoch_number(state.epoch), "step": state.global_step})
         return self.epochs[-1]
 
     def on_epoch_end(self, args, state, control, **kwargs):
@@ -113,6 +113,14 @@ class EpochHistory(TrainerCallback):
                 value = float(value)
                 name = "eval_loss" if key == "eval_loss" else key[len("eval_"):]
                 entry[name] = None if math.isnan(value) else value
+
+
+def epoch_number(epoch) -> int | float:
+    """The Trainer's epoch counter as the history records it: a whole number at an epoch's end,
+    else the fraction reached (--epochs 1.4 ends at 1.4, --epochs 0.01 after its one step at,
+    say, 0.12), where rounding printed an epoch 0 or 2 that never was."""
+    value = float(epoch or 0)
+    return int(round(value)) if abs(value - round(value)) < 1e-3 else round(value, 2)
 
 
 def run_record(trainer, history: EpochHistory, result, train_seconds: float, resume_from,
@@ -306,13 +314,23 @@ def count_parameters(model) -> int:
     return int(sum(p.numel() for p in model.parameters()))
 
 
-def check_finite_weights(model, lr: float, error=ValueError) -> None:
+def check_finite_loss(history: EpochHistory, error=ValueError, hint: str = "") -> None:
+    """A training loss that became NaN or infinite (a --temperature near 0 divides the logits by
+    it) can leave the weights finite, so check_finite_weights passes: refuse it too."""
+    for entry in history.epochs:
+        losses = {k: v for k, v in entry.items() if k.startswith("train_") and isinstance(v, float)}
+        if any(not math.isfinite(v) for v in losses.values()):
+            raise error(f"training diverged: the training loss is NaN or infinite at epoch {entry['epoch']}; "
+                        f"nothing was written. {hint}".rstrip())
+
+
+def check_finite_weights(model, error=ValueError, hint: str = "") -> None:
     """A run that diverged (a learning rate far too high) ends with NaN or infinite weights,
     which would be saved as a model that predicts one class, with NaN in training.json: refuse
-    it, before anything is written."""
+    it, before anything is written. hint: what to change, e.g. "Lower --lr (1e+08)"."""
     from .model_checks import nonfinite_weights
 
     bad = nonfinite_weights(model)
     if bad:
         raise error(f"training diverged: {bad:,} of {count_parameters(model):,} weights are NaN or "
-                    f"infinite after training; nothing was written. Lower --lr ({lr:g})")
+                    f"infinite after training; nothing was written. {hint}".rstrip())

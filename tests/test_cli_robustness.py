@@ -79,6 +79,37 @@ def test_a_diverged_teacher_is_refused_and_nothing_is_written(tiny_model_dir, re
     assert not (tmp_path / "t").exists()
 
 
+def test_a_student_whose_loss_became_nan_is_refused(tiny_model_dir, reviews_csv, tmp_path):
+    """--temperature 1e-40 divides the logits by it: the loss was NaN in every epoch while the
+    weights stayed finite, and the run exited 0 with train_loss null in training.json."""
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    teacher = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir)
+    with torch.no_grad():
+        teacher.classifier.weight.mul_(1000.0)        # logits of a trained teacher, not ~0.01
+    teacher.save_pretrained(tiny_model_dir)
+    train, dev = reviews_csv
+    result = invoke("student", "--teacher", tiny_model_dir, "--train", train, "--eval", dev, "--out",
+                    tmp_path / "s", "--layers", "1", "--epochs", "1", "--temperature", "1e-40", "--quiet")
+    assert result.exit_code == 1, result.output
+    assert result.output.startswith("Error: training diverged: ")
+    assert result.output.rstrip().endswith("nothing was written. Lower --lr (0.0001) or raise --temperature (1e-40)")
+    assert not (tmp_path / "s").exists()
+
+
+def test_a_nan_training_loss_is_refused_even_with_finite_weights():
+    from distill.training import EpochHistory, check_finite_loss
+
+    history = EpochHistory()
+    history.epochs = [{"epoch": 1, "step": 5, "train_loss": 0.5}]
+    check_finite_loss(history, ValueError, "x")
+    history.epochs.append({"epoch": 2, "step": 10, "train_loss": 0.4, "train_loss_kd": float("nan")})
+    with pytest.raises(ValueError, match="training loss is NaN or infinite at epoch 2; nothing was written. "
+                                         "Lower --temperature"):
+        check_finite_loss(history, ValueError, "Lower --temperature")
+
+
 def test_export_refuses_nan_weights(tiny_model_dir, tmp_path):
     import torch
     from transformers import BertForSequenceClassification

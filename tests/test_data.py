@@ -314,6 +314,17 @@ def test_messages_quote_at_most_the_start_of_a_huge_value(tmp_path):
     assert len(str(err)) < 300
 
 
+def test_a_label_in_another_unicode_normal_form_is_named_as_such(tmp_path):
+    """'café' as e + U+0301 against the model's 'café' (one code point) printed the same on both
+    sides of "unknown label 'café' ... (known labels: café, negative)"."""
+    nfd, nfc = "cafe\u0301", "caf\u00e9"
+    p = write(tmp_path / "dev.csv", f"text,label\na,negative\nb,{nfd}\n")
+    err = error(p, labels=[nfc, "negative"])
+    assert_error(err, p, 3, f"unknown label '{nfd}'",
+                 "it is 'cafe\\u0301' and the known label is 'caf\\xe9': the same text in another Unicode "
+                 "normal form (write both one way, e.g. NFC)")
+
+
 def test_label_lists_in_messages_stop_after_twenty():
     from distill.data import format_labels
 

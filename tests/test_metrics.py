@@ -180,6 +180,16 @@ def test_a_confusion_plot_stays_a_readable_size_for_many_classes(tmp_path, monke
         assert width == height == 430                      # 0.6 inch a class + 2.5, at 100 dpi, as before
 
 
+def test_label_names_in_tables_are_escaped_and_cut():
+    """A label with a newline (a quoted CSV field) broke every table row; a 5,000-character one
+    padded them all to 5,043 columns."""
+    names = ["line\nbreak", "x" * 5000, "ok"]
+    rng = np.random.default_rng(0)
+    text = format_report(evaluate(rng.integers(0, 3, 30), rng.dirichlet(np.ones(3), 30), names))
+    assert "line\\nbreak" in text and "x" * 37 + "..." in text and "x" * 41 not in text
+    assert max(len(line) for line in text.splitlines()) < 120
+
+
 def test_format_report_prints_the_matrix_for_up_to_twenty_classes():
     rng = np.random.default_rng(0)
     for k in (20, 21):

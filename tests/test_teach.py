@@ -207,6 +207,22 @@ def test_every_training_setting_reaches_where_it_acts(tiny_model_dir, tmp_path, 
     assert report["labels"] == ["bad", "good"] and report["data"]["train"]["rows"] == 40
 
 
+def test_fractional_epochs_are_recorded_as_reached_and_not_called_an_early_stop():
+    """--epochs 0.01 trained one step (0.12 of an epoch) and printed "epoch 0" and "stopped after
+    epoch 0 of 0.01"; --epochs 1.4 (ending at 1.5 epochs, whole batches) printed an "epoch 2"."""
+    from distill.cli import early_stop_line
+    from distill.training import epoch_number
+
+    assert [epoch_number(e) for e in (None, 1.0, 0.9999999, 2.0000004, 0.125, 1.5)] == [0, 1, 1, 2, 0.12, 1.5]
+    assert isinstance(epoch_number(2.0000004), int)
+    report = {"config": {"early_stopping": 1, "epochs": 0.01, "metric": "accuracy"}, "best_step": 1,
+              "epochs": [{"epoch": 0.12, "step": 1, "accuracy": 0.5}]}
+    assert early_stop_line(report) == "early stopping: ran all 0.01 epochs; kept epoch 0.12's weights (accuracy 0.5000)"
+    stopped = {**report, "config": {**report["config"], "epochs": 3},
+               "epochs": [{"epoch": 1, "step": 8, "accuracy": 0.5}, {"epoch": 2, "step": 16, "accuracy": 0.4}]}
+    assert early_stop_line(stopped).startswith("early stopping: stopped after epoch 2 of 3")
+
+
 def test_warmup_fraction_and_steps():
     from distill.training import training_arguments, warmup_steps_value
 
@@ -500,6 +516,16 @@ def test_a_label_column_with_about_one_row_a_label_is_warned_about(tiny_model_di
             "label? (--text-column, --label-column)") in result.output
     labels_line = next(line for line in result.output.splitlines() if line.startswith("labels: "))
     assert labels_line.endswith(", ... (60 labels)") and labels_line.count(",") == 20
+
+
+def test_labels_that_differ_only_in_unicode_normal_form_are_warned_about(tiny_model_dir, tmp_path):
+    rows = [(f"film {i}", "caf\u00e9" if i % 3 == 0 else "cafe\u0301" if i % 3 == 1 else "bad") for i in range(30)]
+    data = write_csv(tmp_path / "mixed.csv", rows)
+    result = CliRunner().invoke(main, ["teach", "--train", str(data), "--model", str(tiny_model_dir),
+                                       "--out", str(tmp_path / "out"), "--epochs", "1", "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert ("warning: labels 'cafe\\u0301' and 'caf\\xe9' are the same text in two Unicode normal forms, so "
+            "they print alike but are different classes: write them one way") in result.output
 
 
 def test_quiet_run_prints_the_summary_alone(tiny_model_dir, tmp_path):
