@@ -54,6 +54,8 @@ def read_runtime_config(bundle_dir) -> dict:
             config = json.load(f)
     except (ValueError, UnicodeDecodeError) as e:
         raise BundleError(f"{path}: not valid JSON: {e}") from None
+    except RecursionError:
+        raise BundleError(f"{path}: not valid JSON: nested too deeply") from None
     except FileNotFoundError:  # removed since the check above: still a missing file
         raise
     except OSError as e:
@@ -169,7 +171,8 @@ def constant_shape(graph, name: str, made_by: dict):
 def lookups(graph, made_by: dict):
     """(Gather node, rows) for each Gather along axis 0 in a constant 2-D table (the embeddings)."""
     for node in graph.nodes:
-        if node.op_type == "Gather" and node.attrs.get("axis", 0) == 0 and len(node.inputs) == 2:
+        axis = node.attrs.get("axis", 0)
+        if node.op_type == "Gather" and isinstance(axis, int) and axis == 0 and len(node.inputs) == 2:
             shape = constant_shape(graph, node.inputs[0], made_by)
             if shape is not None and len(shape) == 2:
                 yield node, int(shape[0])

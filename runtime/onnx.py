@@ -129,6 +129,8 @@ def tensor_to_array(proto: dict, folder: Optional[str] = None) -> np.ndarray:
     dims = [int(d) for d in proto.get("dims", ())]
     if any(d < 0 for d in dims):
         raise ModelError(f"tensor {name!r}: negative dimension in {dims}")
+    if len(dims) > 64:                                  # numpy's limit (NPY_MAXDIMS)
+        raise ModelError(f"tensor {name!r}: {len(dims)} dimensions (at most 64)")
     count = 1
     for d in dims:
         count *= d                                      # Python int: no overflow

@@ -407,6 +407,8 @@ def split(x, split=None, axis=0, num_outputs=None):
     axis = axis + x.ndim if axis < 0 else axis
     dim = x.shape[axis]
     if split is None:
+        if not isinstance(num_outputs, (int, np.integer)) or not 1 <= num_outputs <= max(dim, 1):
+            raise ValueError(f"Split num_outputs {num_outputs!r} must be 1..{max(dim, 1)} (the dimension)")
         size_ = -(-dim // num_outputs)       # ceil: opset 18 lets the last piece be smaller
         sizes = [min(size_, max(dim - i * size_, 0)) for i in range(num_outputs)]
     else:
@@ -600,6 +602,8 @@ def log_softmax(x, axis=None, opset=13):
 def layer_normalization(x, scale, bias=None, axis=-1, epsilon=1e-5, stash_type=1):
     """Y = (x - mean) / sqrt(var + epsilon) * scale + bias over axes [axis, rank), computed in
     float32 for stash_type 1; also returns Mean and InvStdDev (keepdims shapes)."""
+    if not -x.ndim <= axis < x.ndim:
+        raise ValueError(f"LayerNormalization axis {axis} is outside [{-x.ndim}, {x.ndim})")
     axis = axis + x.ndim if axis < 0 else axis
     axes = tuple(range(axis, x.ndim))
     dtype = np.float64 if x.dtype == np.float64 or stash_type != 1 else np.float32

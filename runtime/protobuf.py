@@ -98,21 +98,17 @@ _SCALAR_WIRE = {"int": VARINT, "uint": VARINT, "float": FIXED32, "double": FIXED
 _NUMPY = {"int": np.int64, "uint": np.uint64, "float": np.dtype("<f4"), "double": np.dtype("<f8")}
 
 
-def _numeric_piece(buf: bytes, kind: str, wire: int, value) -> np.ndarray:
-    """One occurrence of a repeated numeric field (packed run or single value) as an array."""
-    if wire == LEN:
-        start, stop = value
-        if kind in ("int", "uint"):
-            out = decode_packed_varints(buf, start, stop)
-            return out.view(np.int64) if kind == "int" else out
-        width = 4 if kind == "float" else 8
-        if (stop - start) % width:
-            raise ModelError(f"packed {kind} field at byte {start}: {stop - start} bytes is not a "
-                             f"multiple of {width}")
-        return np.frombuffer(buf, _NUMPY[kind], (stop - start) // width, start)
+def _packed_piece(buf: bytes, kind: str, value) -> np.ndarray:
+    """One packed run of a repeated numeric field as an array."""
+    start, stop = value
     if kind in ("int", "uint"):
-        return np.array([value], np.uint64).view(np.int64) if kind == "int" else np.array([value], np.uint64)
-    return np.frombuffer(buf, _NUMPY[kind], 1, value[0])
+        out = decode_packed_varints(buf, start, stop)
+        return out.view(np.int64) if kind == "int" else out
+    width = 4 if kind == "float" else 8
+    if (stop - start) % width:
+        raise ModelError(f"packed {kind} field at byte {start}: {stop - start} bytes is not a "
+                         f"multiple of {width}")
+    return np.frombuffer(buf, _NUMPY[kind], (stop - start) // width, start)
 
 
 def _scalar(buf: bytes, kind: str, value):
@@ -160,9 +156,18 @@ def parse(buf: bytes, schema: Dict[int, tuple], start: int = 0, end: int = None,
         if wire != expected and not (repeated and wire == LEN):
             raise ModelError(f"field {name!r} (#{number}): wire type {wire}, expected {expected}")
         if repeated:
-            pieces.setdefault(name, []).append(_numeric_piece(buf, kind, wire, value))
+            parts = pieces.setdefault(name, [])
+            if wire == LEN:
+                parts.append(_packed_piece(buf, kind, value))
+            elif parts and isinstance(parts[-1], list):   # unpacked values: one array per run,
+                parts[-1].append(_scalar(buf, kind, value))   # not one per value (165x the file)
+            else:
+                parts.append([_scalar(buf, kind, value)])
         else:
             out[name] = _scalar(buf, kind, value)
     for name, parts in pieces.items():
-        out[name] = parts[0] if len(parts) == 1 else np.concatenate(parts)
+        kind = next(spec[1] for spec in schema.values() if spec[0] == name)
+        arrays = [np.array(part, dtype=np.uint64 if kind == "uint" else _NUMPY[kind])
+                  if isinstance(part, list) else part for part in parts]
+        out[name] = arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
     return out

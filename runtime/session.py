@@ -32,8 +32,8 @@ from .ops import INPLACE, OPS
 from .ops_quant import dynamic_quantize_linear_shifted, prepare_matmul_integer
 
 STANDARD_DOMAINS = ("", "ai.onnx")
-FOLD_LIMIT = 1 << 24          # don't materialise bigger tensors at load from constant shapes
-_GROWING = {"ConstantOfShape", "Expand", "Tile", "Range", "Pad"}
+FOLD_LIMIT = 1 << 24          # most elements one constant node may make at load
+FOLD_BUDGET = 64 << 20        # bytes of folded constants allowed beyond 4 times the initializers
 
 
 @dataclass
@@ -86,6 +86,17 @@ def check_ops(graph: Graph) -> None:
         raise ModelError(f"unsupported op type(s): {listed}")
 
 
+def needed_nodes(graph: Graph) -> List[Node]:
+    """The nodes the graph outputs depend on, in graph order."""
+    wanted = {o.name for o in graph.outputs}
+    needed = []
+    for node in reversed(graph.nodes):
+        if any(name in wanted for name in node.outputs if name):
+            needed.append(node)
+            wanted.update(name for name in node.inputs if name)
+    return needed[::-1]
+
+
 def check_order(graph: Graph, feeds: Sequence[str]) -> None:
     """Every input of every node must be a graph input, an initializer or an earlier output."""
     available = set(feeds) | set(graph.initializers)
@@ -119,25 +130,48 @@ def _call(fn: Callable, args: list, kwargs: dict, node: Node, opset: int):
     return result if isinstance(result, tuple) else (result,)
 
 
-def _too_big_to_fold(node: Node, args: list) -> bool:
-    """Guard against constant shapes that would allocate huge tensors at load time."""
-    if node.op_type not in _GROWING:
-        return False
+def _fold_size(node: Node, args: list) -> int:
+    """How many elements folding the node would make, for the ops whose output can be far bigger
+    than their inputs (0 for the others, and when the arguments are malformed: the op then raises
+    its own error)."""
+    op = node.op_type
     try:
-        if node.op_type == "ConstantOfShape":
-            n = int(np.prod([int(d) for d in args[0]], dtype=object))
-        elif node.op_type == "Expand":
-            n = int(np.prod(np.broadcast_shapes(args[0].shape, tuple(int(d) for d in args[1])),
-                            dtype=object))
-        elif node.op_type == "Tile":
-            n = args[0].size * int(np.prod([int(r) for r in args[1]], dtype=object))
-        elif node.op_type == "Range":
-            n = int(abs((float(args[1]) - float(args[0])) / float(args[2])))
-        else:
-            n = args[0].size * 2 + int(np.abs(np.asarray(args[1])).sum())
+        if op == "ConstantOfShape":
+            return int(np.prod([int(d) for d in args[0]], dtype=object))
+        if op == "Expand":
+            return int(np.prod(np.broadcast_shapes(args[0].shape, tuple(int(d) for d in args[1])), dtype=object))
+        if op == "Tile":
+            return args[0].size * int(np.prod([int(r) for r in args[1]], dtype=object))
+        if op == "Range":
+            return int(abs((float(args[1]) - float(args[0])) / float(args[2])))
+        if op == "Pad":
+            pads = [int(p) for p in np.asarray(args[1]).reshape(-1)]
+            rank = args[0].ndim
+            return int(np.prod([d + pads[i] + pads[i + rank] for i, d in enumerate(args[0].shape)], dtype=object))
+        if op in ("MatMul", "MatMulInteger"):
+            a, b = args[0].shape, args[1].shape
+            batch = np.broadcast_shapes(a[:-2], b[:-2]) if len(a) > 1 and len(b) > 1 else ()
+            return int(np.prod([*batch, a[-2] if len(a) > 1 else 1, b[-1] if len(b) > 1 else 1], dtype=object))
+        arrays = [a for a in args if isinstance(a, np.ndarray)]
+        if op == "Concat":
+            return sum(a.size for a in arrays)
+        if len(arrays) > 1:                              # elementwise ops broadcast their inputs
+            return int(np.prod(np.broadcast_shapes(*(a.shape for a in arrays)), dtype=object))
     except Exception:
-        return False                                     # let the op raise its own error
-    return n > FOLD_LIMIT
+        pass
+    return 0
+
+
+def _grows_too_much(node: Node, args: list) -> int:
+    """_fold_size when it passes FOLD_LIMIT: for the shape-making ops always; for the others
+    (broadcasting, Concat, MatMul) only beyond their largest input, so that folding real weights
+    (a dequantized embedding table of 23M elements) stays allowed. Else 0."""
+    size = _fold_size(node, args)
+    if size <= FOLD_LIMIT:
+        return 0
+    if node.op_type in ("ConstantOfShape", "Expand", "Tile", "Range", "Pad"):
+        return size
+    return size if size > max((a.size for a in args if isinstance(a, np.ndarray)), default=0) else 0
 
 
 def _root(a) -> int:
@@ -162,8 +196,15 @@ class Session:
         self._inputs = [v for v in graph.inputs if v.name not in graph.initializers]
         self._outputs = list(graph.outputs)
         check_order(graph, [v.name for v in self._inputs])
-        self._constants, nodes = self._fold(graph)
-        self._steps = self._plan(nodes)
+        try:
+            self._constants, nodes = self._fold(graph)
+            self._steps = self._plan(nodes)
+        except ModelError:
+            raise
+        except (IndexError, KeyError, TypeError, ValueError, AttributeError) as e:
+            # a node malformed in a way the per-op set-up trips over (a Gemm or MatMulInteger
+            # missing an input, a 1-D integer weight): a bad model, not a runtime bug
+            raise ModelError(f"cannot prepare the graph: {type(e).__name__}: {e}") from e
 
     # ------------------------------------------------------------ inspection
     def get_inputs(self) -> List[ValueInfo]:
@@ -187,24 +228,37 @@ class Session:
 
     # ------------------------------------------------------------ load-time work
     def _fold(self, graph: Graph):
-        """Evaluate every node whose inputs are all constant; return (constants, other nodes)."""
+        """Evaluate every node whose inputs are all constant; return (constants, other nodes).
+        Only nodes the outputs need run at all (a hostile file's dead nodes would still allocate),
+        and folding stops with a ModelError when one node would grow past FOLD_LIMIT elements
+        (_grows_too_much) or all of them past their budget (4 times the initializers' bytes, plus
+        FOLD_BUDGET): a small file must not make gigabytes of constants, at load or, left unfolded,
+        at every run."""
         constants: Dict[str, np.ndarray] = dict(graph.initializers)
+        budget = 4 * sum(a.nbytes for a in constants.values() if isinstance(a, np.ndarray)) + FOLD_BUDGET
         remaining: List[Node] = []
-        for node in graph.nodes:
+        for node in needed_nodes(graph):
             fn = OPS[node.op_type]
             if all(not n or n in constants for n in node.inputs):
                 args = [constants[n] if n else None for n in node.inputs]
-                if not _too_big_to_fold(node, args):
-                    try:
-                        results = _call(fn, args, node.attrs, node, self.opset)
-                    except Exception as e:
-                        raise ModelError(f"folding constant node {node.op_type} {node.name!r} "
-                                         f"failed: {e}") from e
-                    for name, value in zip(node.outputs, results):
-                        if name:
-                            value = np.asarray(value)
-                            constants[name] = np.ascontiguousarray(value) if value.ndim else value
-                    continue
+                size = _grows_too_much(node, args)
+                if size:
+                    raise ModelError(f"constant node {node.op_type} {node.name!r} would make {size:,} "
+                                     f"elements from much smaller inputs (at most {FOLD_LIMIT:,})")
+                try:
+                    results = _call(fn, args, node.attrs, node, self.opset)
+                except Exception as e:
+                    raise ModelError(f"folding constant node {node.op_type} {node.name!r} "
+                                     f"failed: {type(e).__name__}: {e}") from e
+                for name, value in zip(node.outputs, results):
+                    if name:
+                        value = np.asarray(value)
+                        budget -= value.nbytes
+                        constants[name] = np.ascontiguousarray(value) if value.ndim else value
+                if budget < 0:
+                    raise ModelError(f"constant node {node.op_type} {node.name!r}: the folded constants "
+                                     "pass their budget (4 times the initializers' bytes, plus 64 MiB)")
+                continue
             remaining.append(node)
         used = {n for node in remaining for n in node.inputs} | {o.name for o in graph.outputs}
         return {k: v for k, v in constants.items() if k in used}, remaining
@@ -344,8 +398,12 @@ class Session:
         reusable = self._reusable
         for step in self._steps:
             args = step.template.copy()
-            for position, name in step.slots:
-                args[position] = env[name]
+            try:
+                for position, name in step.slots:
+                    args[position] = env[name]
+            except KeyError as e:
+                raise RuntimeError(f"{step.node.op_type} node {step.node.name!r} reads {e.args[0]!r}, which "
+                                   "its producer did not make (it declares more outputs than its op makes)") from None
             kwargs = step.call_kwargs
             try:
                 if step.inplace:     # (finding the output buffer broadcasts the shapes: may fail too)
@@ -376,6 +434,10 @@ class Session:
                         live.pop(key, None)
                     else:
                         live[key] = count - 1
+        missing = [n for n in wanted if n not in env and n not in self._constants]
+        if missing:      # a node declared more outputs than its op makes (onnxruntime refuses those)
+            raise RuntimeError(f"output(s) {missing} were not produced: a node declares more outputs "
+                               "than its op makes")
         return [env[n] if n in env else self._constants[n] for n in wanted]
 
     @staticmethod

@@ -31,6 +31,8 @@ import numpy as np
 
 MAX_INPUT_CHARS_PER_WORD = 100
 WORD_CACHE_SIZE = 1 << 16
+CACHED_WORD_CHARS = 64
+MAX_WORD_CHARS_LIMIT = 10_000   # runtime.json's max_input_chars_per_word: WordPiece's work grows with it
 CHAR_TABLE_LIMIT = 1 << 16  # code points remembered per lazy table; beyond, computed each time
 
 # the CJK Unified Ideographs blocks that BERT spaces out (same ranges as Hugging Face)
@@ -118,7 +120,8 @@ def punctuation_rule(cp: int):
 
 class WordCache(dict):
     """word -> WordPiece ids; lookups stay in C, a miss computes and stores (emptied when full,
-    so memory stays bounded whatever the input)."""
+    and only words of at most CACHED_WORD_CHARS characters are kept, so memory stays bounded
+    whatever the input: a hundred distinct million-character words kept 600 MB)."""
 
     def __init__(self, compute):
         super().__init__()
@@ -126,9 +129,10 @@ class WordCache(dict):
 
     def __missing__(self, word: str):
         ids = self.compute(word)
-        if len(self) >= WORD_CACHE_SIZE:
-            self.clear()
-        self[word] = ids
+        if len(word) <= CACHED_WORD_CHARS:
+            if len(self) >= WORD_CACHE_SIZE:
+                self.clear()
+            self[word] = ids
         return ids
 
 
@@ -189,8 +193,8 @@ def tokenizer_kwargs(config: dict) -> dict:
                                         and all(isinstance(t, str) for t in config["never_split"])):
         bad("never_split", "a list of strings")
     chars = config.get("max_input_chars_per_word", MAX_INPUT_CHARS_PER_WORD)
-    if not (isinstance(chars, int) and not isinstance(chars, bool) and chars >= 1):
-        bad("max_input_chars_per_word", "a positive integer")
+    if not (isinstance(chars, int) and not isinstance(chars, bool) and 1 <= chars <= MAX_WORD_CHARS_LIMIT):
+        bad("max_input_chars_per_word", f"an integer from 1 to {MAX_WORD_CHARS_LIMIT:,}")
     return {k: v for k, v in config.items() if k != "type"}
 
 

@@ -364,7 +364,9 @@ def test_missing_bundle_and_files(tmp_path, bundle_copy):
      "tokenizer.strip_accents must be true, false or null"),
     ({"tokenizer": {"type": "wordpiece", "never_split": "[X]"}}, "tokenizer.never_split must be a list"),
     ({"tokenizer": {"type": "wordpiece", "max_input_chars_per_word": 0}},
-     "tokenizer.max_input_chars_per_word must be a positive integer"),
+     "tokenizer.max_input_chars_per_word must be an integer from 1 to 10,000"),
+    ({"tokenizer": {"type": "wordpiece", "max_input_chars_per_word": 10 ** 9}},      # WordPiece's work grows with it
+     "tokenizer.max_input_chars_per_word must be an integer from 1 to 10,000"),
     ({"labels": ["negative", "positive"]}, "2 labels, but model.onnx's output 'logits' has 3 columns"),
 ])
 def test_invalid_runtime_json(bundle_copy, changes, message):
@@ -376,6 +378,9 @@ def test_invalid_runtime_json(bundle_copy, changes, message):
 def test_runtime_json_not_json(bundle_copy):
     (bundle_copy / "runtime.json").write_text("{format: 1")
     with pytest.raises(BundleError, match="runtime.json: not valid JSON"):
+        Classifier.load(bundle_copy)
+    (bundle_copy / "runtime.json").write_text("[" * 100_000)              # RecursionError in json
+    with pytest.raises(BundleError, match="runtime.json: not valid JSON: nested too deeply"):
         Classifier.load(bundle_copy)
     (bundle_copy / "runtime.json").write_text("[1]")
     with pytest.raises(BundleError, match="expected a JSON object"):

@@ -489,3 +489,16 @@ def test_column_chunks_keep_every_partial_sum_exact(spread):
     assert prepared.bounds == bounds
     np.testing.assert_array_equal(prepared(a), want)
     np.testing.assert_array_equal(prepared.variant(as_float=True)(a), want.astype(np.float32))
+
+
+def test_attributes_that_would_drive_huge_loops_are_refused():
+    """Found by fuzzing: Split num_outputs=2**40 hung at load building a list of sizes, and a
+    LayerNormalization axis of -2**27 built a tuple of 2**27 axes (5 GB) on every run."""
+    from runtime import ops
+
+    x = np.ones((2, 6), np.float32)
+    with pytest.raises(ValueError, match=r"Split num_outputs 1099511627776 must be 1\.\.6"):
+        ops.split(x, axis=1, num_outputs=2 ** 40)
+    assert [p.shape for p in ops.split(x, axis=1, num_outputs=4)] == [(2, 2), (2, 2), (2, 2), (2, 0)]
+    with pytest.raises(ValueError, match=r"LayerNormalization axis -134217728 is outside \[-2, 2\)"):
+        ops.layer_normalization(x, np.ones(6, np.float32), axis=-2 ** 27)

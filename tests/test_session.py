@@ -287,9 +287,9 @@ def test_two_nodes_writing_the_same_name_are_refused():
         Session(model)
 
 
-def test_constant_shapes_past_the_fold_limit_are_not_materialised_at_load():
-    """ConstantOfShape of FOLD_LIMIT + 1 elements stays a node, computed at run time; a small
-    one is folded into a constant."""
+def test_constant_shapes_past_the_fold_limit_are_refused_at_load():
+    """ConstantOfShape of FOLD_LIMIT + 1 elements from a 16-byte shape: it was left to run, and
+    allocate, at every call (2 GB a call for 2**31); a small one is folded into a constant."""
     def session(dims):
         nodes = [helper.make_node("ConstantOfShape", ["shape"], ["big"],
                                   value=numpy_helper.from_array(np.array([1], np.uint8))),
@@ -300,11 +300,66 @@ def test_constant_shapes_past_the_fold_limit_are_not_materialised_at_load():
 
     small = session([2, 3])
     assert [s.node.op_type for s in small._steps] == ["Add"] and small._constants["big"].shape == (2, 3)
-    big = session([1, FOLD_LIMIT + 1])
-    assert [s.node.op_type for s in big._steps] == ["ConstantOfShape", "Add"]
-    assert "big" not in big._constants
-    y, = big.run(None, {"x": np.array([2], np.uint8)})
-    assert y.shape == (1, FOLD_LIMIT + 1) and y.dtype == np.uint8 and (y == 3).all()
+    with pytest.raises(ModelError, match=re.escape(f"constant node ConstantOfShape '' would make {FOLD_LIMIT + 1:,} "
+                                                   "elements from much smaller inputs")):
+        session([1, FOLD_LIMIT + 1])
+
+
+def constant_graph(nodes, initializers, output="y"):
+    proto = make_model(nodes, [vinfo("x", [1])], [vinfo(output)],
+                       [numpy_helper.from_array(v, k) for k, v in initializers.items()])
+    return ronnx.load_bytes(proto.SerializeToString())
+
+
+@pytest.mark.parametrize("case", ["pad", "broadcast", "matmul", "concat chain", "growth within the budget"])
+def test_a_small_file_cannot_fold_into_gigabytes(case):
+    """Found by fuzzing: Pad's size was counted as a sum, and broadcasting ops, MatMul and
+    Concat were never counted, so a few kilobytes made 1-4 GB of constants at load. One node
+    may not grow past FOLD_LIMIT elements (checked before it runs), and all folded constants
+    together not past their budget (the chain: each step under the limit, 64 MiB in all)."""
+    if case == "growth within the budget":          # the budget alone would allow it: 17.6 MB of uint8
+        nodes = [helper.make_node("Add", ["a", "b"], ["p"]), helper.make_node("Add", ["x", "p"], ["y"])]
+        init = {"a": np.ones((4200, 1), np.uint8), "b": np.ones((1, 4200), np.uint8),
+                "pad": np.zeros(5 << 20, np.float32)}   # 20 MB of initializers: a budget of 144 MiB
+    elif case == "pad":
+        nodes = [helper.make_node("Pad", ["c", "pads"], ["p"]), helper.make_node("Add", ["x", "p"], ["y"])]
+        init = {"c": np.ones((1, 1, 1), np.float32), "pads": np.array([300] * 6, np.int64)}
+    elif case == "broadcast":
+        nodes = [helper.make_node("Add", ["a", "b"], ["ab"]), helper.make_node("Add", ["ab", "c"], ["p"]),
+                 helper.make_node("Add", ["x", "p"], ["y"])]
+        init = {"a": np.ones((300, 1, 1), np.float32), "b": np.ones((1, 300, 1), np.float32),
+                "c": np.ones((1, 1, 300), np.float32)}
+    elif case == "matmul":
+        nodes = [helper.make_node("MatMul", ["a", "b"], ["p"]), helper.make_node("Add", ["x", "p"], ["y"])]
+        init = {"a": np.ones((5000, 1), np.float32), "b": np.ones((1, 5000), np.float32)}
+    else:
+        nodes, last = [], "c"
+        for i in range(24):                          # the last one 2**24 elements: FOLD_LIMIT, not past it
+            nodes.append(helper.make_node("Concat", [last, last], [f"c{i}"], axis=0))
+            last = f"c{i}"
+        nodes.append(helper.make_node("Add", ["x", last], ["y"]))
+        init = {"c": np.ones(1, np.float32)}
+    with pytest.raises(ModelError, match="constant node"):
+        Session(constant_graph(nodes, init))
+
+
+def test_nodes_no_output_needs_are_not_run_at_load():
+    """A dead branch of a hostile file still folded (and allocated) before."""
+    nodes = [helper.make_node("ConstantOfShape", ["shape"], ["dead"]),
+             helper.make_node("Neg", ["x"], ["y"])]
+    session = Session(constant_graph(nodes, {"shape": np.array([1 << 40], np.int64)}))
+    assert [s.node.op_type for s in session._steps] == ["Neg"]
+    assert session.run(None, {"x": np.array([2.0], np.float32)})[0].tolist() == [-2.0]
+
+
+def test_real_weights_past_the_fold_limit_still_fold():
+    """Dequantizing or scaling a big weight table is not growth: it stays allowed."""
+    nodes = [helper.make_node("Mul", ["w", "s"], ["ws"]), helper.make_node("Gather", ["ws", "x"], ["y"])]
+    proto = make_model(nodes, [vinfo("x", [1], TensorProto.INT64)], [vinfo("y")],
+                       [numpy_helper.from_array(np.ones((FOLD_LIMIT // 4 + 1, 8), np.float32), "w"),
+                        numpy_helper.from_array(np.array(2.0, np.float32), "s")])
+    session = Session(ronnx.load_bytes(proto.SerializeToString()))
+    assert session.run(None, {"x": np.array([3], np.int64)})[0].tolist() == [[2.0] * 8]
 
 
 def test_in_place_ops_never_write_into_a_feed_seen_through_identity():
@@ -351,3 +406,23 @@ def test_outputs_nobody_reads_are_freed_where_they_are_made():
     assert [s.free for s in sess._steps] == [["x0", "mask0"], ["x1", "mask1"], ["x2", "mask2"]]
     x = np.arange(4, dtype=np.float32)
     np.testing.assert_array_equal(sess.run(None, {"x0": x})[0], x)
+
+
+def test_malformed_nodes_are_model_errors_at_load_and_missing_outputs_runtime_errors_at_run():
+    """Found by fuzzing: raw IndexError / ValueError / KeyError escaped the documented errors."""
+    gemm = [helper.make_node("Gemm", ["x"], ["y"], transB=1)]                    # B missing
+    with pytest.raises(ModelError, match="cannot prepare the graph: IndexError"):
+        Session(constant_graph(gemm, {}))
+    deep = make_model([helper.make_node("Neg", ["x"], ["y"])], [vinfo("x", [1])], [vinfo("y")],
+                      [numpy_helper.from_array(np.ones(1, np.float32), "w")])
+    deep.graph.initializer[0].ClearField("dims")
+    deep.graph.initializer[0].dims.extend([1] * 65)
+    with pytest.raises(ModelError, match="tensor 'w': 65 dimensions \\(at most 64\\)"):
+        ronnx.load_bytes(deep.SerializeToString())
+    extra = [helper.make_node("Neg", ["x"], ["n", "ghost"]), helper.make_node("Add", ["n", "ghost"], ["y"])]
+    session = Session(constant_graph(extra, {}))
+    with pytest.raises(RuntimeError, match="Add node '' reads 'ghost', which its producer did not make"):
+        session.run(None, {"x": np.ones(1, np.float32)})
+    only = Session(constant_graph([helper.make_node("Neg", ["x"], ["n", "y"])], {}))
+    with pytest.raises(RuntimeError, match=re.escape("output(s) ['y'] were not produced")):
+        only.run(None, {"x": np.ones(1, np.float32)})

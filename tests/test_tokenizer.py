@@ -395,3 +395,12 @@ def test_encode_batch_refuses_a_bare_string(small):
     with pytest.raises(TypeError, match=r"texts\[1\] is int, not str"):
         tok.encode_batch(["hello", 3])
     assert tok.encode_batch(("hello", "a"))["input_ids"].shape == (2, 3)  # any iterable of str
+
+
+def test_the_word_cache_keeps_short_words_only():
+    """A hundred distinct million-character words stayed cached (600 MB) after the texts were gone."""
+    from runtime.tokenizer import CACHED_WORD_CHARS, WordCache
+
+    cache = WordCache(lambda word: (len(word),))
+    assert cache["film"] == (4,) and cache["x" * 10 ** 6] == (10 ** 6,)
+    assert list(cache) == ["film"] and CACHED_WORD_CHARS == 64
