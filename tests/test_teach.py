@@ -504,14 +504,18 @@ def test_cli_summary_says_which_rows_were_skipped(tiny_model_dir, reviews_csv, t
     assert "Loading weights" not in result.output  # --quiet silences transformers' own bars too
 
 
+def teach_one_quiet_epoch(model, data, out):
+    result = CliRunner().invoke(main, ["teach", "--train", str(data), "--model", str(model), "--out", str(out),
+                                       "--epochs", "1", "--quiet"])
+    assert result.exit_code == 0, result.output
+    return result
+
+
 def test_a_label_column_with_about_one_row_a_label_is_warned_about(tiny_model_dir, tmp_path):
     """The text column given as the label column trained a head of one class per row, and the
     summary printed every one of them."""
     rows = [(f"label text {i}", f"film number {i}") for i in range(60)]
-    swapped = write_csv(tmp_path / "swapped.csv", rows)
-    result = CliRunner().invoke(main, ["teach", "--train", str(swapped), "--model", str(tiny_model_dir),
-                                       "--out", str(tmp_path / "out"), "--epochs", "1", "--quiet"])
-    assert result.exit_code == 0, result.output
+    result = teach_one_quiet_epoch(tiny_model_dir, write_csv(tmp_path / "swapped.csv", rows), tmp_path / "out")
     assert ("warning: 60 labels for 60 training rows, fewer than 2 rows a label: is column 'label' the "
             "label? (--text-column, --label-column)") in result.output
     labels_line = next(line for line in result.output.splitlines() if line.startswith("labels: "))
@@ -520,10 +524,7 @@ def test_a_label_column_with_about_one_row_a_label_is_warned_about(tiny_model_di
 
 def test_labels_that_differ_only_in_unicode_normal_form_are_warned_about(tiny_model_dir, tmp_path):
     rows = [(f"film {i}", "caf\u00e9" if i % 3 == 0 else "cafe\u0301" if i % 3 == 1 else "bad") for i in range(30)]
-    data = write_csv(tmp_path / "mixed.csv", rows)
-    result = CliRunner().invoke(main, ["teach", "--train", str(data), "--model", str(tiny_model_dir),
-                                       "--out", str(tmp_path / "out"), "--epochs", "1", "--quiet"])
-    assert result.exit_code == 0, result.output
+    result = teach_one_quiet_epoch(tiny_model_dir, write_csv(tmp_path / "mixed.csv", rows), tmp_path / "out")
     assert ("warning: labels 'cafe\\u0301' and 'caf\\xe9' are the same text in two Unicode normal forms, so "
             "they print alike but are different classes: write them one way") in result.output
 
