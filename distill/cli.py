@@ -280,7 +280,7 @@ def early_stop_line(report: dict) -> str | None:
     metric = config["metric"]
     key = "eval_loss" if metric == "loss" else metric           # the epoch history's name for it
     how = (f"stopped after epoch {ran} of {planned:g}, {config['early_stopping']} epoch(s) without a "
-           f"better {metric}" if ran < planned - 1e-6 else f"ran all {planned:g} epochs")
+           f"better {metric}" if ran < planned - 1e-3 else f"ran all {planned:g} epochs")
     kept = f"kept epoch {best['epoch']}'s weights ({metric} {best[key]:.4f})" if best and \
         best.get(key) is not None else "no epoch scored a best: kept the last epoch's weights"
     return f"early stopping: {how}; {kept}"

@@ -96,7 +96,8 @@ def output_lock(out: str | os.PathLike):
     first rank of a torchrun launch only; re-entrant within a process; no lock without fcntl
     (Windows). Parent directories made for the lock are removed again if the run leaves them empty."""
     out = Path(out).absolute()
-    if fcntl is None or out in _HELD or int(os.environ.get("RANK", "0")) != 0:
+    key = Path(os.path.realpath(out.parent)) / out.name       # one key for every spelling of OUT
+    if fcntl is None or key in _HELD or int(os.environ.get("RANK", "0")) != 0:
         yield
         return
     path = out.parent / f".{out.name}.lock"
@@ -111,12 +112,12 @@ def output_lock(out: str | os.PathLike):
     except BaseException:
         _remove_empty(created)
         raise
-    _HELD.add(out)
+    _HELD.add(key)
     try:
         remove_stale_siblings(out)
         yield
     finally:
-        _HELD.discard(out)
+        _HELD.discard(key)
         path.unlink(missing_ok=True)   # while still held: a run that opened it before will find it gone
         handle.close()
         _remove_empty(created)
@@ -170,17 +171,36 @@ def remove_stale_siblings(out: Path) -> list[Path]:
     OUT's lock held, when no live run can own them: they are what a killed run left. A run killed
     between its two renames left no OUT and the replaced output as `.NAME.old-PID`: that is put
     back as OUT, not removed."""
-    nfc = functools.partial(unicodedata.normalize, "NFC")          # macOS HFS+ stores names as NFD
+    nfc = functools.partial(unicodedata.normalize, "NFC")
     pattern = re.compile(rf"\.{re.escape(nfc(out.name))}\.(tmp-[a-z0-9_]{{8}}|old-\d+)")
-    stale = sorted((p for p in out.parent.iterdir() if pattern.fullmatch(nfc(p.name)) and p.is_dir()),
-                   key=lambda p: p.stat().st_mtime)
+
+    def ours(path: Path) -> bool:
+        """Named for OUT: exactly, or, where the disk keeps names in another normal form (macOS
+        HFS+ stores NFD), a name that OUT's own spelling opens (not a sibling `café` typed in NFD
+        on a disk that keeps both apart: that is another output)."""
+        match = pattern.fullmatch(nfc(path.name))
+        if not match or not (path.is_dir() or path.is_symlink()):
+            return False
+        spelt = out.parent / f".{out.name}.{match.group(1)}"
+        return path.name == spelt.name or (spelt.exists() and os.path.samefile(spelt, path))
+
+    stale = sorted((p for p in out.parent.iterdir() if ours(p)), key=lambda p: p.lstat().st_mtime)
     replaced = [p for p in stale if ".old-" in p.name]
-    if replaced and not out.exists():
+    if replaced and not out.exists() and not out.is_symlink():
         os.replace(replaced[-1], out)
         stale.remove(replaced[-1])
-    for directory in stale:
-        shutil.rmtree(directory, ignore_errors=True)
+    for path in stale:
+        remove_path(path)
     return stale
+
+
+def remove_path(path: Path) -> None:
+    """A directory tree, or a symlink itself (an OUT that was a symlink is moved aside as one;
+    rmtree refuses symlinks and, errors ignored, left it for every later run)."""
+    if path.is_symlink():
+        path.unlink(missing_ok=True)
+    else:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def current_umask() -> int:
@@ -219,7 +239,7 @@ def atomic_directory(out: str | os.PathLike, force: bool = False):
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+            remove_path(old)
 
 
 def save_model_dir(out, force: bool, model, tokenizer, max_length: int, report: dict, started: float,

@@ -26,6 +26,9 @@ class TokenRows:
         return len(self.offsets) - 1
 
     def __getitem__(self, i) -> dict[str, list[int]]:
+        i = int(i) + len(self) if i < 0 else int(i)
+        if not 0 <= i < len(self):
+            raise IndexError(f"row {i} of {len(self)}")
         start, end = self.offsets[i], self.offsets[i + 1]
         return {name: values[start:end].tolist() for name, values in self.fields.items()}
 

@@ -118,9 +118,9 @@ class EpochHistory(TrainerCallback):
 def epoch_number(epoch) -> int | float:
     """The Trainer's epoch counter as the history records it: a whole number at an epoch's end,
     else the fraction reached (--epochs 1.4 ends at 1.4, --epochs 0.01 after its one step at,
-    say, 0.12), where rounding printed an epoch 0 or 2 that never was."""
+    say, 0.125), where rounding printed an epoch 0 or 2 that never was."""
     value = float(epoch or 0)
-    return int(round(value)) if abs(value - round(value)) < 1e-3 else round(value, 2)
+    return int(round(value)) if abs(value - round(value)) < 1e-4 else round(value, 4)
 
 
 def run_record(trainer, history: EpochHistory, result, train_seconds: float, resume_from,

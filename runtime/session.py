@@ -148,6 +148,14 @@ def _fold_size(node: Node, args: list) -> int:
             pads = [int(p) for p in np.asarray(args[1]).reshape(-1)]
             rank = args[0].ndim
             return int(np.prod([d + pads[i] + pads[i + rank] for i, d in enumerate(args[0].shape)], dtype=object))
+        if op == "Gather":
+            axis = int(node.attrs.get("axis", 0)) % max(args[0].ndim, 1)
+            return args[1].size * int(np.prod(args[0].shape[:axis] + args[0].shape[axis + 1:], dtype=object))
+        if op == "Gemm":
+            a, b = args[0].shape, args[1].shape
+            rows = a[1] if node.attrs.get("transA", 0) else a[0]
+            cols = b[0] if node.attrs.get("transB", 0) else b[1]
+            return int(rows) * int(cols)
         if op in ("MatMul", "MatMulInteger"):
             a, b = args[0].shape, args[1].shape
             batch = np.broadcast_shapes(a[:-2], b[:-2]) if len(a) > 1 and len(b) > 1 else ()

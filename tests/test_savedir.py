@@ -93,9 +93,11 @@ def test_leftovers_are_found_whatever_normal_form_the_disk_keeps_names_in(tmp_pa
     out = tmp_path / unicodedata.normalize("NFC", "modèle")
     left = tmp_path / unicodedata.normalize("NFD", ".modèle.tmp-abcdefgh")
     left.mkdir()
+    # HFS+ opens the NFC spelling as the NFD-stored folder: emulated with a link of that name
+    (tmp_path / unicodedata.normalize("NFC", ".modèle.tmp-abcdefgh")).symlink_to(left)
     with output_lock(out):
         pass
-    assert not left.exists()
+    assert not left.exists() and list(tmp_path.iterdir()) == []
 
 
 def test_an_output_a_killed_run_had_moved_aside_is_put_back(tmp_path):
@@ -241,3 +243,38 @@ def test_the_pipeline_record_is_saved_without_os_fchmod(tmp_path, monkeypatch):
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["pipeline.json"]
     assert (tmp_path / "run" / "pipeline.json").stat().st_mode & 0o777 == 0o666 & ~savedir.current_umask()
     assert PipelineState(tmp_path / "run").get("teacher")["status"] == "running"
+
+
+def test_leftovers_of_another_output_spelt_alike_are_left_alone(tmp_path):
+    """On a disk that keeps NFC and NFD names apart, `café` and `café` are two outputs with two
+    locks: one's run removed the other's live temporary directory."""
+    import unicodedata
+
+    nfc, nfd = unicodedata.normalize("NFC", "café"), unicodedata.normalize("NFD", "café")
+    other = tmp_path / f".{nfd}.tmp-abcdefgh"
+    other.mkdir()
+    (tmp_path / f".{nfd}.old-999").mkdir()
+    with output_lock(tmp_path / nfc):
+        pass
+    assert other.exists() and (tmp_path / f".{nfd}.old-999").exists() and not (tmp_path / nfc).exists()
+
+
+def test_two_spellings_of_one_output_share_the_lock_in_one_process(tmp_path):
+    real = tmp_path / "real"
+    real.mkdir()
+    (tmp_path / "link").symlink_to(real)
+    with output_lock(real / "out"), output_lock(tmp_path / "link" / "out"), output_lock(real / ".." / "real" / "out"):
+        pass
+
+
+def test_a_symlinked_output_replaced_twice_leaves_nothing_behind(tmp_path):
+    """The symlink moved aside as .NAME.old-PID was never removed (rmtree refuses symlinks), and
+    the next replacement by the same process id failed with NotADirectoryError."""
+    target = tmp_path / "target"
+    target.mkdir()
+    (tmp_path / "sl").symlink_to(target)
+    for round_ in range(2):
+        with atomic_directory(tmp_path / "sl", force=True) as tmp:
+            (tmp / "f").write_text(str(round_))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sl", "target"]
+    assert (tmp_path / "sl" / "f").read_text() == "1" and not (tmp_path / "sl").is_symlink()

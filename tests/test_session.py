@@ -311,12 +311,26 @@ def constant_graph(nodes, initializers, output="y"):
     return ronnx.load_bytes(proto.SerializeToString())
 
 
-@pytest.mark.parametrize("case", ["pad", "broadcast", "matmul", "concat chain", "growth within the budget"])
+@pytest.mark.parametrize("case", ["pad", "broadcast", "matmul", "concat chain", "growth within the budget",
+                                  "gather", "gemm transA"])
 def test_a_small_file_cannot_fold_into_gigabytes(case):
     """Found by fuzzing: Pad's size was counted as a sum, and broadcasting ops, MatMul and
     Concat were never counted, so a few kilobytes made 1-4 GB of constants at load. One node
     may not grow past FOLD_LIMIT elements (checked before it runs), and all folded constants
     together not past their budget (the chain: each step under the limit, 64 MiB in all)."""
+    if case == "gather":                             # 60 rows of 4M elements from a 659-byte file
+        nodes = [helper.make_node("ConstantOfShape", ["shape"], ["t"]),
+                 helper.make_node("Gather", ["t", "i"], ["p"], axis=0), helper.make_node("Add", ["x", "p"], ["y"])]
+        init = {"shape": np.array([1, 4_000_000], np.int64), "i": np.zeros(60, np.int64)}
+        with pytest.raises(ModelError, match="Gather '' would make 240,000,000 elements"):
+            Session(constant_graph(nodes, init))
+        return
+    if case == "gemm transA":
+        nodes = [helper.make_node("Gemm", ["a", "b"], ["p"], transA=1), helper.make_node("Add", ["x", "p"], ["y"])]
+        init = {"a": np.ones((1, 15000), np.float32), "b": np.ones((1, 15000), np.float32)}
+        with pytest.raises(ModelError, match="Gemm '' would make 225,000,000 elements"):
+            Session(constant_graph(nodes, init))
+        return
     if case == "growth within the budget":          # the budget alone would allow it: 17.6 MB of uint8
         nodes = [helper.make_node("Add", ["a", "b"], ["p"]), helper.make_node("Add", ["x", "p"], ["y"])]
         init = {"a": np.ones((4200, 1), np.uint8), "b": np.ones((1, 4200), np.uint8),

@@ -208,16 +208,20 @@ def test_every_training_setting_reaches_where_it_acts(tiny_model_dir, tmp_path, 
 
 
 def test_fractional_epochs_are_recorded_as_reached_and_not_called_an_early_stop():
-    """--epochs 0.01 trained one step (0.12 of an epoch) and printed "epoch 0" and "stopped after
+    """--epochs 0.01 trained one step (0.125 of an epoch) and printed "epoch 0" and "stopped after
     epoch 0 of 0.01"; --epochs 1.4 (ending at 1.5 epochs, whole batches) printed an "epoch 2"."""
     from distill.cli import early_stop_line
     from distill.training import epoch_number
 
-    assert [epoch_number(e) for e in (None, 1.0, 0.9999999, 2.0000004, 0.125, 1.5)] == [0, 1, 1, 2, 0.12, 1.5]
-    assert isinstance(epoch_number(2.0000004), int)
+    assert [epoch_number(e) for e in (None, 1.0, 0.99999999, 2.00000004, 0.125, 1.5, 1.333)] == \
+        [0, 1, 1, 2, 0.125, 1.5, 1.333]
+    assert isinstance(epoch_number(2.00000004), int)
     report = {"config": {"early_stopping": 1, "epochs": 0.01, "metric": "accuracy"}, "best_step": 1,
-              "epochs": [{"epoch": 0.12, "step": 1, "accuracy": 0.5}]}
-    assert early_stop_line(report) == "early stopping: ran all 0.01 epochs; kept epoch 0.12's weights (accuracy 0.5000)"
+              "epochs": [{"epoch": 0.125, "step": 1, "accuracy": 0.5}]}
+    assert early_stop_line(report) == "early stopping: ran all 0.01 epochs; kept epoch 0.125's weights (accuracy 0.5000)"
+    thirds = {**report, "config": {**report["config"], "epochs": 1.333},
+              "epochs": [{"epoch": 1, "step": 1000, "accuracy": 0.5}, {"epoch": epoch_number(1.333), "step": 1333}]}
+    assert early_stop_line(thirds).startswith("early stopping: ran all 1.333 epochs")
     stopped = {**report, "config": {**report["config"], "epochs": 3},
                "epochs": [{"epoch": 1, "step": 8, "accuracy": 0.5}, {"epoch": 2, "step": 16, "accuracy": 0.4}]}
     assert early_stop_line(stopped).startswith("early stopping: stopped after epoch 2 of 3")

@@ -34,6 +34,9 @@ def test_rows_are_the_tokenizers_rows_whatever_the_chunk(tokenizer, monkeypatch,
 
 def test_take_keeps_any_order_and_repeats(tokenizer):
     rows = tokenize_rows(tokenizer, TEXTS, 32)
+    assert rows[-1] == rows[len(TEXTS) - 1] and rows[np.int64(2)] == rows[2]      # as a list indexes
+    with pytest.raises(IndexError):
+        rows[len(TEXTS)]
     picked = [5, 0, 0, 3, len(TEXTS) - 1, 1]
     taken = rows.take(picked)
     assert [taken[i] for i in range(len(picked))] == [rows[i] for i in picked]
