@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import sys
-import unicodedata
 from dataclasses import fields
 from pathlib import Path
 
@@ -194,7 +193,7 @@ def _given_options() -> frozenset:
 
 
 def summary(report: dict, out: str) -> str:
-    from .data import describe_skipped, format_labels
+    from .data import LabelList, describe_skipped, format_labels
     from .metrics import format_report
 
     lines = [f"\n== {report['command']} -> {out}",
@@ -214,10 +213,8 @@ def summary(report: dict, out: str) -> str:
         lines.append(f"warning: {len(report['labels']):,} labels for {rows:,} training rows, fewer than 2 rows a "
                      f"label: is {'column ' + repr(column) if column else 'the label column'} the label? "
                      "(--text-column, --label-column)")
-    by_text: dict[str, list[str]] = {}
-    for name in report["labels"]:
-        by_text.setdefault(unicodedata.normalize("NFC", name), []).append(name)
-    twins = next((names for names in by_text.values() if len(names) > 1), None)
+    names = LabelList(report["labels"])
+    twins = next(((name, other) for name in names if (other := names.written_otherwise(name))), None)
     if twins:
         lines.append(f"warning: labels {' and '.join(map(ascii, twins))} are the same text in two Unicode "
                      "normal forms, so they print alike but are different classes: write them one way")

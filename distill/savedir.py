@@ -35,13 +35,19 @@ def check_writable_target(out: str | os.PathLike, force: bool) -> Path:
     out = Path(out)
     if out.exists() and not force:
         raise OutputExistsError(f"{out} already exists; pass --force to replace it")
-    ancestor = out.absolute().parent
-    while not ancestor.exists():
-        ancestor = ancestor.parent
+    ancestor = existing_ancestor(out)
     if not ancestor.is_dir():
         raise NotADirectoryError(f"cannot write {out}: {ancestor} is a file")
     probe_writable(ancestor)
     return out
+
+
+def existing_ancestor(path: Path) -> Path:
+    """The nearest folder above `path` that exists (or a file standing where one should be)."""
+    ancestor = Path(path).absolute().parent
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    return ancestor
 
 
 def probe_writable(directory: Path) -> None:

@@ -91,7 +91,7 @@ def _distill_student(config: StudentConfig, callbacks=()) -> dict | None:
     from .savedir import check_spares_inputs, check_writable_target, dir_size_bytes, save_model_dir
     from .teacher import check_max_length, checkpoint_dir_for
     from .trainer import DistillationArguments, DistillationTrainer
-    from .training import (EncodedRows, EpochHistory, check_finite_loss, check_finite_weights, check_resume_epochs,
+    from .training import (EncodedRows, EpochHistory, check_finite_training, check_resume_epochs,
                            check_resume_settings, count_parameters, encode_rows, last_checkpoint,
                            metrics_function, record_run_settings, run_record, training_arguments)
     from .vocab_trim import apply_trim, kept_token_ids, retokenized
@@ -198,9 +198,8 @@ def _distill_student(config: StudentConfig, callbacks=()) -> dict | None:
     train_start = time.time()
     result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     train_seconds = time.time() - train_start
-    hint = f"Lower --lr ({config.lr:g}) or raise --temperature ({config.temperature:g})"
-    check_finite_weights(trainer.model, StudentError, hint)
-    check_finite_loss(history, StudentError, hint)
+    check_finite_training(trainer.model, history, StudentError,
+                          f"Lower --lr ({config.lr:g}) or raise --temperature ({config.temperature:g})")
 
     report = None
     if trainer.is_world_process_zero():

@@ -295,7 +295,7 @@ def _teach(config: TeachConfig, callbacks=()) -> dict:
     from .predict import predict_logits, softmax
     from .metrics import evaluate
     from .savedir import check_spares_inputs, check_writable_target, save_model_dir
-    from .training import (EpochHistory, WeightedTrainer, check_finite_loss, check_finite_weights, check_resume_epochs,
+    from .training import (EpochHistory, WeightedTrainer, check_finite_training, check_resume_epochs,
                            check_resume_settings, count_parameters, encode_rows, last_checkpoint,
                            metrics_function, record_run_settings, run_record, training_arguments)
 
@@ -360,8 +360,7 @@ def _teach(config: TeachConfig, callbacks=()) -> dict:
     train_start = time.time()
     result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     train_seconds = time.time() - train_start
-    check_finite_weights(trainer.model, TeachError, f"Lower --lr ({config.lr:g})")
-    check_finite_loss(history, TeachError, f"Lower --lr ({config.lr:g})")
+    check_finite_training(trainer.model, history, TeachError, f"Lower --lr ({config.lr:g})")
 
     report = None
     if trainer.is_world_process_zero():

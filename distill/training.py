@@ -314,6 +314,13 @@ def count_parameters(model) -> int:
     return int(sum(p.numel() for p in model.parameters()))
 
 
+def check_finite_training(model, history: EpochHistory, error=ValueError, hint: str = "") -> None:
+    """A run that diverged is refused before anything is written: NaN or infinite weights, or a
+    NaN or infinite training loss. hint: what to change, e.g. "Lower --lr (1e+08)"."""
+    check_finite_weights(model, error, hint)
+    check_finite_loss(history, error, hint)
+
+
 def check_finite_loss(history: EpochHistory, error=ValueError, hint: str = "") -> None:
     """A training loss that became NaN or infinite (a --temperature near 0 divides the logits by
     it) can leave the weights finite, so check_finite_weights passes: refuse it too."""

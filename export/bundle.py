@@ -28,13 +28,11 @@ def check_out_dir(out, force: bool) -> Path:
             raise ExportError(f"--out {out} exists and is not a directory")
         if not force:
             raise ExportError(f"--out {out} already exists; pass --force to replace it")
-    ancestor = out.absolute().parent
-    while not ancestor.exists():
-        ancestor = ancestor.parent
+    from distill.savedir import existing_ancestor, probe_writable
+
+    ancestor = existing_ancestor(out)
     if not ancestor.is_dir():
         raise ExportError(f"cannot create --out {out}: {ancestor} is not a directory")
-    from distill.savedir import probe_writable
-
     try:
         probe_writable(ancestor)
     except PermissionError as error:

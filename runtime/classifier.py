@@ -17,7 +17,7 @@ import re
 
 import numpy as np
 
-from .tokenizer import WordPieceTokenizer, check_texts, load_vocab, pad_batch, tokenizer_kwargs
+from .tokenizer import WordPieceTokenizer, check_texts, pad_batch, tokenizer_kwargs, vocab_from_bytes
 
 RUNTIME_FORMAT = 1
 BUNDLE_FILES = ("runtime.json", "vocab.txt", "model.onnx")
@@ -100,15 +100,14 @@ def vocab_digest(data: bytes) -> str:
     return hashlib.sha256(data.removeprefix(b"\xef\xbb\xbf").replace(b"\r\n", b"\n")).hexdigest()
 
 
-def check_vocab_digest(config: dict, vocab_txt: str, runtime_json: str) -> None:
-    """A vocab.txt other than the one exported with the model (from another bundle, a trimmed
-    student's, edited) gives wrong token ids without any error; runtime.json records its SHA-256
-    (bundles written before it was recorded are not checked)."""
+def check_vocab_digest(config: dict, data: bytes, vocab_txt: str, runtime_json: str) -> None:
+    """A vocab.txt (its bytes: data) other than the one exported with the model (from another
+    bundle, a trimmed student's, edited) gives wrong token ids without any error; runtime.json
+    records its SHA-256 (bundles written before it was recorded are not checked)."""
     expected = config.get("vocab_sha256")
     if not expected:
         return
-    with open(vocab_txt, "rb") as f:
-        actual = vocab_digest(f.read())
+    actual = vocab_digest(data)
     if actual != expected:
         raise BundleError(f"{vocab_txt} is not the vocabulary exported with this model: its SHA-256 is "
                           f"{actual[:12]}..., {runtime_json} records {expected[:12]}... (a vocab.txt "
@@ -279,8 +278,10 @@ class Classifier:
         except ValueError as e:
             raise BundleError(f"{runtime_json}: {e}") from None
         try:  # UnicodeDecodeError and a missing special token are ValueErrors
-            check_vocab_digest(config, vocab_txt, runtime_json)
-            tokenizer = WordPieceTokenizer(load_vocab(vocab_txt), **settings)
+            with open(vocab_txt, "rb") as f:
+                data = f.read()                   # read once: checked, then parsed
+            check_vocab_digest(config, data, vocab_txt, runtime_json)
+            tokenizer = WordPieceTokenizer(vocab_from_bytes(data), **settings)
         except BundleError:
             raise
         except ValueError as e:

@@ -128,7 +128,7 @@ def parse(buf: bytes, schema: Dict[int, tuple], start: int = 0, end: int = None,
         raise ModelError(f"messages nested deeper than {MAX_DEPTH} at byte {start}")
     end = len(buf) if end is None else end
     out: Dict[str, Any] = {}
-    pieces: Dict[str, list] = {}
+    pieces: Dict[str, tuple] = {}                      # name -> (kind, arrays and runs of values)
     for number, wire, value in iter_fields(buf, start, end):
         spec = schema.get(number)
         if spec is None:
@@ -156,7 +156,7 @@ def parse(buf: bytes, schema: Dict[int, tuple], start: int = 0, end: int = None,
         if wire != expected and not (repeated and wire == LEN):
             raise ModelError(f"field {name!r} (#{number}): wire type {wire}, expected {expected}")
         if repeated:
-            parts = pieces.setdefault(name, [])
+            parts = pieces.setdefault(name, (kind, []))[1]
             if wire == LEN:
                 parts.append(_packed_piece(buf, kind, value))
             elif parts and isinstance(parts[-1], list):   # unpacked values: one array per run,
@@ -165,8 +165,7 @@ def parse(buf: bytes, schema: Dict[int, tuple], start: int = 0, end: int = None,
                 parts.append([_scalar(buf, kind, value)])
         else:
             out[name] = _scalar(buf, kind, value)
-    for name, parts in pieces.items():
-        kind = next(spec[1] for spec in schema.values() if spec[0] == name)
+    for name, (kind, parts) in pieces.items():
         arrays = [np.array(part, dtype=np.uint64 if kind == "uint" else _NUMPY[kind])
                   if isinstance(part, list) else part for part in parts]
         out[name] = arrays[0] if len(arrays) == 1 else np.concatenate(arrays)

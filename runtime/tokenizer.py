@@ -23,6 +23,7 @@ instead of Python loops, and from caching WordPiece results per word.
 from __future__ import annotations
 
 import functools
+import io
 import re
 import unicodedata
 from itertools import chain
@@ -141,10 +142,16 @@ ASCII_PIECES = re.compile(r"[A-Za-z0-9]+|[^A-Za-z0-9 \t\n\r]")
 
 
 def load_vocab(path) -> dict[str, int]:
-    """vocab.txt -> {token: id}, one token a line (a repeated token keeps its last line, as HF).
-    A byte-order mark (a file saved by an editor that adds one) is not part of the first token."""
-    with open(path, "r", encoding="utf-8-sig") as f:
-        return {line.rstrip("\n"): i for i, line in enumerate(f.readlines())}
+    """vocab.txt -> {token: id}, one token a line (a repeated token keeps its last line, as HF)."""
+    with open(path, "rb") as f:
+        return vocab_from_bytes(f.read())
+
+
+def vocab_from_bytes(data: bytes) -> dict[str, int]:
+    """load_vocab of a file's bytes: UTF-8, a byte-order mark (an editor that adds one) not part
+    of the first token, line ends as text mode reads them (\n, \r\n or \r)."""
+    lines = io.StringIO(data.decode("utf-8-sig"), newline=None).readlines()
+    return {line.rstrip("\n"): i for i, line in enumerate(lines)}
 
 
 def check_texts(texts, verb: str = "encode") -> list[str]:
