@@ -34,6 +34,13 @@ from .ops_quant import dynamic_quantize_linear_shifted, prepare_matmul_integer
 STANDARD_DOMAINS = ("", "ai.onnx")
 FOLD_LIMIT = 1 << 24          # most elements one constant node may make at load
 FOLD_BUDGET = 64 << 20        # bytes of folded constants allowed beyond 4 times the initializers
+# Inputs that ONNX ties to one type T (positions; None: all of them). onnxruntime refuses a
+# model that breaks one at load; numpy would promote (a float64 bias makes float64 logits).
+SAME_TYPE = {**dict.fromkeys(("Add", "And", "Clip", "Concat", "Div", "Equal", "Gemm", "Greater",
+                              "GreaterOrEqual", "LayerNormalization", "Less", "LessOrEqual", "MatMul",
+                              "Max", "Mean", "Min", "Mod", "Mul", "Or", "Range", "Sub", "Sum", "Xor"),
+                             None),
+             "DequantizeLinear": (0, 2), "Pad": (0, 2), "Where": (1, 2)}
 
 
 @dataclass
@@ -53,8 +60,11 @@ class Step:
     slots: List[Any] = field(default_factory=list)
     call_kwargs: Dict[str, Any] = field(default_factory=dict)
     reuse: List[int] = field(default_factory=list)
+    typed: Optional[tuple] = None                          # SAME_TYPE positions to check, if any
 
     def prepare(self, opset: int) -> None:
+        if self.fn is OPS.get(self.node.op_type) and self.node.op_type in SAME_TYPE:
+            self.typed = SAME_TYPE[self.node.op_type] or tuple(range(len(self.inputs)))
         args = [None if x is None or x[0] == "v" else x[1] for x in self.inputs]
         while args and args[-1] is None and self.inputs[len(args) - 1] is None:
             args.pop()
@@ -114,6 +124,17 @@ def check_order(graph: Graph, feeds: Sequence[str]) -> None:
     for out in graph.outputs:
         if out.name not in available:
             raise ModelError(f"graph output {out.name!r} is never produced")
+
+
+def check_same_type(op_type: str, args: list, positions: Optional[tuple]) -> None:
+    """Raise TypeError when the inputs at `positions` (None: all) have different types."""
+    dtypes = [(p, getattr(args[p], "dtype", None)) for p in (positions or range(len(args)))
+              if p < len(args) and args[p] is not None]
+    first = dtypes[0][1] if dtypes else None
+    for p, dtype in dtypes[1:]:
+        if dtype != first:
+            raise TypeError(f"{op_type} input {p} is {dtype} but input {dtypes[0][0]} is {first}: ONNX "
+                            "requires one type for them (onnxruntime refuses such a model)")
 
 
 def _call(fn: Callable, args: list, kwargs: dict, node: Node, opset: int):
@@ -254,6 +275,8 @@ class Session:
                     raise ModelError(f"constant node {node.op_type} {node.name!r} would make {size:,} "
                                      f"elements from much smaller inputs (at most {FOLD_LIMIT:,})")
                 try:
+                    if node.op_type in SAME_TYPE:
+                        check_same_type(node.op_type, args, SAME_TYPE[node.op_type])
                     results = _call(fn, args, node.attrs, node, self.opset)
                 except Exception as e:
                     raise ModelError(f"folding constant node {node.op_type} {node.name!r} "
@@ -414,6 +437,8 @@ class Session:
                                    "its producer did not make (it declares more outputs than its op makes)") from None
             kwargs = step.call_kwargs
             try:
+                if step.typed:
+                    check_same_type(step.node.op_type, args, step.typed)
                 if step.inplace:     # (finding the output buffer broadcasts the shapes: may fail too)
                     out = reusable(step, args, live, foreign)
                     if out is not None:

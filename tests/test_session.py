@@ -440,3 +440,33 @@ def test_malformed_nodes_are_model_errors_at_load_and_missing_outputs_runtime_er
     only = Session(constant_graph([helper.make_node("Neg", ["x"], ["n", "y"])], {}))
     with pytest.raises(RuntimeError, match=re.escape("output(s) ['y'] were not produced")):
         only.run(None, {"x": np.ones(1, np.float32)})
+
+
+def test_inputs_onnx_ties_to_one_type_must_agree_as_onnxruntime_requires(tmp_path):
+    """A float64 bias on float32 logits: onnxruntime refuses the model; numpy would promote and
+    return float64 logits. The runtime names the node at run time (the value's type is known
+    then), and at load when both inputs are constants. Where's condition may differ in type."""
+    bias = numpy_helper.from_array(np.zeros(2, np.float64), "bias")
+    nodes = [helper.make_node("Relu", ["x"], ["a"]), helper.make_node("Add", ["a", "bias"], ["y"], name="biased")]
+    model = make_model(nodes, [vinfo("x", [None, 2])], [vinfo("y")], [bias])
+    path = tmp_path / "m.onnx"
+    onnx.save_model(model, str(path))
+    with pytest.raises(Exception, match="Type|type"):
+        ort_session(path)
+    with pytest.raises(RuntimeError, match=r"Add node 'biased' failed: TypeError: Add input 1 is float64 "
+                                           r"but input 0 is float32"):
+        Session(path).run(None, {"x": np.ones((3, 2), np.float32)})
+
+    folded = [helper.make_node("Mul", ["w", "bias"], ["c"], name="constant_mul"), helper.make_node("Add", ["x", "c"], ["y"])]
+    weights = numpy_helper.from_array(np.ones(2, np.float32), "w")
+    constant_model = make_model(folded, [vinfo("x", [None, 2])], [vinfo("y")], [weights, bias])
+    with pytest.raises(ModelError, match=r"folding constant node Mul 'constant_mul' failed: TypeError: Mul "
+                                         r"input 1 is float64"):
+        Session(ronnx.load_bytes(constant_model.SerializeToString()))
+
+    where = [helper.make_node("Greater", ["x", "zero"], ["positive"]),
+             helper.make_node("Where", ["positive", "x", "zero"], ["y"])]
+    zero = numpy_helper.from_array(np.zeros(2, np.float32), "zero")
+    where_model = make_model(where, [vinfo("x", [None, 2])], [vinfo("y")], [zero])
+    got, = Session(ronnx.load_bytes(where_model.SerializeToString())).run(None, {"x": np.array([[-1, 2]], np.float32)})
+    assert got.dtype == np.float32 and got.tolist() == [[0.0, 2.0]]
