@@ -14,6 +14,10 @@ C=1, on the rows and descriptions) and is scored on dev and val. Variants:
   eda                `single` with EDA_FACTOR augmented copies of each row (distill/augment.py's
                      four ops, as `distill student --augment-factor`) among the texts the pairs
                      are drawn from; the head sees the rows and descriptions only
+  end2end            `single`, then SetFit's end-to-end phase: encoder and the fitted head trained
+                     together with cross-entropy (plus the head's L2 term, C=1) on the rows and
+                     descriptions, E2E_EPOCHS epochs of batches of E2E_BATCH, encoder lr
+                     E2E_BODY_LR, head lr E2E_HEAD_LR; scored with that trained head
 Results: --results (default bench/results/fewshot_tuning.json) and a table on stdout.
 """
 from __future__ import annotations
@@ -33,10 +37,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 VARIANTS = ("single", "lr2e-05-pairs1280", "lr0.0001-pairs1280", "lr5e-05-pairs2560", "lr2e-05-pairs2560",
-            "supcon", "eda")
+            "supcon", "eda", "end2end")
 GRID = re.compile(r"lr([\d.e+-]+)-pairs(\d+)")           # lrX-pairsN
 SUPCON_TAU = 0.07
 EDA_FACTOR = 3
+E2E_EPOCHS, E2E_BATCH, E2E_BODY_LR, E2E_HEAD_LR = 4, 16, 1e-5, 1e-2
 
 
 def supcon_loss(z, labels, tau: float):
@@ -76,6 +81,41 @@ def supcon_tune(encoder, tokenizer, texts, y, config, steps: int) -> None:
     encoder.eval()
 
 
+def end_to_end(encoder, tokenizer, texts, y, weights, bias, config):
+    """Train encoder and head (weights (K, H), bias (K,)) together in place; returns the head.
+    Loss per batch: mean cross-entropy of <W, unit mean-pooled embedding> + b, plus
+    |W|^2 / (2 C n), the logistic regression's own objective divided by its n rows."""
+    import torch
+
+    from distill.fewshot_head import mean_pool
+    from distill.predict import encode
+
+    torch.manual_seed(config.seed)
+    rows = encode(tokenizer, texts, config.max_length)
+    W = torch.nn.Parameter(torch.as_tensor(weights, dtype=torch.float32))
+    b = torch.nn.Parameter(torch.as_tensor(bias, dtype=torch.float32))
+    optimizer = torch.optim.AdamW([
+        {"params": list(encoder.parameters()), "lr": E2E_BODY_LR, "weight_decay": config.weight_decay},
+        {"params": [W, b], "lr": E2E_HEAD_LR, "weight_decay": 0.0}])
+    rng = np.random.default_rng(config.seed)
+    encoder.train()
+    for _ in range(E2E_EPOCHS):
+        order = rng.permutation(len(texts))
+        for start in range(0, len(order), E2E_BATCH):
+            pick = order[start:start + E2E_BATCH]
+            batch = tokenizer.pad([rows[i] for i in pick], return_tensors="pt")
+            pooled = mean_pool(encoder(**batch).last_hidden_state, batch["attention_mask"])   # (B, H)
+            logits = torch.nn.functional.normalize(pooled, dim=-1) @ W.T + b                  # (B, K)
+            loss = (torch.nn.functional.cross_entropy(logits, torch.as_tensor(y[pick]))
+                    + (W * W).sum() / (2 * len(texts)))
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(encoder.parameters(), 1.0)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+    encoder.eval()
+    return W.detach().double().numpy(), b.detach().double().numpy()
+
+
 def eda_copies(encoder, tokenizer, texts, seed: int) -> list[str]:
     """EDA_FACTOR augmented copies of each text, in order (copies of text 0 first)."""
     from distill.augment import AugmentOptions, augment_texts, synonyms_for_texts
@@ -104,7 +144,7 @@ def main():
     torch.set_num_threads(os.cpu_count() or 1)
     seeds = [int(s) for s in args.seeds.split(",")]
     variants = args.variants.split(",")
-    unknown = [v for v in variants if v not in ("single", "supcon", "eda") and not GRID.fullmatch(v)]
+    unknown = [v for v in variants if v not in ("single", "supcon", "eda", "end2end") and not GRID.fullmatch(v)]
     if unknown:
         parser.error(f"unknown variant(s) {', '.join(unknown)}")
     train_texts, train_labels, drawn, held_out, evaluation = V.draws(args.data, seeds, 16)
@@ -131,13 +171,15 @@ def main():
                 tune_encoder(encoder, tokenizer, texts + copies, make_pairs(more_y, shipped.pairs, seed), shipped)
             else:
                 config = shipped
-                if variant != "single":
+                if variant not in ("single", "end2end"):
                     lr, pairs = GRID.fullmatch(variant).groups()
                     config = replace(shipped, lr=float(lr), pairs=int(pairs))
                 tune_encoder(encoder, tokenizer, texts, make_pairs(y, config.pairs, seed), config)
             encoder.eval()
-            sets = {name: embed(t) for name, (t, _) in evaluation.items()}
             weights, bias = fit_logistic_regression(embed(texts), y, 2)
+            if variant == "end2end":
+                weights, bias = end_to_end(encoder, tokenizer, texts, y, weights, bias, shipped)
+            sets = {name: embed(t) for name, (t, _) in evaluation.items()}
             rows.append({"seed": seed, "variant": variant, **V.head_accuracies(weights, bias, sets, evaluation)})
             print(json.dumps(rows[-1]), flush=True)
 
@@ -146,7 +188,8 @@ def main():
     Path(args.results).parent.mkdir(parents=True, exist_ok=True)
     Path(args.results).write_text(json.dumps(
         {"table": table, "runs": rows, "validation_rows": len(held_out), "supcon_tau": SUPCON_TAU,
-         "eda_factor": EDA_FACTOR}, indent=2) + "\n")
+         "eda_factor": EDA_FACTOR,
+         "end2end": {"epochs": E2E_EPOCHS, "batch": E2E_BATCH, "body_lr": E2E_BODY_LR, "head_lr": E2E_HEAD_LR}}, indent=2) + "\n")
 
 
 if __name__ == "__main__":
