@@ -7,6 +7,7 @@ for bit against numpy int32 arithmetic, erf against math.erf over the whole floa
 """
 from __future__ import annotations
 
+import contextlib
 import math
 
 import numpy as np
@@ -281,7 +282,9 @@ CASES = [
 
 @pytest.mark.parametrize("op, inputs, attrs, opset, outputs, init, tol, engine", CASES)
 def test_op_matches_reference_evaluator(op, inputs, attrs, opset, outputs, init, tol, engine):
-    got, expected = run_both(op, inputs, attrs, opset, outputs, init, engine)
+    # the reference's Sigmoid overflows in exp on the extreme inputs (the runtime's does not)
+    with np.errstate(over="ignore", invalid="ignore") if op == "Sigmoid" else contextlib.nullcontext():
+        got, expected = run_both(op, inputs, attrs, opset, outputs, init, engine)
     assert_match(got, expected, rtol=tol, atol=tol)
 
 
@@ -303,7 +306,8 @@ def test_inputs_are_not_modified():
     x, y = randn(3, 4), randn(3, 4)
     x0, y0 = x.copy(), y.copy()
     for op in ("Add", "Mul", "Erf", "Softmax", "Sqrt"):
-        run_both(op, [x, y][:1 if op in ("Erf", "Softmax", "Sqrt") else 2])
+        with np.errstate(invalid="ignore"):                  # Sqrt of the negative entries: nan
+            run_both(op, [x, y][:1 if op in ("Erf", "Softmax", "Sqrt") else 2])
     np.testing.assert_array_equal(x, x0)
     np.testing.assert_array_equal(y, y0)
 
