@@ -126,7 +126,7 @@ def run_method(method, shots, seed, rows_file, texts, labels, dev_texts, dev_lab
         from sklearn.svm import LinearSVC
 
         vec = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True)
-        clf = LinearSVC(C=0.5).fit(vec.fit_transform(texts), labels)
+        clf = LinearSVC(C=0.5, random_state=seed).fit(vec.fit_transform(texts), labels)
         result = {"accuracy": float((clf.predict(vec.transform(dev_texts)) == dev_labels).mean())}
     elif method == "embed-lr":
         from distill.fewshot_contrastive import fit_logistic_regression

@@ -3,7 +3,8 @@
 One entry per part of the student's training data (labelled rows, augmented texts, unlabelled
 texts), keyed by everything that decides its contents (DESIGN.md "Caches"): the hash of the
 teacher's weight and tokenizer files, the data file hash and a hash of the exact source texts
-(so subsets and column choices count), the augmentation settings, and max_length. Layout:
+(so subsets and column choices count), the augmentation settings, max_length, and how the
+teacher scored (batch size and torch's thread count: each moves logits in the last bits). Layout:
 
     CACHE_DIR/teacher-logits/<key>/meta.json   # the key fields, row count, creation time
                                   texts.json  # the scored texts, in order

@@ -48,8 +48,9 @@ def _log(message: str) -> None:
 # ---------------------------------------------------------------- fingerprints
 
 # teach / student settings that cannot change a stage's output: those a --resume may change, less
-# epochs and eval, which change the model (resume, force, progress, ... are not stage settings)
-OUTPUT_NEUTRAL = RESUMABLE_CHANGES - {"epochs", "eval"}
+# epochs, eval and teacher_batch_size, which change the model (the last by about 1e-8 through the
+# teacher's padding: a rerun with it changed retrains, so that a skip means the same weights)
+OUTPUT_NEUTRAL = RESUMABLE_CHANGES - {"epochs", "eval", "teacher_batch_size"}
 # settings naming files or models whose contents input_files() hashes: the same bytes under
 # another spelling of the path (absolute, relative) are the same input
 CONTENT_HASHED = frozenset({"model", "label_descriptions", "unlabeled", "ensemble", "back_translate"})
@@ -193,7 +194,7 @@ def run_baseline_stage(settings, out: Path) -> dict:
     train = load_labelled(settings.train, settings.data, labels=labels)
     train = per_class_sample(subsample(train, teach["max_train_samples"], teach["seed"]), teach["shots"], teach["seed"])
     dev = load_labelled(settings.eval, settings.data, labels=train.label_names)
-    report = run_baseline(train, dev, settings.baseline_settings(), out / "baseline")
+    report = run_baseline(train, dev, settings.baseline_settings(), out / "baseline", teach["seed"])
     return {"accuracy": report["final_eval"]["accuracy"], "features": report["features"]}
 
 

@@ -36,7 +36,7 @@ def vectorizer_settings(texts, settings: dict) -> dict:
             "min_df": settings["min_df"], "max_features": settings["max_features"]}
 
 
-def fit_baseline(texts, labels, settings: dict):
+def fit_baseline(texts, labels, settings: dict, seed: int = 0):
     """(fitted sklearn Pipeline, resolved vectorizer settings). Texts with no word of two or more
     characters (one letter, punctuation, emoji) give word n-grams nothing to count: with
     analyzer auto, character n-grams are used instead; with analyzer word, a clear error."""
@@ -45,7 +45,7 @@ def fit_baseline(texts, labels, settings: dict):
     from sklearn.svm import LinearSVC
 
     vec = vectorizer_settings(texts, settings)
-    model = make_pipeline(TfidfVectorizer(**vec), LinearSVC(C=settings["C"]))
+    model = make_pipeline(TfidfVectorizer(**vec), LinearSVC(C=settings["C"], random_state=seed))
     try:
         model.fit(list(texts), np.asarray(labels))
     except ValueError as error:
@@ -55,7 +55,7 @@ def fit_baseline(texts, labels, settings: dict):
             raise ValueError("baseline.analyzer = \"word\" finds no word of 2+ characters in the training "
                              "texts (single characters, punctuation, emoji): set baseline.analyzer = "
                              "\"char\" or run without the baseline (--no-baseline)") from None
-        return fit_baseline(texts, labels, {**settings, "analyzer": "char", "ngram_range": None})
+        return fit_baseline(texts, labels, {**settings, "analyzer": "char", "ngram_range": None}, seed)
     return model, vec
 
 
@@ -80,17 +80,19 @@ def load_baseline(directory):
         return pickle.load(f)
 
 
-def run_baseline(train, dev, settings: dict, out) -> dict:
-    """Fit on train (LabelledData), score dev, save atomically to out; returns baseline.json."""
+def run_baseline(train, dev, settings: dict, out, seed: int = 0) -> dict:
+    """Fit on train (LabelledData) with the SVM seeded by `seed`, score dev, save atomically to
+    out; returns baseline.json."""
     from .metrics import evaluate
     from .predict import softmax
     from .savedir import atomic_directory, write_json
 
     start = time.time()
-    model, vec = fit_baseline(train.texts, train.labels, settings)
+    model, vec = fit_baseline(train.texts, train.labels, settings, seed)
     fit_seconds = time.time() - start
     logits = baseline_logits(model, dev.texts, len(train.label_names))
     report = {"command": "baseline", "model": "TF-IDF + LinearSVC", "settings": settings, "vectorizer": vec,
+              "seed": seed,
               "labels": train.label_names, "train_rows": len(train), "train_sha256": train.sha256,
               "features": len(model[0].vocabulary_), "parameters": parameter_count(model),
               "fit_seconds": round(fit_seconds, 2),

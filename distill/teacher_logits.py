@@ -46,6 +46,16 @@ def teacher_scorer(config: StudentConfig, model, tokenizer, max_length: int):
     return score
 
 
+def scoring_fields(config: StudentConfig) -> dict:
+    """Cache-key fields for how the teacher scored: the batch size (batches pad to their own
+    longest text, and another padding moves logits by about 1e-8; back-translation generates in
+    those batches) and torch's thread count (float sums split otherwise), so a cache hit gives
+    the very logits this run would compute."""
+    import torch
+
+    return {"batch_size": config.teacher_batch_size, "threads": torch.get_num_threads()}
+
+
 def teacher_parts(config, train, unlabeled, unlabeled_sha, teacher, tokenizer, max_length, need_labelled):
     """{'labelled'|'augmented'|'unlabeled': cached_logits result} for the parts that exist."""
     from .cache import cached_logits, texts_sha256, weights_sha256
@@ -53,7 +63,7 @@ def teacher_parts(config, train, unlabeled, unlabeled_sha, teacher, tokenizer, m
     cache = logits_cache(config)
     teacher_hash = weights_sha256(config.teacher)
     score = teacher_scorer(config, teacher, tokenizer, max_length)
-    base = {"teacher": teacher_hash, "max_length": max_length}
+    base = {"teacher": teacher_hash, "max_length": max_length, **scoring_fields(config)}
     train_fields = {**base, "file": train.sha256, "texts": texts_sha256(train.texts)}
     parts = {}
     if need_labelled:
@@ -108,7 +118,7 @@ def ensemble_parts(config: StudentConfig, parts: dict, members: list[tuple], max
         entry = {"teacher": str(directory), "weights_sha256": weights_sha256(directory), "teacher_logits": {}}
         for name, part in parts.items():
             fields = {"teacher": entry["weights_sha256"], "max_length": max_length, "part": name,
-                      "texts": texts_sha256(part["texts"])}
+                      "texts": texts_sha256(part["texts"]), **scoring_fields(config)}
             got = cached_logits(cache, fields, lambda part=part: part["texts"], score)
             totals[name] += got["logits"]
             entry["teacher_logits"][name] = {"rows": len(got["texts"]), "cache_hit": got["hit"],

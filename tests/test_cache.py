@@ -174,3 +174,18 @@ def test_second_student_run_reuses_the_cache(tiny_model_dir, reviews_csv, tmp_pa
     parts = third["distillation"]["teacher_logits"]
     assert parts["labelled"]["cache_hit"] and parts["unlabeled"]["cache_hit"] and not parts["augmented"]["cache_hit"]
     assert scored == [80]
+
+    # another teacher batch size pads otherwise, another thread count sums otherwise: both move
+    # the logits in the last bits, so a hit must not hand over the other run's logits
+    import torch
+
+    monkeypatch.setattr(teacher_logits, "score_with_teacher", never)
+    with pytest.raises(AssertionError, match="scored training texts"):
+        distill_student(replace(config, out=str(tmp_path / "s5"), teacher_batch_size=7))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(threads + 1)
+    try:
+        with pytest.raises(AssertionError, match="scored training texts"):
+            distill_student(replace(config, out=str(tmp_path / "s6")))
+    finally:
+        torch.set_num_threads(threads)

@@ -442,9 +442,22 @@ def test_the_contents_of_every_input_file_are_in_the_fingerprints_of_the_stages_
 def test_output_neutral_settings_do_not_rerun_any_stage(finished, tmp_path):
     out = copy_of(finished, tmp_path)
     sets = ["teach.eval_batch_size=7", "teach.logging_steps=3", f"student.cache_dir={tmp_path / 'cache'}",
-            "student.teacher_batch_size=5", "student.eval_batch_size=7", "student.logging_steps=3"]
+            "student.eval_batch_size=7", "student.logging_steps=3"]
     _, lines = run(finished[0].parent, out, sets=sets)
     assert statuses(lines) == {stage: "skipped" for stage in STAGES}
+
+
+def test_the_teacher_batch_size_counts_in_the_students_fingerprint(project):
+    """Another teacher batch size pads the teacher's batches otherwise and moves its logits by
+    about 1e-8: the student retrains rather than being skipped as if its weights were the same."""
+    from distill.pipeline import decisive
+
+    def student(*sets):
+        settings = build_settings(str(project / "pipeline.toml"), {"": {"out": "o"}}, sets, progress=False)
+        return decisive(settings.student_settings())
+
+    assert student("student.teacher_batch_size=5") != student()
+    assert student("student.eval_batch_size=7") == student()
 
 
 def test_output_neutral_settings_are_ones_a_resume_may_change():
@@ -922,6 +935,24 @@ def test_a_baseline_over_texts_without_words_uses_characters_or_says_how_to():
     assert vec["analyzer"] == "char" and vec["ngram_range"] == (1, 3) and "!" in model[0].vocabulary_
     with pytest.raises(ValueError, match='baseline.analyzer = "word" finds no word of 2\\+ characters'):
         fit_baseline(texts, labels, {**settings, "analyzer": "word"})
+
+
+def test_the_baseline_svm_is_seeded_not_left_to_numpys_global_generator():
+    """LinearSVC shuffles with numpy's global generator unless seeded: the baseline stage rerun
+    alone (teacher and student skipped, nothing else seeding it) gave other coefficients."""
+    from distill.pipeline_baseline import fit_baseline
+    from tiny import make_reviews
+
+    texts, labels = zip(*make_reviews(80, seed=5))
+    settings = {"analyzer": "auto", "ngram_range": None, "sublinear_tf": True, "min_df": 1,
+                "max_features": None, "C": 0.5}
+
+    def coefficients(global_seed, seed):
+        np.random.seed(global_seed)
+        return fit_baseline(texts, labels, settings, seed)[0][-1].coef_
+
+    np.testing.assert_array_equal(coefficients(0, seed=3), coefficients(1, seed=3))
+    assert not np.array_equal(coefficients(0, seed=3), coefficients(0, seed=4))     # the seed is used
 
 
 def test_the_baseline_settings_shape_the_tfidf_features_and_the_svm(project, tmp_path):
