@@ -2,6 +2,7 @@
 precedence, and `distill teach --extend-vocab`."""
 import functools
 import json
+import pickle
 import re
 import shutil
 import subprocess
@@ -326,6 +327,23 @@ def test_an_interrupted_pipeline_resumes(finished):
     assert not (out / "student.checkpoints").exists()
     assert {name: r["status"] for name, r in read(out / "pipeline.json")["stages"].items()} == \
         {stage: "done" for stage in STAGES}
+
+
+def test_the_resumed_pipeline_makes_what_an_uninterrupted_run_makes(finished, tmp_path):
+    """Same seed, same threads: the interrupted-then-resumed run and a straight run give the same
+    weights, bundles and baseline, bit for bit."""
+    from safetensors.numpy import load_file
+
+    resumed = finished[0]
+    straight = tmp_path / "straight"
+    run(resumed.parent, straight, sets=["report.plots=false"])
+    for model in ("teacher", "student"):
+        ours, theirs = load_file(resumed / model / "model.safetensors"), load_file(straight / model / "model.safetensors")
+        assert ours.keys() == theirs.keys() and all(np.array_equal(ours[k], theirs[k]) for k in ours), model
+    for bundle in ("student-fp32", "student-int8"):
+        assert (resumed / bundle / "model.onnx").read_bytes() == (straight / bundle / "model.onnx").read_bytes(), bundle
+    baselines = [pickle.loads((out / "baseline" / "model.pkl").read_bytes())[-1] for out in (resumed, straight)]
+    np.testing.assert_array_equal(baselines[0].coef_, baselines[1].coef_)
 
 
 def test_the_report_has_rows_only_for_the_stages_this_run_enabled(finished, tmp_path):
