@@ -95,6 +95,19 @@ class StudentError(Exception):
     """A setting that cannot work, reported before any training."""
 
 
+def check_labelled_options(config: StudentConfig, given: frozenset = frozenset()) -> None:
+    """--shots 0 keeps no labelled row: an --alpha below 1 or an --augment-factor above 0 set
+    away from its default, or named in `given` (the command line's options, even at the default
+    value), would act on nothing. Their defaults, not given, are left unused."""
+    if config.shots != 0:
+        return
+    moot = [option for option in changed_from_default(config, ("alpha", "augment_factor"), given)
+            if (config.alpha < 1 if option == "--alpha" else config.augment_factor > 0)]
+    if moot:
+        raise StudentError(f"{', '.join(moot)}: no labelled row to weigh or augment with --shots 0 "
+                           "(unlabelled texts get the KD loss alone, at weight 1)")
+
+
 def check_config(config: StudentConfig) -> None:
     """Every setting that cannot work, refused before anything is read or trained."""
     if not (Path(config.teacher) / "config.json").is_file():
@@ -119,11 +132,7 @@ def check_config(config: StudentConfig) -> None:
     check_minimum("--shots", config.shots, 0, StudentError)
     if config.shots == 0 and not config.unlabeled:
         raise StudentError("--shots 0 keeps no labelled row: give --unlabeled texts for the teacher to label")
-    moot = [option for option in changed_from_default(config, ("alpha", "augment_factor"))
-            if (config.alpha < 1 if option == "--alpha" else config.augment_factor > 0)]
-    if config.shots == 0 and moot:
-        raise StudentError(f"{', '.join(moot)}: no labelled row to weigh or augment with --shots 0 "
-                           "(unlabelled texts get the KD loss alone, at weight 1)")
+    check_labelled_options(config)
     if config.max_unlabeled is not None and not config.unlabeled:
         raise StudentError("--max-unlabeled only acts with --unlabeled")
     if config.cache_dir is not None and config.no_cache:
@@ -132,7 +141,8 @@ def check_config(config: StudentConfig) -> None:
         raise StudentError("--metric only acts with --early-stopping")
     changed = changed_from_default(config, ("augment_ops", "augment_rate", "synonym_neighbours"))
     if changed and config.augment_factor == 0:
-        raise StudentError(f"{', '.join(changed)} only act(s) with --augment-factor above 0")
+        raise StudentError(f"{', '.join(changed)} only {'acts' if len(changed) == 1 else 'act'} with "
+                           "--augment-factor above 0")
     check_unused_by_choice(config)
     if config.trim_min_count < 1 or (config.trim_min_count > 1 and not config.trim_vocab):
         raise StudentError("--trim-min-count must be at least 1, and more than 1 only with --trim-vocab")

@@ -111,7 +111,7 @@ def check_teach_config(config: TeachConfig) -> None:
             ("--few-shot", FEW_SHOT_FIELDS, config.few_shot is not None)):
         unused = [] if present else changed_from_default(config, names)
         if unused:  # a silently ignored option is a setting the user believes is in force
-            raise TeachError(f"{', '.join(unused)} only act(s) with {prerequisite}")
+            raise TeachError(f"{', '.join(unused)} only {'acts' if len(unused) == 1 else 'act'} with {prerequisite}")
 
 
 FEW_SHOT_FIELDS = ("shots", "template", "label_descriptions", "logit_scale", "pairs", "contrastive_epochs",

@@ -389,14 +389,15 @@ def onnx_command(model_dir, out, int8, weight_type, per_channel, opset, max_leng
 
 
 def refuse_given(ctx: click.Context, names, why: str) -> None:
-    """Stop when one of these options was given where the export would ignore it. Their
-    defaults are real values, so "given" is read from click's parameter source."""
+    """Stop when one of these options was given where the export would ignore it (exit 1, as
+    teach and student refuse theirs). Their defaults are real values, so "given" is read from
+    click's parameter source."""
     from click.core import ParameterSource
 
     given = [f"--{name.replace('_', '-')}" for name in names
              if ctx.get_parameter_source(name) not in (ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP)]
     if given:
-        raise click.UsageError(f"{', '.join(given)}: {why}", ctx)
+        raise click.ClickException(f"{', '.join(given)}: {why}")
 
 
 def _quiet_transformers() -> None:

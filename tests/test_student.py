@@ -558,7 +558,7 @@ def test_cli_rejects_bad_settings(trained, tmp_path):
                            (["--no-cache"], "--cache-dir with --no-cache"),
                            (["--metric", "loss"], "--metric only acts with --early-stopping"),
                            (["--augment-factor", "0", "--augment-rate", "0.3"],
-                            "--augment-rate only act(s) with --augment-factor above 0"),
+                            "--augment-rate only acts with --augment-factor above 0"),
                            (["--warmup", "-0.5"], "--warmup must be at least 0, got -0.5"),
                            (["--alpha", "2"], "--alpha must be in [0, 1], got 2.0"),
                            (["--temperature", "0"], "--temperature must be > 0, got 0.0"),
@@ -566,7 +566,12 @@ def test_cli_rejects_bad_settings(trained, tmp_path):
                            (["--max-length", "1"], "--max-length must be at least 2, got 1"),
                            (["--max-length", "129"], "--max-length 129 is longer than"),
                            (["--layer-map", "0,7"], "teacher has layers 0..3, not [7]"),
-                           (["--hidden-size", "30", "--heads", "4"], "is not a multiple of --heads 4")):
+                           (["--hidden-size", "30", "--heads", "4"], "is not a multiple of --heads 4"),
+                           # with --shots 0 these act on nothing, named at their default values too
+                           (["--shots", "0", "--unlabeled", str(trained["train"]), "--alpha", "0.5"],
+                            "--alpha: no labelled row to weigh or augment with --shots 0"),
+                           (["--shots", "0", "--unlabeled", str(trained["train"]), "--augment-factor",
+                             str(StudentConfig().augment_factor)], "--augment-factor: no labelled row")):
         result = runner.invoke(main, base + extra)
         assert result.exit_code != 0 and message in result.output, (extra, result.output)
     assert not (tmp_path / "x").exists()

@@ -457,9 +457,9 @@ def test_bad_input_names_file_and_line_and_writes_nothing(tiny_model_dir, tmp_pa
     (["--lr", "0"], "--lr must be > 0, got 0.0"),
     (["--batch-size", "0"], "--batch-size must be > 0, got 0"),
     (["--class-weights", "balanced", "--resample", "over"], "correct the imbalance twice"),
-    (["--extend-vocab-words", "5"], "--extend-vocab-words only act(s) with --extend-vocab"),
-    (["--metric", "loss"], "--metric only act(s) with --early-stopping"),
-    (["--shots", "4", "--template", "x {label}"], "--shots, --template only act(s) with --few-shot"),
+    (["--extend-vocab-words", "5"], "--extend-vocab-words only acts with --extend-vocab"),
+    (["--metric", "loss"], "--metric only acts with --early-stopping"),
+    (["--shots", "4", "--template", "x {label}"], "--shots, --template only act with --few-shot"),
     (["--max-length", "129"], "--max-length 129 is longer than"),  # the tiny model has 128 positions
     (["--model", "/nonexistent/model"], "--model /nonexistent/model: no such directory"),
     (["--model", str(ROOT / "examples")], "not a model directory (no config.json)"),
