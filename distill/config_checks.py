@@ -29,6 +29,15 @@ def check_minimum(option: str, value, minimum, error) -> None:
         raise error(f"{option} must be at least {minimum}, got {value}")
 
 
+SEED_MAX = 2**32 - 1        # numpy's and the Trainer's seeds are 32-bit
+
+
+def check_seed(seed, error) -> None:
+    """A seed outside 0..2^32-1 failed deep in the Trainer (after OUT.checkpoints was made)."""
+    if seed is not None and not 0 <= seed <= SEED_MAX:
+        raise error(f"--seed {seed}: must be in 0..{SEED_MAX}")
+
+
 def check_schedule(config, error) -> None:
     """AdamW's warmup and weight decay cannot be negative; a warmup of 1 or more counts steps, so
     it must be whole (2.5 was silently cut to 2)."""

@@ -20,7 +20,8 @@ import numpy as np
 
 from .data import LabelledData, load_labelled
 from .predict import quiet_transformers
-from .config_checks import changed_from_default, check_counts, check_minimum, check_positive, check_schedule
+from .config_checks import (changed_from_default, check_counts, check_minimum, check_positive, check_schedule,
+                            check_seed)
 from .teacher import TeachConfig, TeachError, check_base_model, check_model_source, default_teacher_path
 
 METHODS = ("prompt", "contrastive", "pet")
@@ -80,6 +81,7 @@ def check_few_shot(config: TeachConfig, given: frozenset = frozenset()) -> None:
     check_counts({"--eval-batch-size": config.eval_batch_size, "--logging-steps": config.logging_steps},
                  FewShotError)
     check_schedule(config, FewShotError)
+    check_seed(config.seed, FewShotError)
     if config.model:
         check_model_source(config.model)
     if config.shots is not None and config.shots < 0:

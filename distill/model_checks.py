@@ -72,5 +72,7 @@ def check_checkpoint(source: str, config, error) -> None:
     try:
         tokenizer = load_tokenizer(source)
     except (OSError, ValueError) as problem:
-        raise error(f"{source}: cannot load its tokenizer ({str(problem).splitlines()[0]})") from None
+        detail = str(problem).splitlines()[0]
+        raise error(detail if detail.startswith(f"{source}: ") else
+                    f"{source}: cannot load its tokenizer ({detail})") from None
     check_tokenizer(tokenizer, config, source, error)

@@ -41,7 +41,7 @@ def check_settings(settings: PipelineSettings) -> None:
     _check_max_lengths(values, base_config)
     _check_base_model(settings)
     _check_teach(settings)
-    _check_student(settings, base_config.get("num_hidden_layers"))
+    _check_student(settings, base_config)
     _check_export(values["export"])
     if values["baseline"]["enabled"]:
         _check_baseline(values["baseline"])
@@ -149,10 +149,11 @@ def _check_teach(settings: PipelineSettings) -> None:
             check_teach_config(config)
 
 
-def _check_student(settings: PipelineSettings, layers) -> None:
-    """`layers`: the base model's layer count (the teacher keeps it), None when unknown."""
+def _check_student(settings: PipelineSettings, base_config: dict) -> None:
+    """`base_config`: the base model's config.json ({} when unknown), whose layer count and
+    widths the teacher keeps."""
     from .student_config import StudentError, check_config
-    from .student_model import resolve_layer_map
+    from .student_model import check_heads_divide, resolve_layer_map
 
     with tempfile.TemporaryDirectory() as stand_in:
         # check_config also looks for the teacher's config.json; the teacher stage writes it later
@@ -160,8 +161,13 @@ def _check_student(settings: PipelineSettings, layers) -> None:
         config = settings.student_config(Path(stand_in), Path(settings.out) / "student", resume=False)
         with _stage_errors("student", StudentError):
             check_config(config)
+            layers = base_config.get("num_hidden_layers")
             if isinstance(layers, int):
                 resolve_layer_map(config, layers)
+            hidden = config.hidden_size or base_config.get("hidden_size")
+            heads = config.heads or base_config.get("num_attention_heads")
+            if isinstance(hidden, int) and isinstance(heads, int) and heads > 0:
+                check_heads_divide(hidden, heads)
 
 
 def _base_model_config(settings: PipelineSettings) -> dict:

@@ -76,7 +76,10 @@ def load_model_dir(model_dir):
         model = AutoModelForSequenceClassification.from_pretrained(path).eval()
     except (OSError, ValueError, *weight_file_errors()) as error:
         raise ModelDirError(f"{path}: cannot load its weights ({str(error).splitlines()[0]})") from None
-    tokenizer = load_tokenizer(path)
+    try:
+        tokenizer = load_tokenizer(path)
+    except OSError as error:
+        raise ModelDirError(str(error).splitlines()[0]) from None
     labels = [config.id2label[i] for i in range(config.num_labels)]
     return model, tokenizer, labels
 

@@ -131,10 +131,6 @@ def _distill_student(config: StudentConfig, callbacks=()) -> dict | None:
         metric=config.metric, logging_steps=config.logging_steps, progress=config.progress,
         temperature=config.temperature, alpha=config.alpha, kd_loss=config.kd_loss,
         remove_unused_columns=False)  # keep teacher_logits: the model's forward() does not take it
-    if not config.resume and args.process_index == 0:
-        if checkpoints.exists():
-            shutil.rmtree(checkpoints)
-        record_run_settings(checkpoints, asdict(config))
 
     # Teacher logits for every training text, computed once (rank 0 first; the others then hit
     # the cache). Pure cross-entropy on labelled rows alone needs no teacher pass.
@@ -186,6 +182,12 @@ def _distill_student(config: StudentConfig, callbacks=()) -> dict | None:
                                           teacher_logits=logits)
     dev_rows = encode_rows(tokenizer, dev.texts, max_length, labels=dev.labels) if dev else None
 
+    # the checkpoint directory is made only now, so that a check failing on the data (a token
+    # budget the texts cannot meet) or an interrupted teacher pass leaves no OUT.checkpoints
+    if not config.resume and args.process_index == 0:
+        if checkpoints.exists():
+            shutil.rmtree(checkpoints)
+        record_run_settings(checkpoints, asdict(config))
     history = EpochHistory(resume_from)
     all_callbacks = [history, *callbacks]
     if config.early_stopping is not None:

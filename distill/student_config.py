@@ -5,7 +5,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .augment import OPS, AugmentOptions
-from .config_checks import changed_from_default, check_counts, check_minimum, check_positive, check_schedule
+from .config_checks import (changed_from_default, check_counts, check_minimum, check_positive, check_schedule,
+                            check_seed)
 from .data import DataOptions
 from .vocab_trim import CHARACTER_CHOICES, RANK_CHOICES
 
@@ -129,6 +130,9 @@ def check_config(config: StudentConfig) -> None:
                   "--max-train-samples": config.max_train_samples, "--max-unlabeled": config.max_unlabeled,
                   "--early-stopping": config.early_stopping}, StudentError)
     check_schedule(config, StudentError)
+    check_seed(config.seed, StudentError)
+    check_counts({"--layers": config.layers, "--hidden-size": config.hidden_size,
+                  "--intermediate-size": config.intermediate_size, "--heads": config.heads}, StudentError)
     check_minimum("--shots", config.shots, 0, StudentError)
     if config.shots == 0 and not config.unlabeled:
         raise StudentError("--shots 0 keeps no labelled row: give --unlabeled texts for the teacher to label")

@@ -107,10 +107,14 @@ def student_model_config(teacher_config, config: StudentConfig):
                            f"{', '.join(changed)} differ: use --init random")
     for name, value in changed.items():
         setattr(student_config, name, value)
-    if student_config.hidden_size % student_config.num_attention_heads:
-        raise StudentError(f"--hidden-size {student_config.hidden_size} is not a multiple of "
-                           f"--heads {student_config.num_attention_heads}")
+    check_heads_divide(student_config.hidden_size, student_config.num_attention_heads)
     return student_config, layer_map, init
+
+
+def check_heads_divide(hidden_size: int, heads: int) -> None:
+    """Attention splits the hidden size evenly among the heads."""
+    if hidden_size % heads:
+        raise StudentError(f"--hidden-size {hidden_size} is not a multiple of --heads {heads}")
 
 
 def build_student(teacher, config: StudentConfig):

@@ -6,7 +6,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .config_checks import (changed_from_default, check_counts, check_metric_defined, check_minimum,
+from .config_checks import (changed_from_default, check_counts, check_metric_defined, check_minimum, check_seed,
                             check_positive, check_schedule)
 from .data import (DataOptions, LabelledData, class_weights_balanced, format_labels, load_labelled,
                    resample_indices, subsample)
@@ -100,6 +100,7 @@ def check_teach_config(config: TeachConfig) -> None:
                   "--max-train-samples": config.max_train_samples,
                   "--early-stopping": config.early_stopping}, TeachError)
     check_schedule(config, TeachError)
+    check_seed(config.seed, TeachError)
     if config.model:
         check_model_source(config.model)
     if config.class_weights != "none" and config.resample != "none":

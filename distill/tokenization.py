@@ -49,8 +49,19 @@ def like_runtime(tokenizer):
     return tokenizer
 
 
+VOCABULARY_FILES = ("vocab.txt", "tokenizer.json")
+
+
 def load_tokenizer(source):
-    """AutoTokenizer.from_pretrained(source), `like_runtime`."""
+    """AutoTokenizer.from_pretrained(source), `like_runtime`. A local directory must hold its
+    vocabulary: without vocab.txt or tokenizer.json transformers 5 builds a tokenizer of the
+    special tokens alone, and every word would silently become [UNK] (OSError)."""
+    from pathlib import Path
+
     from transformers import AutoTokenizer
 
+    path = Path(str(source))
+    if path.is_dir() and not any((path / name).is_file() for name in VOCABULARY_FILES):
+        raise OSError(f"{path}: no vocabulary ({' or '.join(VOCABULARY_FILES)}); without one "
+                      "every word would be [UNK]")
     return like_runtime(AutoTokenizer.from_pretrained(str(source)))

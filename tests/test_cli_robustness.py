@@ -158,6 +158,25 @@ def test_a_damaged_weights_file_is_named_by_every_command(tiny_model_dir, review
         assert "Traceback" not in result.output
 
 
+def test_a_model_directory_without_its_vocabulary_is_named_by_every_command(tiny_model_dir, reviews_csv, tmp_path):
+    """transformers 5 builds a tokenizer of the 5 special tokens when vocab.txt and tokenizer.json
+    are missing: every word became [UNK], and teach and export went on without a word."""
+    from distill.tokenization import VOCABULARY_FILES
+
+    for name in VOCABULARY_FILES:
+        (tiny_model_dir / name).unlink(missing_ok=True)
+    train, dev = reviews_csv
+    said = f"{tiny_model_dir}: no vocabulary (vocab.txt or tokenizer.json); without one every word would be [UNK]"
+    for args in (["eval", tiny_model_dir, "--data", dev],
+                 ["export", "onnx", tiny_model_dir, "--out", tmp_path / "b"],
+                 ["student", "--teacher", tiny_model_dir, "--train", train, "--out", tmp_path / "s", "--quiet"],
+                 ["teach", "--model", tiny_model_dir, "--train", train, "--out", tmp_path / "t", "--quiet"]):
+        result = invoke(*args)
+        assert result.exit_code == 1 and said in result.output, (args, result.output)
+        assert "Traceback" not in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dev.csv", "tiny-model", "train.csv"]
+
+
 # ---------------------------------------------------------------- outputs that would destroy an input
 
 def test_an_output_that_is_or_holds_an_input_is_refused(tiny_model_dir, reviews_csv, tmp_path):

@@ -567,6 +567,11 @@ def test_cli_rejects_bad_settings(trained, tmp_path):
                            (["--max-length", "129"], "--max-length 129 is longer than"),
                            (["--layer-map", "0,7"], "teacher has layers 0..3, not [7]"),
                            (["--hidden-size", "30", "--heads", "4"], "is not a multiple of --heads 4"),
+                           (["--seed", "-1"], "--seed -1: must be in 0..4294967295"),
+                           (["--heads", "0"], "--heads must be at least 1, got 0"),
+                           (["--hidden-size", "0"], "--hidden-size must be at least 1, got 0"),
+                           (["--intermediate-size", "0"], "--intermediate-size must be at least 1, got 0"),
+                           (["--layers", "0"], "--layers must be at least 1, got 0"),
                            # with --shots 0 these act on nothing, named at their default values too
                            (["--shots", "0", "--unlabeled", str(trained["train"]), "--alpha", "0.5"],
                             "--alpha: no labelled row to weigh or augment with --shots 0"),
@@ -574,7 +579,8 @@ def test_cli_rejects_bad_settings(trained, tmp_path):
                              str(StudentConfig().augment_factor)], "--augment-factor: no labelled row")):
         result = runner.invoke(main, base + extra)
         assert result.exit_code != 0 and message in result.output, (extra, result.output)
-    assert not (tmp_path / "x").exists()
+        assert "Traceback" not in result.output, extra
+    assert not (tmp_path / "x").exists() and not (tmp_path / "x.checkpoints").exists()
     # a student shape or length that cannot work is refused before the teacher scores anything
     assert not [p for p in (tmp_path / "cache").rglob("*") if p.is_file()]
     result = runner.invoke(main, ["student", "--teacher", str(tmp_path), "--train", str(trained["train"]),

@@ -462,6 +462,9 @@ def test_bad_input_names_file_and_line_and_writes_nothing(tiny_model_dir, tmp_pa
     (["--shots", "4", "--template", "x {label}"], "--shots, --template only act with --few-shot"),
     (["--max-length", "129"], "--max-length 129 is longer than"),  # the tiny model has 128 positions
     (["--model", "/nonexistent/model"], "--model /nonexistent/model: no such directory"),
+    (["--seed", "-1"], "--seed -1: must be in 0..4294967295"),
+    (["--seed", "4294967296"], "--seed 4294967296: must be in 0..4294967295"),
+    (["--few-shot", "prompt", "--seed", "-1"], "--seed -1: must be in 0..4294967295"),
     (["--model", str(ROOT / "examples")], "not a model directory (no config.json)"),
 ])
 def test_cli_refuses_settings_that_cannot_work_before_writing_anything(tiny_model_dir, reviews_csv,
