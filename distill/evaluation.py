@@ -44,6 +44,11 @@ def _runtime_config(bundle: Path) -> dict:
 def model_labels(path) -> list[str]:
     """Label names in id order, from a bundle's runtime.json or a model's config.json."""
     path = Path(path)
+    present = [name for name in ("runtime.json", "model.onnx") if (path / name).is_file()]
+    if len(present) == 1:       # a bundle's copied config.json made it look like a model directory
+        missing = "model.onnx" if present == ["runtime.json"] else "runtime.json"
+        raise EvalError(f"{path}: an edge bundle without {missing} ({present[0]} is there): incomplete; "
+                        "export it again")
     if is_bundle(path):
         return list(_runtime_config(path)["labels"])
     config_file = path / "config.json"

@@ -67,6 +67,9 @@ def load_model_dir(model_dir):
     from .tokenization import load_tokenizer
 
     path = Path(model_dir)
+    if (path / "runtime.json").is_file():      # a bundle carries config.json too, but no weights
+        raise ModelDirError(f"{path}: an edge bundle (runtime.json), not a model directory: give the "
+                            "directory `teach` or `student` wrote")
     if not (path / "config.json").is_file():
         raise ModelDirError(f"{path}: not a model directory (no config.json)")
     config = AutoConfig.from_pretrained(path)

@@ -165,6 +165,9 @@ def column_index(path, column: str, default: int) -> int:
     return index
 
 
+COLUMN_OPTIONS = ("--text-column", "--label-column")     # what names columns[0] and columns[1]
+
+
 def _txt_records(path, raw, columns, bad):
     defaults = {"text": 0, "label": 1}
     indices = [column_index(path, c, defaults.get(c, i)) for i, c in enumerate(columns)]
@@ -178,8 +181,9 @@ def _txt_records(path, raw, columns, bad):
         fields = line.split("\t")
         if len(fields) <= max(indices):
             need = max(indices) + 1
-            yield BadRow("missing column", f"expected {need} tab-separated fields, found {len(fields)}",
-                          number)
+            option = COLUMN_OPTIONS[indices.index(max(indices))]
+            yield BadRow("missing column", f"expected {need} tab-separated fields ({option} is column "
+                                           f"{need - 1}), found {len(fields)}", number)
             continue
         if width is None:
             width = len(fields)
@@ -280,8 +284,8 @@ def unlabeled_txt_records(path, raw: bytes, column: str, bad: list):
             continue
         fields = line.split("\t")
         if index >= len(fields):
-            yield BadRow("missing column", f"expected {index + 1} tab-separated fields, found "
-                                           f"{len(fields)}", number)
+            yield BadRow("missing column", f"expected {index + 1} tab-separated fields (--text-column is "
+                                           f"column {index}), found {len(fields)}", number)
         else:
             yield number, {column: fields[index]}
     yield from _drain(bad)

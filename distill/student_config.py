@@ -158,7 +158,11 @@ def check_config(config: StudentConfig) -> None:
         raise StudentError("--trim-rank must be count or vocab, and vocab only with --trim-max-tokens")
     if config.trim_after_training and not config.trim_vocab:
         raise StudentError("--trim-after-training is only for --trim-vocab")
+    check_minimum("--augment-factor", config.augment_factor, 0, StudentError)
+    if not 0 < config.augment_rate <= 1:
+        raise StudentError(f"--augment-rate must be in (0, 1], got {config.augment_rate}")
+    check_minimum("--synonym-neighbours", config.synonym_neighbours, 1, StudentError)
     try:
-        config.augment_options()
+        config.augment_options()        # what is left to refuse is the ops
     except ValueError as error:
-        raise StudentError(f"augmentation: {error}") from error
+        raise StudentError(f"--augment-ops: {error}") from error

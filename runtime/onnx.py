@@ -255,7 +255,12 @@ def _graph(proto: dict, folder: Optional[str], where: str = "graph") -> Graph:
 
 def load_bytes(data: bytes, folder: Optional[str] = None) -> Model:
     """Decode a serialized ModelProto; `folder` is where external data may be read from."""
-    proto = parse(bytes(data), MODEL)
+    if not data:
+        raise ModelError("the file is empty (0 bytes), not an ONNX model")
+    try:
+        proto = parse(bytes(data), MODEL)
+    except ModelError as e:
+        raise ModelError(f"not a valid ONNX model (corrupt or truncated): {e}") from None
     if "graph" not in proto:
         raise ModelError("model has no graph")
     opsets = {}

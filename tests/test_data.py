@@ -183,6 +183,13 @@ def test_missing_header_column_names_existing_columns(tmp_path):
     assert_error(error(p, DataOptions(skip_bad_rows=True)), p, 1, "no column 'text'")
 
 
+def test_a_headerless_column_past_the_fields_names_its_option(tmp_path):
+    p = write(tmp_path / "d.txt", "good film\tpositive\nbad film\tnegative\n")
+    assert_error(error(p, DataOptions(label_column="9")), p, 1,
+                 "expected 10 tab-separated fields (--label-column is column 9), found 2")
+    assert_error(error(p, DataOptions(text_column="4")), p, 1, "(--text-column is column 4)")
+
+
 def test_short_row(tmp_path):
     p = write(tmp_path / "d.csv", "text,label\na,pos\nb\nc,neg\n")
     assert_error(error(p), p, 3, "'label'")

@@ -144,6 +144,33 @@ def test_a_damaged_bundle_is_an_error_naming_the_file(bundle, tmp_path, engine, 
     assert "ONNXRuntimeError" not in result.output
 
 
+@pytest.mark.parametrize("removed, kept", [("model.onnx", "runtime.json"), ("runtime.json", "model.onnx")])
+def test_a_bundle_missing_one_of_its_files_is_called_an_incomplete_bundle(bundle, tmp_path, removed, kept):
+    """The bundle's copied config.json made it look like a model directory: 'cannot load its
+    weights (no file named model.safetensors ...)'."""
+    damaged = Path(shutil.copytree(bundle, tmp_path / "damaged"))
+    (damaged / removed).unlink()
+    data = write_csv(tmp_path / "dev.csv", make_reviews(8, seed=3))
+    for engine in ("auto", "numpy"):
+        result = run_eval(damaged, data, "--engine", engine)
+        assert result.exit_code == 1 and result.output == (
+            f"Error: {damaged}: an edge bundle without {removed} ({kept} is there): incomplete; export it "
+            "again\n"), result.output
+
+
+def test_a_bundle_given_where_a_model_directory_belongs_is_named_as_such(bundle, tmp_path):
+    from distill.cli import main
+
+    data = write_csv(tmp_path / "dev.csv", make_reviews(16, seed=3))
+    said = f"{bundle}: an edge bundle (runtime.json), not a model directory: give the directory"
+    for args, prefix in ((["export", "onnx", bundle, "--out", tmp_path / "b"], "Error: "),
+                         (["student", "--teacher", bundle, "--train", data, "--out", tmp_path / "s", "--quiet"],
+                          "Error: --teacher ")):
+        result = CliRunner().invoke(main, [str(a) for a in args])
+        assert result.exit_code == 1 and prefix + said in result.output, (args, result.output)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dev.csv"]
+
+
 # ---------------------------------------------------------------- --batch-size and the data options
 
 @pytest.fixture

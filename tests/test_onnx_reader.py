@@ -321,6 +321,16 @@ def test_malformed_input_raises_model_error(case):
         ronnx.load_bytes(data)
 
 
+def test_a_file_that_is_not_protobuf_says_so_before_the_wire_detail():
+    """'field 10 at byte 0: unsupported wire type 7' alone spoke protobuf to someone holding a
+    damaged model.onnx; an empty file said 'model has no graph'."""
+    for case in ("truncated varint", "group wire type", "field past the end"):
+        with pytest.raises(ModelError, match=r"^not a valid ONNX model \(corrupt or truncated\): "):
+            ronnx.load_bytes(MALFORMED[case][0])
+    with pytest.raises(ModelError, match=r"^the file is empty \(0 bytes\), not an ONNX model$"):
+        ronnx.load_bytes(b"")
+
+
 def test_deep_nesting_is_refused():
     graph = b""
     for _ in range(200):                      # graph -> node -> attribute -> graph -> ...

@@ -581,7 +581,8 @@ def test_bad_config_files_name_the_problem(project, tmp_path, text, message):
     ("student.seed=99999999999", "student.seed 99999999999: must be in 0..4294967295"),
     ("teach.seed=4294967296", "teach.seed 4294967296: must be in 0..4294967295"),
     ("student.hidden_size=33", "student.hidden_size 33 is not a multiple of student.heads 2"),    # 2 heads
-    ("student.augment_ops=shuffle", "student: augmentation: unknown augmentation op(s) shuffle"),
+    ("student.augment_ops=shuffle", "student.augment_ops: unknown augmentation op(s) shuffle"),
+    ("student.augment_rate=0", "student.augment_rate must be in (0, 1], got 0"),
     ("teach.class_weights=some", "teach.class_weights must be none or balanced"),
     ("teach.metric=f1", "teach.metric: 'f1' is not one of accuracy, macro_f1, auc, loss"),
     ("data.format=xml", "data.format: 'xml' is not one of csv, tsv, jsonl, txt"),
