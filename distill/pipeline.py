@@ -282,7 +282,9 @@ def _run_pipeline(settings, log=_log, callbacks: dict | None = None) -> dict:
                 report = build_report(settings, out, summary, log)
                 result = {"rows": len(report["rows"])}
         except Exception as error:
-            message = f"{type(error).__name__}: {stage_message(stage, error)}"
+            message = stage_message(stage, error)
+            if not isinstance(error, user_errors()):     # a bug or a library's failure: say which
+                message = f"{type(error).__name__}: {message}"
             state.fail(stage, message, time.time() - started)
             raise PipelineError(f"stage {stage} failed: {message}") from error
         seconds = time.time() - started
@@ -302,6 +304,21 @@ def _run_pipeline(settings, log=_log, callbacks: dict | None = None) -> dict:
     written = f"; plots: {out / 'plots'}" if report.get("plots") else ""
     log(f"\nreport: {out / 'report.md'}, {out / 'report.json'}{written}")
     return report
+
+
+def user_errors() -> tuple[type, ...]:
+    """The errors the stages raise for a setting, a file or a model that cannot work: their
+    message is the whole story, so the class name (StudentError, ...) is left out."""
+    from export import ExportError
+
+    from .evaluation import EvalError
+    from .predict import ModelDirError
+    from .records import DataError
+    from .savedir import OutputExistsError
+    from .student_config import StudentError
+    from .teacher import TeachError
+
+    return ExportError, EvalError, ModelDirError, DataError, OutputExistsError, StudentError, TeachError
 
 
 def stage_message(stage: str, error: Exception) -> str:

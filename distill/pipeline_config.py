@@ -156,7 +156,7 @@ def _coerce(section: str, key: str, value, annotation: str):
         return value
     if annotation.startswith(("int", "float")):
         return _coerce_number(where, value, annotation)
-    if isinstance(value, int) and not isinstance(value, bool):
+    if isinstance(value, int) and not isinstance(value, bool) and key.endswith("_column"):
         return str(value)            # a column index of a headerless file
     if not isinstance(value, str):
         raise PipelineConfigError(f"{where}: expected a string, got {value!r}")
@@ -342,7 +342,7 @@ def build_settings(config_file: str | None, flags: dict, assignments=(), force: 
                                   f"or as top-level keys of --config)")
     for key in ("train", "eval"):
         if not Path(top[key]).is_file():
-            raise PipelineConfigError(f"--{key} {top[key]}: no such file")
+            raise PipelineConfigError(f"{key} (--{key}, or the key {key} of --config): no such file: {top[key]}")
     data = replace(DataOptions(), **merged.get("data", {}))
     settings = PipelineSettings(
         train=str(top["train"]), eval=str(top["eval"]), out=str(top["out"]), data=data,

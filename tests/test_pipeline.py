@@ -252,7 +252,7 @@ def test_a_tripped_int8_accuracy_gate_names_the_pipeline_setting_and_is_recorded
     with pytest.raises(PipelineError) as error:
         run(finished[0].parent, out, sets=["export.max_accuracy_drop=1"])
     message = str(error.value)
-    assert message.startswith("stage export_int8 failed: ExportError: int8 accuracy is 5.00 points below fp32, "
+    assert message.startswith("stage export_int8 failed: int8 accuracy is 5.00 points below fp32, "
                               "more than export.max_accuracy_drop 1: bundle not written")
     assert message.endswith("raise export.max_accuracy_drop (--set export.max_accuracy_drop=N)")
     assert "--max-accuracy-drop" not in message
@@ -283,7 +283,7 @@ def test_a_stage_that_fails_while_running_names_pipeline_keys(finished, tmp_path
     with pytest.raises(PipelineError) as error:
         run(finished[0].parent, out, sets=["student.trim_vocab=true", "student.trim_max_tokens=5"])
     message = str(error.value)
-    assert message.startswith("stage student failed: StudentError: student.trim_max_tokens: max_tokens 5 is below")
+    assert message.startswith("stage student failed: student.trim_max_tokens: max_tokens 5 is below")
     assert "--trim-max-tokens" not in message
 
 
@@ -587,6 +587,7 @@ def test_bad_config_files_name_the_problem(project, tmp_path, text, message):
     ("teach.metric=f1", "teach.metric: 'f1' is not one of accuracy, macro_f1, auc, loss"),
     ("data.format=xml", "data.format: 'xml' is not one of csv, tsv, jsonl, txt"),
     ("data.label_names=missing.txt", "data.label_names: no such file: missing.txt"),
+    ("teach.model=3", "teach.model: expected a string, got 3"),    # was the folder "3"
     ("export.weight_type=int4", "export.weight_type: 'int4' is not one of qint8, quint8"),
     ("export.opset=17", "export.opset: must lie in 18.."),
     ("export.max_accuracy_drop=-5", "export.max_accuracy_drop: must be at least 0, got -5"),
@@ -601,6 +602,20 @@ def test_bad_config_files_name_the_problem(project, tmp_path, text, message):
 def test_every_stage_setting_is_checked_before_any_stage_runs(project, tmp_path, assignment, message):
     with pytest.raises(PipelineConfigError, match=re.escape(message)):
         build_settings(str(project / "pipeline.toml"), {"": {"out": str(tmp_path / "o")}}, [assignment])
+
+
+def test_a_missing_train_or_eval_file_names_the_key_and_the_flag(project, tmp_path):
+    from distill.pipeline_config import _coerce
+
+    toml = tmp_path / "p.toml"
+    toml.write_text(f'train = "../nope.csv"\neval = "{project / "dev.csv"}"\n', encoding="utf-8")
+    with pytest.raises(PipelineConfigError, match=re.escape(
+            f"train (--train, or the key train of --config): no such file: {tmp_path / '../nope.csv'}")):
+        build_settings(str(toml), {"": {"out": str(tmp_path / "o")}})
+    toml.write_text(f'train = "{project / "train.csv"}"\neval = 3\n', encoding="utf-8")
+    with pytest.raises(PipelineConfigError, match=re.escape("eval: expected a string, got 3")):
+        build_settings(str(toml), {"": {"out": str(tmp_path / "o")}})
+    assert _coerce("data", "text_column", 3, "str") == "3"          # a headerless file's column index
 
 
 def test_an_opset_the_exporter_cannot_produce_is_refused_before_any_stage_runs(project, tmp_path):
