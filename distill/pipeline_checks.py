@@ -26,6 +26,7 @@ AT_LEAST = {
 METRICS = ("accuracy", "macro_f1", "auc", "loss")      # the choices of --metric
 INPUT_FILES = (("data", "label_names"), ("teach", "label_descriptions"), ("teach", "unlabeled"),
                ("student", "unlabeled"))
+INPUT_MODELS = (("student", "ensemble"), ("student", "back_translate"))     # lists of model directories
 FLAGS_NAMED_OTHERWISE = {"ensemble-teacher": "ensemble"}    # stage flag -> its key
 
 
@@ -109,6 +110,10 @@ def _check_input_files(values: dict) -> None:
         path = values[section][key]
         if path is not None and not Path(path).is_file():
             raise PipelineConfigError(f"{section}.{key}: no such file: {path}")
+    for section, key in INPUT_MODELS:     # (a missing one failed at the student stage, after the teacher)
+        for path in values[section][key] or ():
+            if not Path(path).is_dir():
+                raise PipelineConfigError(f"{section}.{key}: not a directory (a local model expected): {path}")
 
 
 @contextmanager

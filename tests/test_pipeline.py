@@ -588,6 +588,8 @@ def test_bad_config_files_name_the_problem(project, tmp_path, text, message):
     ("data.format=xml", "data.format: 'xml' is not one of csv, tsv, jsonl, txt"),
     ("data.label_names=missing.txt", "data.label_names: no such file: missing.txt"),
     ("teach.model=3", "teach.model: expected a string, got 3"),    # was the folder "3"
+    ('student.back_translate=["nope1", "nope2"]', "student.back_translate: not a directory (a local model expected): "),
+    ('student.ensemble=["nope"]', "student.ensemble: not a directory (a local model expected): "),
     ("export.weight_type=int4", "export.weight_type: 'int4' is not one of qint8, quint8"),
     ("export.opset=17", "export.opset: must lie in 18.."),
     ("export.max_accuracy_drop=-5", "export.max_accuracy_drop: must be at least 0, got -5"),
