@@ -78,7 +78,7 @@ def resolve_format(path, options: DataOptions) -> str:
 
 # ---------------------------------------------------------------- labels
 
-def _label_key(value, line: int) -> str:
+def _label_key(value, line: int, column: str = "label") -> str:
     """A raw label as a string, as written (stripped); a JSON integer (or integral float) as
     str(int). Integer strings are compared as numbers later, by `_file_labels`."""
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
@@ -90,7 +90,7 @@ def _label_key(value, line: int) -> str:
         value = int(value)
     text = str(value).strip()
     if not text:
-        raise BadRow("empty label", "empty label", line)
+        raise BadRow("empty label", f"empty label in column {column!r}", line, column)
     return text
 
 
@@ -252,7 +252,7 @@ def load_labelled(path, options: DataOptions = DataOptions(),
                 raise BadRow("bad text", f"text in column {text_col!r} is not a string", number)
             if not text.strip():
                 raise BadRow("empty text", f"empty text in column {text_col!r}", number, text_col)
-            key = _label_key(row[label_col], number)
+            key = _label_key(row[label_col], number, label_col)
             if names is not None and key not in names and _as_id(key, names) is None:
                 raise BadRow("unknown label", f"unknown label {shorten(key)!r} in column {label_col!r}: "
                               f"not an id 0..{len(names) - 1} or a name in "

@@ -10,7 +10,7 @@ from .student_config import StudentConfig, StudentError
 def even_layer_map(teacher_layers: int, student_layers: int) -> list[int]:
     """Student layer i <- teacher layer floor(i * L / N): 3 of 6 -> [0, 2, 4], 2 of 6 -> [0, 3]."""
     if not 1 <= student_layers <= teacher_layers:
-        raise StudentError(f"--layers must be between 1 and the teacher's {teacher_layers}")
+        raise StudentError(f"--layers must be between 1 and the teacher's {teacher_layers}, got {student_layers}")
     return [i * teacher_layers // student_layers for i in range(student_layers)]
 
 

@@ -254,6 +254,13 @@ def test_empty_text(tmp_path):
     assert error(p).column == "text"
 
 
+def test_empty_label_names_its_column(tmp_path):
+    p = write(tmp_path / "train.csv", "review,sentiment\na,pos\nb,  \n")
+    err = error(p, DataOptions(text_column="review", label_column="sentiment"))
+    assert_error(err, p, 3, "empty label in column 'sentiment'")
+    assert err.column == "sentiment"
+
+
 def test_bad_utf8_names_its_line(tmp_path):
     p = write(tmp_path / "d.csv", b"text,label\nok,pos\nalso ok,neg\nbad \xff\xfe,pos\nfine,neg\n")
     assert_error(error(p), p, 4, "UTF-8")

@@ -577,7 +577,7 @@ def test_bad_config_files_name_the_problem(project, tmp_path, text, message):
     ("teach.model=3.5", "teach.model: expected a string, got 3.5"),
     ("student.layer_map=0,x", "student.layer_map: expected a list, each entry an integer, got ['0', 'x']"),
     ("student.back_translate=only-one", "student.back_translate: expected 2 entries, got 1"),
-    ("student.layers=3", "student.layers must be between 1 and the teacher's 2"),   # the base model has 2
+    ("student.layers=3", "student.layers must be between 1 and the teacher's 2, got 3"),   # the base model has 2
     ("student.seed=99999999999", "student.seed 99999999999: must be in 0..4294967295"),
     ("teach.seed=4294967296", "teach.seed 4294967296: must be in 0..4294967295"),
     ("student.hidden_size=33", "student.hidden_size 33 is not a multiple of student.heads 2"),    # 2 heads
