@@ -142,7 +142,7 @@ def test_few_shot_teacher_head_is_reinitialised_not_copied(few_shot_teacher):
     # the teacher's last layer is its hand-set pooling, not an encoder layer a student may copy
     assert build_student(teacher, StudentConfig(layers=4))[1] == [0, 1, 2, 3]
     note = r"\(layer 4 of this few-shot teacher is its mean-pooling head, not an encoder layer\)"
-    with pytest.raises(StudentError, match=r"--layers must be between 1 and the teacher's 4 " + note):
+    with pytest.raises(StudentError, match=r"--layers must be between 1 and the teacher's 4, got 5 " + note):
         build_student(teacher, StudentConfig(layers=5))
     with pytest.raises(StudentError, match=r"--layer-map: teacher has layers 0..3, not \[4\] " + note):
         build_student(teacher, StudentConfig(layer_map=(0, 4)))
