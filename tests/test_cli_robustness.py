@@ -142,20 +142,27 @@ def test_json_outputs_are_strict(tmp_path):
                       "none": None}
 
 
-# ---------------------------------------------------------------- damaged weights
+# ---------------------------------------------------------------- damaged model directories
+
+def assert_every_model_command_says(said: str, model_dir, reviews_csv, tmp_path):
+    """eval, export, student (as --teacher) and teach (as --model) on model_dir: exit 1, `said`
+    in the message, no traceback, nothing written."""
+    train, dev = reviews_csv
+    for args in (["eval", model_dir, "--data", dev],
+                 ["export", "onnx", model_dir, "--out", tmp_path / "b"],
+                 ["student", "--teacher", model_dir, "--train", train, "--out", tmp_path / "s", "--quiet"],
+                 ["teach", "--model", model_dir, "--train", train, "--out", tmp_path / "t", "--quiet"]):
+        result = invoke(*args)
+        assert result.exit_code == 1 and said in result.output, (args, result.output)
+        assert "Traceback" not in result.output
+    assert not [p for p in tmp_path.iterdir() if p.name not in ("dev.csv", "train.csv", model_dir.name)]
+
 
 def test_a_damaged_weights_file_is_named_by_every_command(tiny_model_dir, reviews_csv, tmp_path):
     weights = tiny_model_dir / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:1000])
-    train, dev = reviews_csv
-    said = f"{tiny_model_dir}: cannot load its weights (Error while deserializing header:"
-    for args in (["eval", tiny_model_dir, "--data", dev],
-                 ["export", "onnx", tiny_model_dir, "--out", tmp_path / "b"],
-                 ["student", "--teacher", tiny_model_dir, "--train", train, "--out", tmp_path / "s", "--quiet"],
-                 ["teach", "--model", tiny_model_dir, "--train", train, "--out", tmp_path / "t", "--quiet"]):
-        result = invoke(*args)
-        assert result.exit_code == 1 and said in result.output, (args, result.output)
-        assert "Traceback" not in result.output
+    assert_every_model_command_says(f"{tiny_model_dir}: cannot load its weights (Error while deserializing header:",
+                                    tiny_model_dir, reviews_csv, tmp_path)
 
 
 def test_a_model_directory_without_its_vocabulary_is_named_by_every_command(tiny_model_dir, reviews_csv, tmp_path):
@@ -165,16 +172,8 @@ def test_a_model_directory_without_its_vocabulary_is_named_by_every_command(tiny
 
     for name in VOCABULARY_FILES:
         (tiny_model_dir / name).unlink(missing_ok=True)
-    train, dev = reviews_csv
-    said = f"{tiny_model_dir}: no vocabulary (vocab.txt or tokenizer.json); without one every word would be [UNK]"
-    for args in (["eval", tiny_model_dir, "--data", dev],
-                 ["export", "onnx", tiny_model_dir, "--out", tmp_path / "b"],
-                 ["student", "--teacher", tiny_model_dir, "--train", train, "--out", tmp_path / "s", "--quiet"],
-                 ["teach", "--model", tiny_model_dir, "--train", train, "--out", tmp_path / "t", "--quiet"]):
-        result = invoke(*args)
-        assert result.exit_code == 1 and said in result.output, (args, result.output)
-        assert "Traceback" not in result.output
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["dev.csv", "tiny-model", "train.csv"]
+    assert_every_model_command_says(f"{tiny_model_dir}: no vocabulary (vocab.txt or tokenizer.json); without "
+                                    "one every word would be [UNK]", tiny_model_dir, reviews_csv, tmp_path)
 
 
 # ---------------------------------------------------------------- outputs that would destroy an input
