@@ -80,8 +80,8 @@ def _check_data(settings: PipelineSettings) -> None:
         unlabeled = {settings.teach_settings().get("unlabeled"), settings.student_settings().get("unlabeled")}
         for path in unlabeled - {None}:
             load_texts(path, unlabeled_options(path, settings.data))
-    except DataError as error:
-        raise PipelineConfigError(str(error)) from error
+    except DataError as error:      # its hints name flags (--text-column): the pipeline's keys are data.*
+        raise PipelineConfigError(flags_to_keys(str(error), "data")) from error
 
 
 def _choices() -> dict:

@@ -230,7 +230,11 @@ def check_table(table: dict, base: Path | None, source: str) -> dict:
                 annotation = "str"
             else:
                 annotations = {f.name: str(f.type) for f in fields(classes[section])}
-                if key not in annotations or key in settable_keys_excluded(section):
+                if key in annotations and key in settable_keys_excluded(section):
+                    raise PipelineConfigError(
+                        f"{source}: {section}.{key} is set by the pipeline itself (train, eval and out "
+                        "are top-level keys; --force, --quiet and reruns decide the rest)")
+                if key not in annotations:
                     raise PipelineConfigError(
                         f"{source}: unknown key {key!r} in [{section}]; valid keys: "
                         f"{', '.join(settable_keys(section))}")

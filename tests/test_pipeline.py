@@ -557,7 +557,7 @@ def test_config_file_flags_and_set_precedence(project, monkeypatch, tmp_path):
 @pytest.mark.parametrize("text,message", [
     ('[teach]\nepoch = 2\n', "unknown key 'epoch' in [teach]; valid keys:"),
     ('[teacher]\nepochs = 2\n', "unknown section [teacher]"),
-    ('[teach]\nout = "x"\n', "unknown key 'out' in [teach]"),
+    ('[teach]\nout = "x"\n', "teach.out is set by the pipeline itself (train, eval and out are top-level keys"),
     ('[student]\nlayers = "two"\n', "student.layers: expected an integer"),
     ('[report]\nplots = 1\n', "report.plots: expected true or false"),
     ('[teach\n', "not valid TOML"),
@@ -588,6 +588,8 @@ def test_bad_config_files_name_the_problem(project, tmp_path, text, message):
     ("data.format=xml", "data.format: 'xml' is not one of csv, tsv, jsonl, txt"),
     ("data.label_names=missing.txt", "data.label_names: no such file: missing.txt"),
     ("teach.model=3", "teach.model: expected a string, got 3"),    # was the folder "3"
+    ("student.resume=true", "--set: student.resume is set by the pipeline itself"),     # was "unknown key"
+    ("data.text_column=label", "name them with data.text_column and data.label_column"),   # not the flags
     ('student.back_translate=["nope1", "nope2"]', "student.back_translate: not a directory (a local model expected): "),
     ('student.ensemble=["nope"]', "student.ensemble: not a directory (a local model expected): "),
     ("export.weight_type=int4", "export.weight_type: 'int4' is not one of qint8, quint8"),
