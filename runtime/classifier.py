@@ -38,6 +38,8 @@ def cannot_read(path: str, error: OSError) -> str:
 
 def read_runtime_config(bundle_dir) -> dict:
     """Check the bundle's files are there and runtime.json is well formed -> its dict."""
+    if not isinstance(bundle_dir, (str, bytes, os.PathLike)):
+        raise TypeError(f"bundle_dir must be a path (str, bytes or os.PathLike), not {type(bundle_dir).__name__}")
     bundle_dir = os.fsdecode(bundle_dir)
     if not os.path.exists(bundle_dir):
         raise FileNotFoundError(f"bundle directory not found: {bundle_dir}")
@@ -46,6 +48,8 @@ def read_runtime_config(bundle_dir) -> dict:
                                  f"the directory holding {', '.join(BUNDLE_FILES)}")
     for name in BUNDLE_FILES:
         path = os.path.join(bundle_dir, name)
+        if os.path.isdir(path):
+            raise BundleError(f"bundle {bundle_dir}: {name} is a directory, not a file")
         if not os.path.isfile(path):
             raise FileNotFoundError(f"bundle {bundle_dir} has no {name} (expected {path})")
     path = os.path.join(bundle_dir, "runtime.json")

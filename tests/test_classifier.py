@@ -333,6 +333,11 @@ def test_missing_bundle_and_files(tmp_path, bundle_copy):
         (broken / name).unlink()
         with pytest.raises(FileNotFoundError, match=f"has no {name}"):
             Classifier.load(broken)
+        (broken / name).mkdir()                              # there, but not a file
+        with pytest.raises(BundleError, match=f"{name} is a directory, not a file"):
+            Classifier.load(broken)
+    with pytest.raises(TypeError, match="bundle_dir must be a path .*, not NoneType"):
+        Classifier.load(None)
 
 
 @pytest.mark.parametrize("changes, message", [
