@@ -155,10 +155,10 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         return 130
     except (OSError, ValueError) as e:  # missing files, bad bundle (BundleError), bad input
-        print(f"error: {e}", file=sys.stderr)
+        print(f"Error: {e}", file=sys.stderr)
         return 1
     except Exception as e:  # anything the model loader or executor raises
-        print(f"error: {type(e).__name__}: {e}", file=sys.stderr)
+        print(f"Error: {type(e).__name__}: {e}", file=sys.stderr)
         return 1
     return 0
 
