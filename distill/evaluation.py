@@ -44,10 +44,13 @@ def _runtime_config(bundle: Path) -> dict:
 def model_labels(path) -> list[str]:
     """Label names in id order, from a bundle's runtime.json or a model's config.json."""
     path = Path(path)
-    present = [name for name in ("runtime.json", "model.onnx") if (path / name).is_file()]
-    if len(present) == 1:       # a bundle's copied config.json made it look like a model directory
-        missing = "model.onnx" if present == ["runtime.json"] else "runtime.json"
-        raise EvalError(f"{path}: an edge bundle without {missing} ({present[0]} is there): incomplete; "
+    has_runtime_json, has_onnx = (path / "runtime.json").is_file(), (path / "model.onnx").is_file()
+    weights = any(path.glob("*.safetensors")) or any(path.glob("pytorch_model*.bin"))
+    # a bundle's copied config.json made a damaged bundle look like a model directory; a model
+    # directory with an ONNX file put beside its weights is still a model directory
+    if has_runtime_json != has_onnx and (has_runtime_json or not weights):
+        missing, there = ("model.onnx", "runtime.json") if has_runtime_json else ("runtime.json", "model.onnx")
+        raise EvalError(f"{path}: an edge bundle without {missing} ({there} is there): incomplete; "
                         "export it again")
     if is_bundle(path):
         return list(_runtime_config(path)["labels"])

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import inspect
 import json
+from pathlib import Path
 
 SPECIAL_TOKENS = ("cls_token", "sep_token", "pad_token", "unk_token")
 
@@ -73,6 +74,6 @@ def check_checkpoint(source: str, config, error) -> None:
         tokenizer = load_tokenizer(source)
     except (OSError, ValueError) as problem:
         detail = str(problem).splitlines()[0]
-        raise error(detail if detail.startswith(f"{source}: ") else
+        raise error(detail if detail.startswith(f"{Path(source)}: ") else      # already names it
                     f"{source}: cannot load its tokenizer ({detail})") from None
     check_tokenizer(tokenizer, config, source, error)

@@ -33,6 +33,9 @@ SECTIONS = ("data", "teach", "student", "export", "baseline", "report")
 TOP_KEYS = ("train", "eval", "out")
 # TeachConfig / StudentConfig fields the pipeline sets itself
 OWNED = {"train", "eval", "out", "data", "resume", "force", "progress", "keep_checkpoints", "teacher"}
+OWNED_BY = {"train": "a top-level key", "eval": "a top-level key", "out": "a top-level key",
+            "data": "the [data] section", "teacher": "the teacher stage's output",
+            None: "--force, --quiet and reruns decide it"}
 # keys holding paths, resolved relative to the TOML file that names them
 PATH_KEYS = {("", "train"), ("", "eval"), ("", "out"), ("data", "label_names"), ("teach", "model"),
              ("teach", "label_descriptions"), ("teach", "unlabeled"), ("student", "unlabeled"),
@@ -156,8 +159,8 @@ def _coerce(section: str, key: str, value, annotation: str):
         return value
     if annotation.startswith(("int", "float")):
         return _coerce_number(where, value, annotation)
-    if isinstance(value, int) and not isinstance(value, bool) and key.endswith("_column"):
-        return str(value)            # a column index of a headerless file
+    if isinstance(value, int) and not isinstance(value, bool) and (key.endswith("_column") or not section):
+        return str(value)            # a column index of a headerless file; `--set out=2024`
     if not isinstance(value, str):
         raise PipelineConfigError(f"{where}: expected a string, got {value!r}")
     return value
@@ -231,9 +234,8 @@ def check_table(table: dict, base: Path | None, source: str) -> dict:
             else:
                 annotations = {f.name: str(f.type) for f in fields(classes[section])}
                 if key in annotations and key in settable_keys_excluded(section):
-                    raise PipelineConfigError(
-                        f"{source}: {section}.{key} is set by the pipeline itself (train, eval and out "
-                        "are top-level keys; --force, --quiet and reruns decide the rest)")
+                    raise PipelineConfigError(f"{source}: {section}.{key} is set by the pipeline itself "
+                                              f"({OWNED_BY.get(key, OWNED_BY[None])})")
                 if key not in annotations:
                     raise PipelineConfigError(
                         f"{source}: unknown key {key!r} in [{section}]; valid keys: "

@@ -75,8 +75,10 @@ def distill_student(config: StudentConfig, callbacks=()) -> dict | None:
     (another run on the same output stops with OutputLockedError). Returns the training.json
     dict (None on non-main torchrun ranks)."""
     from .savedir import output_lock
+    from .teacher import checkpoint_dir_for
+    from .training import no_checkpoints_without_a_save
 
-    with output_lock(config.out):
+    with output_lock(config.out), no_checkpoints_without_a_save(checkpoint_dir_for(config.out), config.resume):
         return _distill_student(config, callbacks)
 
 
@@ -131,6 +133,10 @@ def _distill_student(config: StudentConfig, callbacks=()) -> dict | None:
         metric=config.metric, logging_steps=config.logging_steps, progress=config.progress,
         temperature=config.temperature, alpha=config.alpha, kd_loss=config.kd_loss,
         remove_unused_columns=False)  # keep teacher_logits: the model's forward() does not take it
+    if not config.resume and args.process_index == 0:
+        if checkpoints.exists():
+            shutil.rmtree(checkpoints)
+        record_run_settings(checkpoints, asdict(config))
 
     # Teacher logits for every training text, computed once (rank 0 first; the others then hit
     # the cache). Pure cross-entropy on labelled rows alone needs no teacher pass.
@@ -182,12 +188,6 @@ def _distill_student(config: StudentConfig, callbacks=()) -> dict | None:
                                           teacher_logits=logits)
     dev_rows = encode_rows(tokenizer, dev.texts, max_length, labels=dev.labels) if dev else None
 
-    # the checkpoint directory is made only now, so that a check failing on the data (a token
-    # budget the texts cannot meet) or an interrupted teacher pass leaves no OUT.checkpoints
-    if not config.resume and args.process_index == 0:
-        if checkpoints.exists():
-            shutil.rmtree(checkpoints)
-        record_run_settings(checkpoints, asdict(config))
     history = EpochHistory(resume_from)
     all_callbacks = [history, *callbacks]
     if config.early_stopping is not None:

@@ -283,8 +283,9 @@ def teach(config: TeachConfig, callbacks=()) -> dict:
     """Fine-tune, evaluate and save atomically to config.out, holding its lock (another run on the
     same output stops with OutputLockedError). Returns the training.json dict."""
     from .savedir import output_lock
+    from .training import no_checkpoints_without_a_save
 
-    with output_lock(config.out):
+    with output_lock(config.out), no_checkpoints_without_a_save(checkpoint_dir_for(config.out), config.resume):
         return _teach(config, callbacks)
 
 

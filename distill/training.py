@@ -4,6 +4,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -288,6 +290,22 @@ def check_resume_settings(checkpoint_dir: Path, settings: dict, error=ValueError
     if changed:
         raise error(f"--resume: the interrupted run in {checkpoint_dir} had other settings ("
                     f"{'; '.join(changed)}); resume with its settings, or start afresh without --resume")
+
+
+@contextmanager
+def no_checkpoints_without_a_save(checkpoint_dir: Path, resume: bool):
+    """A fresh run that fails or is interrupted before its first checkpoint is saved (a check on
+    the data, the teacher's scoring pass, the first epoch) removes OUT.checkpoints, which would
+    hold nothing to resume from: only its run_settings.json. One with a saved checkpoint (this
+    run's, or an earlier interrupted run's it did not get to replace) keeps it for --resume.
+    Rank 0 of a torchrun launch only, as it alone writes the directory."""
+    try:
+        yield
+    except BaseException:
+        if not resume and int(os.environ.get("RANK", "0")) == 0 and checkpoint_dir.is_dir() \
+                and last_checkpoint(checkpoint_dir) is None:
+            shutil.rmtree(checkpoint_dir, ignore_errors=True)
+        raise
 
 
 def last_checkpoint(checkpoint_dir: Path) -> Path | None:

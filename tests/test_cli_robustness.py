@@ -174,6 +174,9 @@ def test_a_model_directory_without_its_vocabulary_is_named_by_every_command(tiny
         (tiny_model_dir / name).unlink(missing_ok=True)
     assert_every_model_command_says(f"{tiny_model_dir}: no vocabulary (vocab.txt or tokenizer.json); without "
                                     "one every word would be [UNK]", tiny_model_dir, reviews_csv, tmp_path)
+    result = invoke("teach", "--model", f"{tiny_model_dir}/", "--train", reviews_csv[0], "--out", tmp_path / "t")
+    assert result.output == f"Error: {tiny_model_dir}: no vocabulary (vocab.txt or tokenizer.json); without one " \
+                            "every word would be [UNK]\n", result.output          # the path once, slash or not
 
 
 # ---------------------------------------------------------------- outputs that would destroy an input

@@ -158,6 +158,15 @@ def test_a_bundle_missing_one_of_its_files_is_called_an_incomplete_bundle(bundle
             "again\n"), result.output
 
 
+def test_a_model_directory_with_an_onnx_file_beside_its_weights_is_still_a_model_directory(
+        bundle, _tiny_model_master, tmp_path):
+    model = Path(shutil.copytree(_tiny_model_master, tmp_path / "model"))
+    shutil.copy(bundle / "model.onnx", model / "model.onnx")
+    data = write_csv(tmp_path / "dev.csv", make_reviews(8, seed=3))
+    result = run_eval(model, data)
+    assert result.exit_code == 0 and "(torch, 8 rows)" in result.output, result.output
+
+
 def test_a_bundle_given_where_a_model_directory_belongs_is_named_as_such(bundle, tmp_path):
     from distill.cli import main
 

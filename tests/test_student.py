@@ -575,6 +575,7 @@ def test_cli_rejects_bad_settings(trained, tmp_path):
                            (["--hidden-size", "0"], "--hidden-size must be at least 1, got 0"),
                            (["--intermediate-size", "0"], "--intermediate-size must be at least 1, got 0"),
                            (["--layers", "0"], "--layers must be at least 1, got 0"),
+                           (["--shots", "0", "--alpha", "0.5"], "--shots 0 keeps no labelled row: give --unlabeled"),
                            # with --shots 0 these act on nothing, named at their default values too
                            (["--shots", "0", "--unlabeled", str(trained["train"]), "--alpha", "0.5"],
                             "--alpha: no labelled row to weigh or augment with --shots 0"),
@@ -639,6 +640,32 @@ def test_interrupted_student_resumes_from_its_checkpoint(trained, tmp_path, trim
         counts = token_counts(tokenizer, load_labelled(trained["train"]).texts, 32)
         assert model.config.vocab_size == len(kept_ids_from_counts(tokenizer, counts, 10)) \
             < len(kept_ids_from_counts(tokenizer, counts, 1))
+
+
+def test_a_fresh_run_stopped_before_its_first_save_leaves_no_checkpoints(trained, tmp_path, monkeypatch):
+    """A fresh run replaces an interrupted run's checkpoints as it starts; stopped before its own
+    first save (here in the teacher's scoring pass), it leaves no OUT.checkpoints holding only its
+    run_settings.json. A run that fails before replacing them keeps the earlier checkpoints."""
+    import distill.student as student_module
+
+    config = StudentConfig(teacher=str(trained["teacher"]), train=str(trained["train"]), out=str(tmp_path / "s"),
+                           layers=1, augment_factor=0, epochs=2, lr=3e-3, batch_size=16, no_cache=True,
+                           progress=False)                                   # 240 rows: 15 steps an epoch
+    checkpoints = checkpoint_dir_for(config.out)
+    with pytest.raises(KeyboardInterrupt):
+        distill_student(config, callbacks=[Interrupt()])
+    assert (checkpoints / "checkpoint-15").is_dir()
+    with pytest.raises(StudentError, match="not a model directory"):     # fails before replacing them
+        distill_student(replace(config, teacher=str(tmp_path)))
+    assert (checkpoints / "checkpoint-15").is_dir()
+
+    def stop(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(student_module, "teacher_parts", stop)
+    with pytest.raises(KeyboardInterrupt):
+        distill_student(replace(config, lr=1e-3))
+    assert not checkpoints.exists() and not (tmp_path / "s").exists()
 
 
 def test_mse_loss_and_a_sample_of_the_unlabelled_texts(trained, tmp_path, monkeypatch):
