@@ -415,15 +415,14 @@ def student(**kwargs):
     from .data import DataError
     from .savedir import OutputExistsError
     from .student import StudentConfig, StudentError, distill_student
-    from .student_config import check_config, check_labelled_options
+    from .student_config import check_config
 
     data = data_options_from(kwargs)
     kwargs["eval"] = kwargs.pop("eval_path")
     kwargs["progress"] = _progress(not kwargs.pop("quiet"))
     config = StudentConfig(**kwargs, data=data)
     try:
-        check_config(config)                                      # its own errors first, then
-        check_labelled_options(config, given=_given_options())    # --alpha 0.5 named: refused too
+        check_config(config, given=_given_options())    # --alpha 0.5 named with --shots 0: refused too
         report = distill_student(config)
     except (DataError, StudentError, OutputExistsError, PermissionError, OSError, ValueError) as error:
         _fail(error)

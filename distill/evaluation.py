@@ -10,6 +10,7 @@ import numpy as np
 
 from export.engines import is_bundle
 
+from .cache import WEIGHT_FILES
 from .data import DataOptions, load_labelled
 from .predict import is_sequence_classifier
 
@@ -45,7 +46,7 @@ def model_labels(path) -> list[str]:
     """Label names in id order, from a bundle's runtime.json or a model's config.json."""
     path = Path(path)
     has_runtime_json, has_onnx = (path / "runtime.json").is_file(), (path / "model.onnx").is_file()
-    weights = any(path.glob("*.safetensors")) or any(path.glob("pytorch_model*.bin"))
+    weights = any(p for pattern in WEIGHT_FILES for p in path.glob(pattern))
     # a bundle's copied config.json made a damaged bundle look like a model directory; a model
     # directory with an ONNX file put beside its weights is still a model directory
     if has_runtime_json != has_onnx and (has_runtime_json or not weights):

@@ -89,6 +89,11 @@ def _same_directory_on_disk(target: Path, source: Path, parents: bool = True) ->
         return False
 
 
+def first_rank() -> bool:
+    """This process is the only one, or rank 0 of a torchrun launch (the one that writes OUT)."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 _HELD: set[Path] = set()       # outputs whose lock this process holds (output_lock is re-entrant)
 
 
@@ -103,7 +108,7 @@ def output_lock(out: str | os.PathLike):
     (Windows). Parent directories made for the lock are removed again if the run leaves them empty."""
     out = Path(out).absolute()
     key = Path(os.path.realpath(out.parent)) / out.name       # one key for every spelling of OUT
-    if fcntl is None or key in _HELD or int(os.environ.get("RANK", "0")) != 0:
+    if fcntl is None or key in _HELD or not first_rank():
         yield
         return
     path = out.parent / f".{out.name}.lock"

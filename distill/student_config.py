@@ -109,8 +109,9 @@ def check_labelled_options(config: StudentConfig, given: frozenset = frozenset()
                            "(unlabelled texts get the KD loss alone, at weight 1)")
 
 
-def check_config(config: StudentConfig) -> None:
-    """Every setting that cannot work, refused before anything is read or trained."""
+def check_config(config: StudentConfig, given: frozenset = frozenset()) -> None:
+    """Every setting that cannot work, refused before anything is read or trained. `given`: the
+    options named on the command line (see check_labelled_options)."""
     if not (Path(config.teacher) / "config.json").is_file():
         raise StudentError(f"--teacher {config.teacher}: not {TEACHER_DIR_HELP} (no config.json)")
     for other in config.ensemble:
@@ -136,7 +137,7 @@ def check_config(config: StudentConfig) -> None:
     check_minimum("--shots", config.shots, 0, StudentError)
     if config.shots == 0 and not config.unlabeled:
         raise StudentError("--shots 0 keeps no labelled row: give --unlabeled texts for the teacher to label")
-    check_labelled_options(config)
+    check_labelled_options(config, given)
     if config.max_unlabeled is not None and not config.unlabeled:
         raise StudentError("--max-unlabeled only acts with --unlabeled")
     if config.cache_dir is not None and config.no_cache:

@@ -302,8 +302,9 @@ def no_checkpoints_without_a_save(checkpoint_dir: Path, resume: bool):
     try:
         yield
     except BaseException:
-        if not resume and int(os.environ.get("RANK", "0")) == 0 and checkpoint_dir.is_dir() \
-                and last_checkpoint(checkpoint_dir) is None:
+        from .savedir import first_rank
+
+        if not resume and first_rank() and checkpoint_dir.is_dir() and last_checkpoint(checkpoint_dir) is None:
             shutil.rmtree(checkpoint_dir, ignore_errors=True)
         raise
 
